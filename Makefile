@@ -1,0 +1,25 @@
+# Two commands: `make demo` (the main job) and `make test`. Both create .venv and install the project
+# on first use; the stamp makes a second run skip the install in seconds.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+demo: $(STAMP)
+	bash recipes/demo.sh
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/pretrain_throughput.py
+
+clean:
+	rm -rf $(VENV) data-bin/demo

@@ -1,0 +1,14 @@
+"""fairseq_xlm: Lample & Conneau's cross-lingual language model pretraining (XLM) as a fairseq plugin.
+
+Use it with ``fairseq-train --user-dir $(fairseq-xlm-userdir) ...`` or ``import fairseq_xlm``.
+Importing it registers the models, tasks and criteria, and makes checkpoint loading work under
+torch >= 2.6 (``weights_only=True``) through an allow-list (see ``safe_load``).
+"""
+
+from . import safe_load
+
+safe_load.install()
+
+from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
+
+__version__ = "0.1.0"

@@ -1,0 +1,199 @@
+"""Building blocks of the XLM Transformer: embeddings, attention (SDPA + incremental state), layers.
+
+The layout follows Lample & Conneau's model: post-LayerNorm residual blocks, GELU feed-forward,
+LayerNorm (eps 1e-12) on the summed token + position + language embeddings, and a decoder layer that
+puts cross-attention (with its own LayerNorm) between self-attention and the feed-forward block.
+"""
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from fairseq.incremental_decoding_utils import with_incremental_state
+from torch import Tensor, nn
+
+
+def sinusoidal_table(n_pos: int, dim: int) -> Tensor:
+    """The authors' fixed sinusoidal table: even columns sin, odd columns cos."""
+    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.empty(n_pos, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
+class XlmEmbeddings(nn.Module):
+    """Token + position (+ language) embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg, dictionary, n_langs: int, embed_tokens: Optional[nn.Embedding] = None):
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.padding_idx = dictionary.pad()
+        self.max_positions = cfg.max_positions
+        if embed_tokens is None:
+            embed_tokens = nn.Embedding(len(dictionary), dim, padding_idx=self.padding_idx)
+            nn.init.normal_(embed_tokens.weight, mean=0.0, std=dim**-0.5)
+            nn.init.zeros_(embed_tokens.weight[self.padding_idx])
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(cfg.max_positions, dim)
+        if cfg.sinusoidal_embeddings:
+            with torch.no_grad():
+                self.embed_positions.weight.copy_(sinusoidal_table(cfg.max_positions, dim))
+            self.embed_positions.weight.requires_grad = False
+        else:
+            nn.init.normal_(self.embed_positions.weight, mean=0.0, std=dim**-0.5)
+        self.embed_langs = None
+        if not cfg.no_lang_embeddings and n_langs > 1:
+            self.embed_langs = nn.Embedding(n_langs, dim)
+            nn.init.normal_(self.embed_langs.weight, mean=0.0, std=dim**-0.5)
+        self.layernorm_embedding = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.dropout = cfg.dropout
+
+    def forward(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor]) -> Tensor:
+        """tokens, positions: (B, T); langs: (B, T), (B,) or None."""
+        if positions is None:
+            positions = default_positions(tokens, self.padding_idx)
+        if positions.max() >= self.max_positions:
+            raise ValueError(
+                f"position {int(positions.max())} is beyond the model's --max-positions "
+                f"{self.max_positions}; use shorter samples (--tokens-per-sample / --max-source-positions)"
+            )
+        x = self.embed_tokens(tokens) + self.embed_positions(positions)
+        if self.embed_langs is not None and langs is not None:
+            if langs.dim() == 1:
+                langs = langs[:, None]
+            x = x + self.embed_langs(langs)
+        x = self.layernorm_embedding(x)
+        return F.dropout(x, p=self.dropout, training=self.training)
+
+
+def default_positions(tokens: Tensor, padding_idx: int) -> Tensor:
+    """0, 1, 2, ... over non-pad tokens (equal to arange for right-padded batches, as in XLM and HF)."""
+    not_pad = tokens.ne(padding_idx)
+    return (torch.cumsum(not_pad, dim=1) - 1).clamp_(min=0) * not_pad
+
+
+def attention_mask(
+    key_padding_mask: Optional[Tensor], causal: bool, tgt_len: int, src_len: int
+) -> Optional[Tensor]:
+    """Boolean (B|1, 1, T, S) mask, True = may attend; None when every key may be seen.
+
+    A padded query always keeps its own diagonal key so that no row is fully masked (SDPA would
+    return NaN there); padded rows are zeroed after each layer anyway.
+    """
+    if key_padding_mask is None and not causal:
+        return None
+    device = key_padding_mask.device if key_padding_mask is not None else None
+    mask = torch.ones(1, 1, tgt_len, src_len, dtype=torch.bool, device=device)
+    if causal:
+        mask = torch.tril(mask, diagonal=src_len - tgt_len)
+    if key_padding_mask is not None:
+        mask = mask & ~key_padding_mask[:, None, None, :]
+        if tgt_len == src_len:
+            mask = mask | torch.eye(tgt_len, dtype=torch.bool, device=device)
+    return mask
+
+
+@with_incremental_state
+class XlmAttention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``, with fairseq incremental state."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, kv_dim: Optional[int] = None):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"--encoder-embed-dim {dim} is not divisible by --encoder-attention-heads {heads}")
+        kv_dim = kv_dim or dim
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv_dim, dim)
+        self.v_proj = nn.Linear(kv_dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Optional[Tensor] = None,
+        kv: Optional[Tensor] = None,
+        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """x: (B, T, C); kv: encoder states (B, S, C) for cross-attention; mask: see attention_mask()."""
+        b, t, c = x.shape
+        q = self._split(self.q_proj(x))
+        cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
+        if kv is not None and cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]  # encoder keys/values are computed once per sentence
+        else:
+            src = x if kv is None else kv
+            k, v = self._split(self.k_proj(src)), self._split(self.v_proj(src))
+            if kv is None and cache is not None and "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+        if incremental_state is not None:
+            self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and mask is None,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        """Follow beam search's reordering of hypotheses."""
+        cache = self.get_incremental_state(incremental_state, "kv")
+        if cache is not None:
+            cache = {key: val.index_select(0, new_order) for key, val in cache.items()}
+            self.set_incremental_state(incremental_state, "kv", cache)
+        return incremental_state
+
+
+class XlmLayer(nn.Module):
+    """Post-LayerNorm Transformer layer; with ``cross_attention`` it is the authors' decoder layer."""
+
+    def __init__(self, cfg, cross_attention: bool = False):
+        super().__init__()
+        dim, eps = cfg.encoder_embed_dim, cfg.layer_norm_eps
+        self.dropout = cfg.dropout
+        self.self_attn = XlmAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.encoder_attn = self.encoder_attn_layer_norm = None
+        if cross_attention:
+            self.encoder_attn = XlmAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout)
+            self.encoder_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
+        self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
+        self.activation = F.gelu if cfg.activation_fn == "gelu" else F.relu
+        self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(
+        self,
+        x: Tensor,
+        self_mask: Optional[Tensor],
+        keep: Optional[Tensor],
+        causal: bool = False,
+        encoder_out: Optional[Tensor] = None,
+        encoder_mask: Optional[Tensor] = None,
+        incremental_state=None,
+    ) -> Tensor:
+        """x: (B, T, C); keep: (B, T, 1) float, 0 on padding (re-zeroed after the layer, as the authors)."""
+        attn = self.self_attn(x, self_mask, incremental_state=incremental_state, is_causal=causal)
+        x = self.self_attn_layer_norm(x + F.dropout(attn, p=self.dropout, training=self.training))
+        if self.encoder_attn is not None and encoder_out is not None:
+            attn = self.encoder_attn(x, encoder_mask, kv=encoder_out, incremental_state=incremental_state)
+            x = self.encoder_attn_layer_norm(x + F.dropout(attn, p=self.dropout, training=self.training))
+        h = self.fc2(self.activation(self.fc1(x)))
+        x = self.final_layer_norm(x + F.dropout(h, p=self.dropout, training=self.training))
+        if keep is not None:
+            x = x * keep
+        return x
+

@@ -1,0 +1,211 @@
+"""The XLM encoder (CLM / MLM / TLM pretraining and classification) as a fairseq model ``xlm_transformer``.
+
+Architectures: ``xlm_tiny`` (tests) and the authors' released shapes (``xlm_mlm_enfr_1024``, ...).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqEncoder, FairseqEncoderModel, register_model, register_model_architecture
+from torch import Tensor, nn
+
+from .modules import XlmEmbeddings, XlmLayer, attention_mask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class XlmConfig(FairseqDataclass):
+    """Hyper-parameters of the XLM Transformer (names follow fairseq's transformer where one exists)."""
+
+    encoder_embed_dim: int = field(default=1024, metadata={"help": "model dimension (the authors' emb_dim)"})
+    encoder_layers: int = field(default=6, metadata={"help": "number of Transformer layers"})
+    encoder_attention_heads: int = field(default=8, metadata={"help": "number of attention heads"})
+    encoder_ffn_embed_dim: int = field(default=4096, metadata={"help": "hidden size of the feed-forward block"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings, residual branches"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    activation_fn: ChoiceEnum(["gelu", "relu"]) = field(
+        default="gelu", metadata={"help": "feed-forward activation (the authors' --gelu_activation)"}
+    )
+    sinusoidal_embeddings: bool = field(
+        default=False, metadata={"help": "fixed sinusoidal position embeddings instead of learned ones"}
+    )
+    no_lang_embeddings: bool = field(
+        default=False, metadata={"help": "do not add language embeddings (the authors' --use_lang_emb false)"}
+    )
+    n_langs: int = field(
+        default=0,
+        metadata={"help": "number of language embeddings; 0 = the number of languages of the task (--langs)"},
+    )
+    max_positions: int = field(default=512, metadata={"help": "number of position embeddings"})
+    layer_norm_eps: float = field(default=1e-12, metadata={"help": "LayerNorm epsilon (the authors use 1e-12)"})
+
+
+def resolve_n_langs(cfg, task) -> int:
+    """Language count from the task (its ``langs``), checked against an explicit ``--n-langs``."""
+    task_langs = getattr(task, "langs", None)
+    if task_langs is not None and cfg.n_langs and cfg.n_langs != len(task_langs):
+        raise ValueError(
+            f"--n-langs {cfg.n_langs} does not match the task's {len(task_langs)} languages "
+            f"({','.join(task_langs)}); drop --n-langs or fix --langs"
+        )
+    n_langs = len(task_langs) if task_langs is not None else cfg.n_langs
+    if n_langs < 1:
+        raise ValueError(f"invalid language count {n_langs}: give --langs to the task or --n-langs >= 1")
+    return n_langs
+
+
+class XlmEncoder(FairseqEncoder):
+    """Embeddings, post-LayerNorm layers and (optionally) the tied output layer with bias."""
+
+    def __init__(self, cfg, dictionary, n_langs: int, with_output_layer: bool = True, cross_attention=False,
+                 num_layers: Optional[int] = None, embed_tokens: Optional[nn.Embedding] = None):
+        super().__init__(dictionary)
+        self.n_langs = n_langs
+        self.padding_idx = dictionary.pad()
+        self.embeddings = XlmEmbeddings(cfg, dictionary, n_langs, embed_tokens)
+        self.layers = nn.ModuleList(
+            [XlmLayer(cfg, cross_attention) for _ in range(num_layers or cfg.encoder_layers)]
+        )
+        self.output_bias = nn.Parameter(torch.zeros(len(dictionary))) if with_output_layer else None
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.embeddings.embed_tokens
+
+    def extract_features(
+        self,
+        src_tokens: Tensor,
+        langs: Optional[Tensor] = None,
+        positions: Optional[Tensor] = None,
+        causal: bool = False,
+        return_all_hiddens: bool = False,
+    ):
+        """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states)."""
+        x = self.embeddings(src_tokens, positions, langs)
+        pad = src_tokens.eq(self.padding_idx)
+        if not pad.any():
+            pad = None
+        keep = None if pad is None else (~pad).unsqueeze(-1).to(x.dtype)
+        if keep is not None:
+            x = x * keep
+        t = src_tokens.size(1)
+        mask = attention_mask(pad, causal, t, t)
+        states = [x] if return_all_hiddens else []
+        for layer in self.layers:
+            x = layer(x, mask, keep, causal=causal)
+            if return_all_hiddens:
+                states.append(x)
+        return x, {"padding_mask": pad, "inner_states": states}
+
+    def output_layer(self, features: Tensor, masked_tokens: Optional[Tensor] = None) -> Tensor:
+        """Logits over the vocabulary, only at ``masked_tokens`` (bool, B x T) when given: (N, V)."""
+        if masked_tokens is not None:
+            features = features[masked_tokens]
+        return nn.functional.linear(features, self.embed_tokens.weight, self.output_bias)
+
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Optional[Tensor] = None,
+        langs: Optional[Tensor] = None,
+        positions: Optional[Tensor] = None,
+        causal: bool = False,
+        masked_tokens: Optional[Tensor] = None,
+        features_only: bool = False,
+        return_all_hiddens: bool = False,
+        **unused,
+    ):
+        """(logits or features, extra); see ``extract_features`` and ``output_layer``."""
+        x, extra = self.extract_features(src_tokens, langs, positions, causal, return_all_hiddens)
+        if not features_only:
+            x = self.output_layer(x, masked_tokens)
+        return x, extra
+
+    def max_positions(self) -> int:
+        return self.embeddings.max_positions
+
+
+def check_vocab_and_langs(state_dict, prefix: str, vocab_size: int, n_langs: int, where: str = "checkpoint"):
+    """One clear error when a state dict was trained with another vocabulary or language count."""
+    tok = state_dict.get(prefix + "embeddings.embed_tokens.weight")
+    if tok is not None and tok.size(0) != vocab_size:
+        raise ValueError(
+            f"{where} has a vocabulary of {tok.size(0)} rows but the data dictionary has {vocab_size} "
+            f"symbols: binarize with the checkpoint's dict.txt (fairseq-preprocess --srcdict)"
+        )
+    lang = state_dict.get(prefix + "embeddings.embed_langs.weight")
+    if lang is not None and lang.size(0) != n_langs:
+        raise ValueError(
+            f"{where} has {lang.size(0)} language embeddings but the model is built for {n_langs} "
+            f"languages: pass the checkpoint's languages in the same order to --langs"
+        )
+
+
+@register_model("xlm_transformer", dataclass=XlmConfig)
+class XlmModel(FairseqEncoderModel):
+    """Encoder-only XLM: language model heads for CLM/MLM/TLM; features for classification."""
+
+    def __init__(self, cfg, encoder: XlmEncoder):
+        super().__init__(encoder)
+        self.cfg = cfg
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        """Build from a config and a task that has ``source_dictionary`` and ``langs``."""
+        return cls(cfg, XlmEncoder(cfg, task.source_dictionary, resolve_n_langs(cfg, task)))
+
+    def forward(self, src_tokens, src_lengths=None, **kwargs):
+        return self.encoder(src_tokens, src_lengths, **kwargs)
+
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        logits = net_output[0].float()
+        return logits.log_softmax(dim=-1) if log_probs else logits.softmax(dim=-1)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        check_vocab_and_langs(state_dict, "encoder.", len(self.encoder.dictionary), self.encoder.n_langs)
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
+
+# name: (layers, dim, heads); the authors' released checkpoints (FFN = 4 * dim, GELU).
+XLM_PRESETS = {
+    "xlm_mlm_enfr_1024": (6, 1024, 8),
+    "xlm_mlm_ende_1024": (6, 1024, 8),
+    "xlm_mlm_enro_1024": (6, 1024, 8),
+    "xlm_clm_enfr_1024": (6, 1024, 8),
+    "xlm_mlm_xnli15_1024": (12, 1024, 8),
+    "xlm_mlm_tlm_xnli15_1024": (12, 1024, 8),
+    "xlm_mlm_17_1280": (16, 1280, 16),
+    "xlm_mlm_100_1280": (16, 1280, 16),
+    "xlm_mlm_en_2048": (12, 2048, 16),
+    "xlm_tiny": (2, 64, 4),
+}
+
+
+def apply_preset(args, layers: int, dim: int, heads: int) -> None:
+    """Fill unset hyper-parameters of ``args`` with a preset (explicit flags win, as in fairseq)."""
+    args.encoder_layers = getattr(args, "encoder_layers", None) or layers
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", None) or dim
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", None) or heads
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", None) or 4 * args.encoder_embed_dim
+
+
+def _register_presets(model_name: str, prefix_map, extra=None) -> List[str]:
+    names = []
+    for preset, shape in XLM_PRESETS.items():
+        name = prefix_map(preset)
+
+        def arch(args, shape=shape):
+            apply_preset(args, *shape)
+            if extra is not None:
+                extra(args)
+
+        register_model_architecture(model_name, name)(arch)
+        names.append(name)
+    return names
+
+
+ENCODER_ARCHS = _register_presets("xlm_transformer", lambda name: name)

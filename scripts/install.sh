@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install fairseq_xlm with its test extra.
+#
+# Order matters on CPU-only machines:
+#  1. torch==2.13.0 first (a CPU wheel; an unpinned torch can pull a multi-GB CUDA build).
+#  2. fairseq-fixed (upstream fairseq + the Python 3.11 fix) built against that torch, without build
+#     isolation (isolation would fetch another torch) and without its hard torchaudio pin
+#     (torchaudio wheels pin other torch releases; fairseq only imports torchaudio in speech examples).
+#  3. fairseq's remaining runtime requirements, then this package (editable) and its extras.
+# Idempotent: the Makefile only calls this when the stamp file is older than pyproject.toml.
+set -euo pipefail
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+FAIRSEQ_SPEC=${FAIRSEQ_SPEC:-fairseq-fixed==0.12.3.1}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  echo "[install] $TORCH_SPEC"
+  "${PIP[@]}" install "$TORCH_SPEC"
+fi
+"${PIP[@]}" install "setuptools<81" wheel cython "numpy>=1.26,<3"
+
+if ! "$VENV/bin/python" -c "import fairseq" 2>/dev/null; then
+  echo "[install] $FAIRSEQ_SPEC (compiles from source: about 5-6 minutes on 2 cores)"
+  "${PIP[@]}" install --no-build-isolation --no-deps "$FAIRSEQ_SPEC"
+fi
+# fairseq-fixed's own requirements, less torchaudio (see above).
+"${PIP[@]}" install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqdm bitarray \
+  scikit-learn packaging
+# The project itself; --no-deps so pip does not try to satisfy fairseq-fixed's torchaudio pin.
+"${PIP[@]}" install --no-deps --no-build-isolation -e ".[test]"
+"${PIP[@]}" install sentencepiece "pytest>=7" "transformers>=4.40"
+echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
