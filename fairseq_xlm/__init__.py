@@ -10,5 +10,6 @@ from . import safe_load
 safe_load.install()
 
 from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
+from . import criterions, tasks  # noqa: E402,F401  (registers tasks and criteria)
 
 __version__ = "0.1.0"

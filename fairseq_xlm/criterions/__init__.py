@@ -1,0 +1,1 @@
+"""fairseq_xlm criterions (registered by explicit imports)."""

@@ -1,0 +1,1 @@
+"""Dataset wrappers and the shared data-bin layout."""

@@ -1,0 +1,68 @@
+"""The data-bin layout shared by every fairseq_xlm task (written by ``fairseq_xlm.prepare``).
+
+    data-bin/NAME/
+      dict.txt                        one joined fairseq dictionary for all languages (no <mask>)
+      spm.model, spm.vocab            the shared sentencepiece BPE model
+      {split}.{lang}.{bin,idx}        monolingual text, one sentence per line (split: train/valid/test)
+      {split}.{l1}-{l2}.{lang}.{bin,idx}   parallel text, lang in (l1, l2), line-aligned
+
+Tasks load the dictionary with ``load_dictionary`` (which appends ``<mask>``) so that all checkpoints of
+one data-bin share one vocabulary size.
+"""
+
+import glob
+import os
+import re
+from typing import List, Optional, Tuple
+
+from fairseq.data import Dictionary, data_utils
+
+MASK = "<mask>"
+
+
+def load_dictionary(data_dir: str) -> Dictionary:
+    """The joined dictionary of ``data_dir`` plus ``<mask>`` (a no-op when dict.txt already has it)."""
+    path = os.path.join(data_dir, "dict.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no dictionary; is {data_dir} a data-bin made by fairseq_xlm.prepare?")
+    dictionary = Dictionary.load(path)
+    dictionary.add_symbol(MASK)
+    return dictionary
+
+
+def parse_langs(langs: str, flag: str = "--langs") -> List[str]:
+    """'en,es,ny' -> ['en', 'es', 'ny'], with one clear error for empty or repeated names."""
+    out = [lang.strip() for lang in (langs or "").split(",") if lang.strip()]
+    if not out:
+        raise ValueError(f"{flag} is empty: give comma-separated language codes, e.g. {flag} en,es")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{flag} {langs!r} names a language twice")
+    bad = [lang for lang in out if not re.fullmatch(r"[A-Za-z0-9_]+", lang)]
+    if bad:
+        raise ValueError(f"{flag}: invalid language code(s) {bad} (letters, digits and _ only)")
+    return out
+
+
+def mono_prefix(data_dir: str, split: str, lang: str) -> str:
+    return os.path.join(data_dir, f"{split}.{lang}")
+
+
+def para_prefix(data_dir: str, split: str, l1: str, l2: str, lang: str) -> Optional[str]:
+    """Prefix of one side of a parallel corpus stored as l1-l2 or l2-l1; None if absent."""
+    for a, b in ((l1, l2), (l2, l1)):
+        prefix = os.path.join(data_dir, f"{split}.{a}-{b}.{lang}")
+        if data_utils.infer_dataset_impl(prefix) is not None or os.path.exists(prefix + ".bin"):
+            return prefix
+    return None
+
+
+def available(data_dir: str, split: str) -> Tuple[List[str], List[str]]:
+    """(monolingual languages, parallel pairs) present for ``split`` in ``data_dir``."""
+    mono, pairs = set(), set()
+    for path in glob.glob(os.path.join(data_dir, f"{split}.*.bin")):
+        parts = os.path.basename(path)[: -len(".bin")].split(".")
+        if len(parts) == 2:
+            mono.add(parts[1])
+        elif len(parts) == 3 and "-" in parts[1]:
+            pairs.add(parts[1])
+    return sorted(mono), sorted(pairs)

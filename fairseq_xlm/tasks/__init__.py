@@ -1,0 +1,1 @@
+"""fairseq_xlm tasks (registered by explicit imports)."""
