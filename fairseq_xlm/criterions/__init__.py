@@ -1,1 +1,2 @@
 """fairseq_xlm criterions (registered by explicit imports)."""
+from . import xlm_lm  # noqa: F401

@@ -15,7 +15,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import Dictionary
 
 MASK = "<mask>"
 
@@ -51,7 +51,7 @@ def para_prefix(data_dir: str, split: str, l1: str, l2: str, lang: str) -> Optio
     """Prefix of one side of a parallel corpus stored as l1-l2 or l2-l1; None if absent."""
     for a, b in ((l1, l2), (l2, l1)):
         prefix = os.path.join(data_dir, f"{split}.{a}-{b}.{lang}")
-        if data_utils.infer_dataset_impl(prefix) is not None or os.path.exists(prefix + ".bin"):
+        if os.path.exists(prefix + ".bin"):
             return prefix
     return None
 

@@ -1,1 +1,2 @@
 """fairseq_xlm tasks (registered by explicit imports)."""
+from . import xlm_pretrain  # noqa: F401
