@@ -1,0 +1,460 @@
+"""Raw text -> one shared sentencepiece BPE -> one joined dictionary -> a fairseq_xlm data-bin.
+
+    python -m fairseq_xlm.prepare --raw RAW --destdir data-bin/NAME --langs en,es [--vocab-size 8000 ...]
+
+RAW holds ``{train,valid,test}.{lang}`` (train required for every language) and optionally parallel
+``{split}.{l1}-{l2}.{l1|l2}`` and genre labels ``{split}.{lang}.label``. The output is the layout of
+``fairseq_xlm.data.layout`` (plus the label files, copied line-aligned). Stages, each skipped when its
+marker in DESTDIR/prep/ matches its settings and its outputs exist:
+
+    check     every file exists, is UTF-8, non-empty; parallel sides and labels are line-aligned
+    sample    BPE training sample, languages drawn with q_i ∝ p_i^alpha (XLM, Section 3.1)
+    spm       one sentencepiece BPE model for all languages -> spm.model, spm.vocab
+    encode    all splits into BPE pieces (DESTDIR/prep/bpe/); long lines counted (or dropped)
+    dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
+    binarize  fairseq-preprocess per language / pair, each in its own temp destdir
+
+Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from fairseq_xlm.data.layout import MASK, parse_langs
+
+logger = logging.getLogger("fairseq_xlm.prepare")
+
+SPLITS = ("train", "valid", "test")
+STAGES = ("check", "sample", "spm", "encode", "dict", "binarize")
+# fairseq's Dictionary adds these itself; a spm piece spelled the same would make dict.txt unloadable.
+RESERVED = {"<s>", "<pad>", "</s>", "<unk>", MASK}
+
+
+class PrepareError(ValueError):
+    """Bad input or settings; the message names the file or flag."""
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of one data-bin build (every field is a command-line flag)."""
+
+    raw: str = field(metadata={"help": "folder with {split}.{lang} and {split}.{l1}-{l2}.{lang} raw text"})
+    destdir: str = field(metadata={"help": "output data-bin folder (work files go to DESTDIR/prep)"})
+    langs: str = field(metadata={"help": "comma-separated languages, e.g. en,es,ny"})
+    vocab_size: int = field(default=8000, metadata={"help": "sentencepiece BPE vocabulary size"})
+    character_coverage: float = field(default=0.9999, metadata={"help": "sentencepiece character coverage"})
+    alpha: float = field(default=0.5, metadata={"help": "language smoothing of the BPE sample: q ∝ p^alpha"})
+    sample_lines: int = field(default=1_000_000, metadata={"help": "lines in the BPE training sample"})
+    seed: int = field(default=1, metadata={"help": "seed of the BPE sample"})
+    warn_line_tokens: int = field(default=1024, metadata={"help": "count and warn about lines longer than "
+                                  "this many BPE tokens (the task cuts them into tokens-per-sample blocks)"})
+    max_line_tokens: int = field(default=0, metadata={"help": "drop lines (parallel: pairs) longer than this "
+                                 "many BPE tokens; 0 keeps all"})
+    workers: int = field(default=1, metadata={"help": "threads/processes for sentencepiece and binarizing"})
+    force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
+
+
+def smoothed_probs(counts: Union[Mapping[str, float], Sequence[float]], alpha: float):
+    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = counts_i / sum(counts); same container as ``counts``."""
+    keys = list(counts) if isinstance(counts, Mapping) else None
+    values = np.array([counts[k] for k in keys] if keys else list(counts), dtype=np.float64)
+    if values.size == 0 or (values < 0).any() or values.sum() <= 0:
+        raise PrepareError(f"smoothed_probs: counts must be non-negative with a positive sum, got {counts}")
+    q = (values / values.sum()) ** alpha
+    q = (q / q.sum()).tolist()
+    return dict(zip(keys, q)) if keys else q
+
+
+# ---------------------------------------------------------------- atomic files and stage markers
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary name for ``path``; rename on success, delete on error."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp) if os.path.isdir(tmp) else os.remove(tmp)
+
+
+def write_json(path: str, obj) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+
+
+class Stages:
+    """Runs stages in order; a stage is skipped when its marker holds the same fingerprint (its settings
+    chained with the previous stage's) and the outputs it lists exist."""
+
+    def __init__(self, cfg: PrepareConfig, work: str):
+        self.cfg, self.work, self.chain = cfg, work, ""
+
+    def run(self, name: str, params: dict, fn) -> dict:
+        fingerprint = hashlib.sha1(json.dumps([self.chain, name, params], sort_keys=True).encode()).hexdigest()
+        self.chain = fingerprint
+        marker = os.path.join(self.work, f"{name}.done")
+        if not self.cfg.force and os.path.isfile(marker):
+            with open(marker, encoding="utf-8") as f:
+                done = json.load(f)
+            outputs = [os.path.join(self.cfg.destdir, p) for p in done["result"].get("outputs", [])]
+            if done["fingerprint"] == fingerprint and all(os.path.exists(p) for p in outputs):
+                logger.info(f"stage {name}: done already, skipping ({marker})")
+                return done["result"]
+        if os.path.exists(marker):
+            os.remove(marker)  # a rerun that crashes must not leave the old marker claiming success
+        logger.info(f"stage {name}: running")
+        result = fn()
+        write_json(marker, {"fingerprint": fingerprint, "result": result})
+        return result
+
+
+# ---------------------------------------------------------------- check
+
+
+def raw_inventory(cfg: PrepareConfig, langs: List[str]) -> Dict[str, List[str]]:
+    """{corpus name: [raw file per language]}: 'train.en' -> [train.en], 'train.en-es' -> [.en, .es]."""
+    if not os.path.isdir(cfg.raw):
+        raise PrepareError(f"--raw {cfg.raw}: no such folder")
+    corpora: Dict[str, List[str]] = {}
+    for lang in langs:
+        train = os.path.join(cfg.raw, f"train.{lang}")
+        if not os.path.isfile(train):
+            raise PrepareError(f"{train}: missing; every language of --langs needs monolingual train text")
+        for split in SPLITS:
+            if os.path.isfile(os.path.join(cfg.raw, f"{split}.{lang}")):
+                corpora[f"{split}.{lang}"] = [f"{split}.{lang}"]
+            else:
+                logger.warning(f"{os.path.join(cfg.raw, f'{split}.{lang}')}: absent, no monolingual {split} for {lang}")
+    for split in SPLITS:
+        for l1 in langs:
+            for l2 in langs:
+                sides = [f"{split}.{l1}-{l2}.{lang}" for lang in (l1, l2)]
+                present = [os.path.isfile(os.path.join(cfg.raw, s)) for s in sides]
+                if l1 != l2 and any(present):
+                    if not all(present):
+                        missing = os.path.join(cfg.raw, sides[present.index(False)])
+                        raise PrepareError(f"{missing}: missing, the other side of this parallel corpus exists")
+                    corpora[f"{split}.{l1}-{l2}"] = sides
+    return corpora
+
+
+def count_lines(path: str) -> int:
+    """Lines of ``path``; raises PrepareError naming file and line for bytes that are not UTF-8."""
+    n = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise PrepareError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return n
+
+
+def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
+    """Validate every raw file; returns line counts per file name."""
+    lines: Dict[str, int] = {}
+    for name, files in corpora.items():
+        for file in files:
+            path = os.path.join(cfg.raw, file)
+            lines[file] = count_lines(path)
+            with open(path, encoding="utf-8") as f:
+                if not any(line.strip() for line in f):
+                    raise PrepareError(f"{path}: empty split (no non-blank line)")
+        if len({lines[f] for f in files}) > 1:
+            raise PrepareError(f"{os.path.join(cfg.raw, files[1])}: {lines[files[1]]} lines but "
+                               f"{files[0]} has {lines[files[0]]}; parallel sides must be line-aligned")
+        label = os.path.join(cfg.raw, f"{name}.label")
+        if len(files) == 1 and os.path.isfile(label):
+            lines[f"{name}.label"] = count_lines(label)
+            if lines[f"{name}.label"] != lines[files[0]]:
+                raise PrepareError(f"{label}: {lines[f'{name}.label']} labels for {lines[files[0]]} lines")
+    return {"lines": lines}
+
+
+def raw_stats(cfg: PrepareConfig, corpora: Dict[str, List[str]]) -> list:
+    """(file, size, mtime) of every raw input: the check stage reruns when any changes."""
+    files = sorted({f for fs in corpora.values() for f in fs} | {f"{n}.label" for n in corpora})
+    paths = [(f, os.path.join(cfg.raw, f)) for f in files]
+    return [(f, os.stat(p).st_size, os.stat(p).st_mtime_ns) for f, p in paths if os.path.isfile(p)]
+
+
+# ---------------------------------------------------------------- sample, spm
+
+
+def train_files(corpora: Dict[str, List[str]], lang: str) -> List[str]:
+    """Raw training files holding ``lang``: its monolingual text and its side of every pair."""
+    return sorted(f for name, fs in corpora.items() if name.startswith("train.") for f in fs
+                  if f.endswith(f".{lang}"))
+
+
+def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, int], out: str) -> dict:
+    """Write the BPE sample: n ~ Multinomial(sample_lines, q), then n_i lines of language i, drawn
+    without replacement while there are enough, else every line repeated (low-resource upsampling)."""
+    counts = {lang: sum(lines[f] for f in train_files(corpora, lang)) for lang in langs}
+    probs = smoothed_probs(counts, cfg.alpha)
+    rng = np.random.default_rng(cfg.seed)
+    drawn = dict(zip(langs, rng.multinomial(cfg.sample_lines, [probs[lang] for lang in langs]).tolist()))
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for lang in langs:
+            total, n = counts[lang], drawn[lang]
+            idx = np.concatenate([np.tile(np.arange(total), n // total),
+                                  rng.choice(total, n % total, replace=False)])
+            times = np.bincount(idx, minlength=total)
+            k = 0
+            for file in train_files(corpora, lang):
+                with open(os.path.join(cfg.raw, file), encoding="utf-8") as src:
+                    for line in src:
+                        if times[k]:
+                            f.write((line.rstrip("\n") + "\n") * int(times[k]))
+                        k += 1
+    logger.info(f"BPE sample: lines p={counts} -> q={ {k: round(v, 4) for k, v in probs.items()} } -> {drawn}")
+    return {"counts": counts, "probs": probs, "drawn": drawn}
+
+
+def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
+    """One BPE model for all languages -> DESTDIR/spm.model and spm.vocab."""
+    import sentencepiece as spm
+
+    prefix = os.path.join(work, f"spm.tmp{os.getpid()}")
+    try:
+        spm.SentencePieceTrainer.train(
+            input=sample, model_prefix=prefix, model_type="bpe", vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage, num_threads=cfg.workers, input_sentence_size=0,
+            # soft limit: a small corpus yields fewer pieces instead of failing; fairseq appends </s> itself
+            hard_vocab_limit=False, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, minloglevel=2,
+        )
+        for ext in ("model", "vocab"):
+            os.replace(f"{prefix}.{ext}", os.path.join(cfg.destdir, f"spm.{ext}"))
+    except RuntimeError as e:
+        raise PrepareError(f"sentencepiece failed on {sample} (check --vocab-size {cfg.vocab_size}): {e}") from None
+    finally:
+        for ext in ("model", "vocab"):
+            if os.path.exists(f"{prefix}.{ext}"):
+                os.remove(f"{prefix}.{ext}")
+    size = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model")).get_piece_size()
+    logger.info(f"sentencepiece BPE: {size} pieces (asked {cfg.vocab_size})")
+    return {"pieces": size, "outputs": ["spm.model", "spm.vocab"]}
+
+
+# ---------------------------------------------------------------- encode, dict, binarize
+
+
+def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
+    """Every raw file -> space-separated BPE pieces in WORK/bpe (unknown characters become <unk>)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+    bpe_dir = os.path.join(work, "bpe")
+    os.makedirs(bpe_dir, exist_ok=True)
+    stats = {}
+    for name, files in sorted(corpora.items()):
+        label = os.path.join(cfg.raw, f"{name}.label")
+        ins = files + ([f"{name}.label"] if len(files) == 1 and os.path.isfile(label) else [])
+        kept = long = dropped = unk = tokens = 0
+        first_long: Optional[int] = None
+        with contextlib.ExitStack() as stack:
+            srcs = [stack.enter_context(open(os.path.join(cfg.raw, f), encoding="utf-8")) for f in ins]
+            tmps = [stack.enter_context(atomic_path(os.path.join(bpe_dir, f))) for f in ins]
+            outs = [stack.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
+            for start, rows in _batches(zip(*srcs), 10_000):
+                sides = [sp.encode([row[i].rstrip("\n") for row in rows], out_type=int, num_threads=cfg.workers)
+                         for i in range(len(files))]
+                for j, row in enumerate(rows):
+                    ids = [side[j] for side in sides]
+                    longest = max(len(x) for x in ids)
+                    if longest > cfg.warn_line_tokens:
+                        long += 1
+                        first_long = first_long or start + j + 1
+                    if cfg.max_line_tokens and longest > cfg.max_line_tokens:
+                        dropped += 1
+                        continue
+                    kept += 1
+                    for x, out in zip(ids, outs):
+                        tokens += len(x)
+                        unk += x.count(sp.unk_id())
+                        out.write(" ".join(sp.id_to_piece(x)) + "\n")
+                    if len(ins) > len(files):
+                        outs[-1].write(row[-1])
+        if long:
+            logger.warning(f"{os.path.join(cfg.raw, files[0])}: {long} line(s) longer than --warn-line-tokens "
+                           f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
+                           + (f"; {dropped} dropped by --max-line-tokens" if dropped else
+                              "; kept, the task cuts them into tokens-per-sample blocks"))
+        if kept == 0:
+            raise PrepareError(f"{os.path.join(cfg.raw, files[0])}: no line left after --max-line-tokens "
+                               f"{cfg.max_line_tokens}")
+        stats[name] = {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
+    return {"stats": stats}
+
+
+def _batches(rows, size: int):
+    batch, start = [], 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield start, batch
+            start, batch = start + size, []
+    if batch:
+        yield start, batch
+
+
+def build_dict(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
+    """dict.txt: every sentencepiece piece once, ordered by training frequency (unseen ones count 0).
+    No <mask> (tasks append it) and no padding words, so <mask> always lands right after the pieces."""
+    import sentencepiece as spm
+    from fairseq.data import Dictionary
+
+    counts: Counter = Counter()
+    for name, files in corpora.items():
+        if name.startswith("train."):
+            for file in files:
+                with open(os.path.join(work, "bpe", file), encoding="utf-8") as f:
+                    for line in f:
+                        counts.update(line.split())
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+    dictionary = Dictionary()
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if not (sp.is_control(i) or sp.is_unknown(i) or piece in RESERVED):
+            dictionary.add_symbol(piece, n=counts[piece])
+    dictionary.finalize(threshold=-1, nwords=-1, padding_factor=1)
+    with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        dictionary.save(f)
+    logger.info(f"dict.txt: {len(dictionary)} symbols with fairseq's specials ({len(dictionary) + 1} with {MASK})")
+    return {"size": len(dictionary), "outputs": ["dict.txt"]}
+
+
+def binarize(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
+    """fairseq-preprocess with dict.txt, one temp destdir per language or pair, files moved into place."""
+    units: Dict[str, List[str]] = {}
+    for name in sorted(corpora):
+        split, unit = name.split(".", 1)
+        units.setdefault(unit, []).append(split)
+    outputs = []
+    for unit, splits in units.items():
+        langs = unit.split("-")
+        tmpdir = os.path.join(work, f"bin-{unit}.tmp")
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        try:
+            _preprocess(cfg, work, tmpdir, unit, langs, splits)
+            for split in splits:
+                for lang in langs:
+                    made = f"{split}.{langs[0]}-{langs[1] if len(langs) == 2 else 'None'}.{lang}"
+                    final = f"{split}.{unit}.{lang}" if len(langs) == 2 else f"{split}.{lang}"
+                    for ext in ("bin", "idx"):
+                        os.replace(os.path.join(tmpdir, f"{made}.{ext}"), os.path.join(cfg.destdir, f"{final}.{ext}"))
+                        outputs.append(f"{final}.{ext}")
+                label = os.path.join(work, "bpe", f"{split}.{unit}.label")
+                if len(langs) == 1 and os.path.isfile(label):
+                    with atomic_path(os.path.join(cfg.destdir, f"{split}.{unit}.label")) as tmp:
+                        shutil.copyfile(label, tmp)
+                    outputs.append(f"{split}.{unit}.label")
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return {"outputs": outputs}
+
+
+def _preprocess(cfg: PrepareConfig, work: str, tmpdir: str, unit: str, langs: List[str], splits: List[str]):
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    argv = ["--source-lang", langs[0], "--srcdict", os.path.join(cfg.destdir, "dict.txt"), "--destdir", tmpdir,
+            "--dataset-impl", "mmap", "--workers", str(cfg.workers)]
+    argv += ["--target-lang", langs[1], "--joined-dictionary"] if len(langs) == 2 else ["--only-source"]
+    for split in splits:
+        prefix = f"{split}.{unit}" if len(langs) == 2 else split
+        argv += [f"--{split}pref", os.path.join(work, "bpe", prefix)]
+    args = options.get_preprocessing_parser().parse_args(argv)
+    handlers = list(preprocess.logger.handlers)
+    try:
+        preprocess.main(args)
+    finally:
+        for handler in preprocess.logger.handlers[len(handlers):]:  # main() adds a log file per call
+            preprocess.logger.removeHandler(handler)
+            handler.close()
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run(cfg: PrepareConfig) -> dict:
+    """Run (or skip) every stage; returns {stage: result}."""
+    langs = parse_langs(cfg.langs)
+    _validate(cfg)
+    work = os.path.join(cfg.destdir, "prep")
+    os.makedirs(work, exist_ok=True)
+    corpora = raw_inventory(cfg, langs)
+    stages, out = Stages(cfg, work), {}
+    out["check"] = stages.run("check", {"langs": langs, "corpora": corpora, "raw": raw_stats(cfg, corpora)},
+                              lambda: check(cfg, corpora, langs))
+    sample = os.path.join(work, "sample.txt")
+    out["sample"] = stages.run(
+        "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
+        lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
+    out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
+                            lambda: train_spm(cfg, sample, work))
+    out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
+                               lambda: encode(cfg, corpora, work))
+    out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
+    out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
+    logger.info(f"data-bin ready: {cfg.destdir}")
+    return out
+
+
+def _validate(cfg: PrepareConfig) -> None:
+    rules = [
+        (cfg.vocab_size > 0, "--vocab-size must be > 0"),
+        (0 < cfg.character_coverage <= 1, "--character-coverage must be in (0, 1]"),
+        (cfg.alpha >= 0, "--alpha must be >= 0 (0: uniform over languages, 1: proportional)"),
+        (cfg.sample_lines > 0, "--sample-lines must be > 0"),
+        (cfg.max_line_tokens >= 0, "--max-line-tokens must be >= 0 (0: keep all lines)"),
+        (cfg.warn_line_tokens > 0, "--warn-line-tokens must be > 0"),
+        (cfg.workers > 0, "--workers must be > 0"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise PrepareError(message)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """argparse flags generated from PrepareConfig (one flag per field, help from its metadata)."""
+    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.prepare", description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(PrepareConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            required = f.default is dataclasses.MISSING
+            parser.add_argument(flag, type=f.type, required=required, help=f.metadata["help"],
+                                **({} if required else {"default": f.default}))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """CLI entry point: parse flags, run the stages, exit with one clear message on bad input."""
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stdout, force=True)
+    cfg = PrepareConfig(**vars(get_parser().parse_args(argv)))
+    try:
+        return run(cfg)
+    except ValueError as e:  # PrepareError and parse_langs' errors: one line, no traceback
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
