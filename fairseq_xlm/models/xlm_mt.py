@@ -19,7 +19,7 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoderDecoderModel, FairseqIncrementalDecoder, register_model
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from torch import Tensor
 
 from .modules import attention_mask
@@ -154,7 +154,10 @@ class XlmMtModel(FairseqEncoderDecoderModel):
             model.load_pretrained_xlm(cfg.pretrained_xlm_checkpoint, cfg.pretrained_xlm_init)
             # The weights now live in this model's checkpoints; forget the path so that
             # fairseq-generate on another machine does not look for the pretraining file.
-            with open_dict(cfg):
+            if OmegaConf.is_config(cfg):
+                with open_dict(cfg):
+                    cfg.pretrained_xlm_checkpoint = None
+            else:
                 cfg.pretrained_xlm_checkpoint = None
         return model
 
