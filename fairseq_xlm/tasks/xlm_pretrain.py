@@ -130,6 +130,8 @@ class XlmPretrainTask(FairseqTask):
     def _load_indexed(self, prefix: str, what: str):
         if not os.path.exists(prefix + ".bin"):
             return None
+        if os.path.getsize(prefix + ".bin") == 0:  # numpy cannot even mmap it
+            raise ValueError(f"{prefix}.bin: {what} is empty")
         ds = data_utils.load_indexed_dataset(prefix, self.dictionary, None)
         if ds is None or len(ds) == 0:
             raise ValueError(f"{prefix}.bin: {what} is empty")

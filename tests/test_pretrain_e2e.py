@@ -1,0 +1,130 @@
+"""xlm_pretrain end to end through fairseq-train on a real Bible slice: MLM+TLM, CLM, --restore-file,
+2-process CPU data parallelism against a 1-process run, and bad input."""
+
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fairseq_xlm  # noqa: F401
+from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
+
+
+def train_args(data, save_dir, pkg_dir, *extra):
+    return [data, "--user-dir", pkg_dir, "--task", "xlm_pretrain", "--arch", "xlm_tiny", "--criterion", "xlm_lm",
+            "--langs", "en,es", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4",
+            "--tokens-per-sample", "64", "--cpu", "--num-workers", "0", "--log-interval", "1",
+            "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", "3", *map(str, extra)]
+
+
+def logged(text, name):
+    """Values of ``name`` in fairseq's train_inner / valid log lines."""
+    return [float(v) for v in re.findall(rf"[ ,|]{re.escape(name)}[= ]([0-9.]+)", text)]
+
+
+def test_mlm_tlm_pretraining_checkpoints_validates_per_language_and_restores(bible_databin, pkg_dir, run_fairseq,
+                                                                             tmp_path):
+    save = tmp_path / "ckpt"
+    def args(max_update):
+        return train_args(bible_databin, save, pkg_dir, "--mlm-steps", "en,es,en-es", "--max-update", max_update,
+                          "--validate-interval-updates", "2", "--best-checkpoint-metric", "avg_ppl")
+
+    out = run_fairseq("fairseq_cli.train", args(4)).stdout
+    assert (save / "checkpoint_last.pt").is_file() and (save / "checkpoint_best.pt").is_file()
+    valid = [line for line in out.splitlines() if "valid on 'valid' subset" in line]
+    assert len(valid) == 2
+    for metric in ("mlm_ppl_en", "mlm_ppl_es", "tlm_ppl_en-es", "mlm_acc_en", "tlm_acc_en-es", "avg_ppl"):
+        assert logged(valid[-1], metric), metric
+    per_step = [logged(valid[-1], m)[0] for m in ("mlm_ppl_en", "mlm_ppl_es", "tlm_ppl_en-es")]
+    assert logged(valid[-1], "avg_ppl")[0] == pytest.approx(sum(per_step) / 3, rel=2e-3)
+    assert logged(out, "num_updates")[-1] == 4
+    state = torch.load(save / "checkpoint_last.pt")  # weights_only=True through the allow-list
+    assert state["model"]["encoder.embeddings.embed_langs.weight"].shape[0] == 2
+
+    resumed = run_fairseq("fairseq_cli.train", args(6) + ["--restore-file", save / "checkpoint_last.pt"]).stdout
+    assert "@ 4 updates" in resumed and "loaded checkpoint" in resumed.lower()
+    assert logged(resumed, "num_updates")[-1] == 6
+
+
+def test_clm_pretraining(bible_databin, pkg_dir, run_fairseq, tmp_path):
+    out = run_fairseq("fairseq_cli.train", train_args(bible_databin, tmp_path, pkg_dir, "--clm-steps", "en,es",
+                                                      "--max-update", "2", "--best-checkpoint-metric",
+                                                      "avg_ppl")).stdout
+    assert logged(out, "clm_ppl_en") and logged(out, "clm_ppl_es") and not logged(out, "mlm_ppl_en")
+    assert (tmp_path / "checkpoint_last.pt").is_file()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_cpu_processes_match_one_process_on_the_same_global_batch(bible_databin, pkg_dir, run_fairseq,
+                                                                      tmp_path):
+    common = ["--mlm-steps", "en,es,en-es", "--max-update", "1", "--disable-validation", "--dropout", "0",
+              "--attention-dropout", "0", "--no-save-optimizer-state"]
+    one = run_fairseq("fairseq_cli.train", train_args(bible_databin, tmp_path / "one", pkg_dir, *common,
+                                                      "--update-freq", "2")).stdout
+    init = f"tcp://127.0.0.1:{free_port()}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fairseq_cli.train",
+             *map(str, train_args(bible_databin, tmp_path / "two", pkg_dir, *common)),
+             "--distributed-world-size", "2", "--distributed-rank", str(rank), "--distributed-init-method", init,
+             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-no-spawn"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    two = outs[0]
+    assert "distributed init (rank 1)" in (outs[0] + outs[1])
+    for metric in ("loss", "mlm_loss_en", "tlm_loss_en-es", "gnorm", "wpb"):
+        assert logged(two, metric)[0] == pytest.approx(logged(one, metric)[0], rel=1e-3), metric
+    a = torch.load(tmp_path / "one" / "checkpoint_last.pt")["model"]
+    b = torch.load(tmp_path / "two" / "checkpoint_last.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def make_task(data, **overrides):
+    cfg = XlmPretrainConfig(data=str(data), langs="en,es", mlm_steps="en,es,en-es", seed=1)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return XlmPretrainTask.setup_task(cfg)
+
+
+def test_bad_input_errors_name_what_exists(bible_databin, tmp_path):
+    with pytest.raises(ValueError, match=r"monolingual data for 'ny' .* monolingual: en, es; parallel: en-es"):
+        make_task(bible_databin, langs="en,es,ny", mlm_steps="en,ny").load_dataset("train")
+    with pytest.raises(ValueError, match=r"parallel data for 'en-fr'.*parallel: en-es"):
+        make_task(bible_databin, langs="en,es,fr", mlm_steps="en-fr").load_dataset("valid")
+    with pytest.raises(ValueError, match="at least one of --clm-steps / --mlm-steps"):
+        make_task(bible_databin, mlm_steps="")
+    with pytest.raises(FileNotFoundError, match="dict.txt: no dictionary"):
+        make_task(tmp_path)
+    # an empty split
+    import shutil
+    from fairseq.data import indexed_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(bible_databin, data)
+    builder = indexed_dataset.make_builder(str(data / "valid.es.bin"), impl="mmap", vocab_size=1000)
+    builder.finalize(str(data / "valid.es.idx"))
+    with pytest.raises(ValueError, match=r"valid.es.bin: monolingual es text is empty"):
+        make_task(data).load_dataset("valid")
+
+
+def test_long_pairs_are_skipped_and_logged(bible_databin, caplog):
+    task = make_task(bible_databin, tokens_per_sample=24)
+    with caplog.at_level("WARNING"):
+        task.load_dataset("train")
+    assert re.search(r"train en-es: \d+ of 300 pairs exceed --tokens-per-sample 24 and are skipped", caplog.text)
+    ds = task.datasets["train"]
+    batches = ds.make_batches(1, 1, -1.0, None, 4, 1, 24)
+    assert max(ds.size(int(i)) for b in batches for i in b) <= 24
