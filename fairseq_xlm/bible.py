@@ -217,8 +217,8 @@ def extract(args: argparse.Namespace) -> Dict[str, int]:
 def _write_output(args: argparse.Namespace, split: str, out: Output) -> Dict[str, int]:
     if not out.verses:
         raise ValueError(
-            f"split {split} has no verses for {'-'.join(out.langs)}: raise --valid-frac/--test-frac or "
-            f"check --valid-units/--test-units"
+            f"split {split} has no verses for {'-'.join(out.langs)}: give it more units (--valid-frac, "
+            f"--test-frac, --valid-units, --test-units), --disjoint-* flags split them further"
         )
     written = {}
     if len(out.langs) == 1:
@@ -265,7 +265,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """CLI entry point; returns {file name: lines}."""
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
     args = get_parser().parse_args(argv)
     for split in SPLITS:
         if getattr(args, f"{split}_verses") < 0 or getattr(args, f"para_{split}_verses") < 0:
@@ -279,4 +278,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
     main(sys.argv[1:])

@@ -54,9 +54,11 @@ class PrepareConfig:
     destdir: str = field(metadata={"help": "output data-bin folder (work files go to DESTDIR/prep)"})
     langs: str = field(metadata={"help": "comma-separated languages, e.g. en,es,ny"})
     vocab_size: int = field(default=8000, metadata={"help": "sentencepiece BPE vocabulary size"})
-    character_coverage: float = field(default=0.9999, metadata={"help": "sentencepiece character coverage"})
+    character_coverage: float = field(default=1.0, metadata={"help": "sentencepiece character coverage "
+                                      "(1.0 keeps every training character, like XLM's fastBPE; ~0.9995 for CJK)"})
     alpha: float = field(default=0.5, metadata={"help": "language smoothing of the BPE sample: q ∝ p^alpha"})
-    sample_lines: int = field(default=1_000_000, metadata={"help": "lines in the BPE training sample"})
+    sample_lines: int = field(default=1_000_000, metadata={"help": "lines in the BPE training sample (capped "
+                              "at the number of training lines)"})
     seed: int = field(default=1, metadata={"help": "seed of the BPE sample"})
     warn_line_tokens: int = field(default=1024, metadata={"help": "count and warn about lines longer than "
                                   "this many BPE tokens (the task cuts them into tokens-per-sample blocks)"})
@@ -208,7 +210,9 @@ def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, 
     counts = {lang: sum(lines[f] for f in train_files(corpora, lang)) for lang in langs}
     probs = smoothed_probs(counts, cfg.alpha)
     rng = np.random.default_rng(cfg.seed)
-    drawn = dict(zip(langs, rng.multinomial(cfg.sample_lines, [probs[lang] for lang in langs]).tolist()))
+    # more lines than the corpus holds would only repeat it: the shares, not the size, matter for BPE
+    size = min(cfg.sample_lines, sum(counts.values()))
+    drawn = dict(zip(langs, rng.multinomial(size, [probs[lang] for lang in langs]).tolist()))
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for lang in langs:
             total, n = counts[lang], drawn[lang]
@@ -447,8 +451,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """CLI entry point: parse flags, run the stages, exit with one clear message on bad input."""
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stdout, force=True)
     cfg = PrepareConfig(**vars(get_parser().parse_args(argv)))
     try:
         return run(cfg)
@@ -457,4 +459,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stdout, force=True)
     main(sys.argv[1:])

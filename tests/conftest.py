@@ -1,0 +1,97 @@
+"""Shared fixtures: a small real data-bin (Bible en/es), the plugin folder, and a subprocess runner.
+
+    bible_raw      Path of raw text made by fairseq_xlm.bible (mono en, es; parallel en-es; genre labels)
+    bible_databin  Path of that text binarized by fairseq_xlm.prepare (layout of fairseq_xlm.data.layout)
+    pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
+    run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The slice behind bible_databin: sizes other helpers' tests may rely on.
+BIBLE_LANGS = ("en", "es")
+BIBLE_MONO = {"train": 600, "valid": 80, "test": 80}
+BIBLE_PARA = {"train": 300, "valid": 60, "test": 60}
+BIBLE_VOCAB = 1000
+
+
+def bible_tsv() -> Path:
+    """The real corpus: $XLM_BIBLE_TSV or shared/data/ beside the checkout (skip the test if absent)."""
+    from fairseq_xlm.bible import default_tsv
+
+    path = Path(default_tsv())
+    if not path.is_file():
+        pytest.skip(f"Bible corpus not found at {path} (set XLM_BIBLE_TSV)")
+    return path
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join((text or "").splitlines()[-lines:])
+
+
+def run_module(module: str, args: Sequence, cwd=None, timeout: float = 600,
+               env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+    """``python -m module *args`` in a subprocess; on failure or timeout, fail showing the output's tail."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n--- stdout\n{_tail(out)}\n--- stderr\n{_tail(err)}")
+    if proc.returncode != 0:
+        pytest.fail(f"exit {proc.returncode}: {' '.join(cmd)}\n--- stdout\n{_tail(proc.stdout)}\n"
+                    f"--- stderr\n{_tail(proc.stderr)}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def run_fairseq():
+    """The ``run_module`` helper: ``run_fairseq("fairseq_cli.train", [...], cwd=tmp_path)``."""
+    return run_module
+
+
+@pytest.fixture(scope="session")
+def pkg_dir() -> Path:
+    """The fairseq_xlm package folder (what fairseq's --user-dir expects), found without importing it."""
+    spec = importlib.util.find_spec("fairseq_xlm")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def bible_raw(tmp_path_factory) -> Path:
+    """Raw text of a real Bible slice (split by chapter): {split}.{en,es} (+ .label genres) and
+    {split}.en-es.{en,es}; sizes BIBLE_MONO / BIBLE_PARA verses."""
+    from fairseq_xlm import bible
+
+    out = tmp_path_factory.mktemp("bible_raw")
+    argv = ["--tsv", str(bible_tsv()), "--out", str(out), "--langs", ",".join(BIBLE_LANGS),
+            "--pairs", "-".join(BIBLE_LANGS), "--labels", "--ids"]
+    for split in BIBLE_MONO:
+        argv += [f"--{split}-verses", str(BIBLE_MONO[split]), f"--para-{split}-verses", str(BIBLE_PARA[split])]
+    bible.main(argv)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bible_databin(bible_raw, tmp_path_factory) -> Path:
+    """A data-bin (dict.txt, spm.model, {split}.{en,es}.bin/idx, {split}.en-es.{en,es}.bin/idx,
+    {split}.{en,es}.label) built from ``bible_raw`` with vocab ~1000; built once per session."""
+    from fairseq_xlm import prepare
+
+    out = tmp_path_factory.mktemp("bible_databin")
+    prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", ",".join(BIBLE_LANGS),
+                  "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
+    return out
