@@ -228,8 +228,8 @@ def read_authors(path: str) -> Released:
         raise ValueError(f"{path}: dico_id2word ids are not 0..{len(id2word) - 1}")
     words = [id2word[i] for i in range(len(id2word))]
     counts = data.get("dico_counts") or {}
-    id2lang = params.get("id2lang") or {}
-    langs = [id2lang[i] for i in sorted(id2lang)] if id2lang else None
+    lang2id = params.get("lang2id") or {lang: i for i, lang in (params.get("id2lang") or {}).items()}
+    langs = sorted(lang2id, key=lambda lang: int(lang2id[lang])) if lang2id else None
     if "n_heads" not in params:
         raise ValueError(f"{path}: 'params' has no n_heads; cannot rebuild the attention layout")
     rel = Released(
@@ -288,9 +288,10 @@ def read_hf(hf_dir: str) -> Released:
                 "pad": (config.get("pad_token_id", config.get("pad_index", 2)), 2),
                 "unk": (config.get("unk_index", 3), 3)}
     odd = {k: v for k, (v, want) in specials.items() if v != want}
-    if odd or config.get("model_type", "xlm") != "xlm" or config.get("asm"):
+    if odd or config.get("model_type", "xlm") != "xlm" or config.get("asm") or "n_heads" not in config:
         raise ValueError(f"{hf_dir}/config.json: not a convertible XLM model (model_type "
-                         f"{config.get('model_type')}, asm {config.get('asm')}, unusual special ids {odd})")
+                         f"{config.get('model_type')}, n_heads {config.get('n_heads')}, asm {config.get('asm')}, "
+                         f"unusual special ids {odd})")
     state, tied = {}, None
     for key, value in _hf_weights(hf_dir).items():
         if key.endswith("position_ids"):
@@ -308,8 +309,7 @@ def read_hf(hf_dir: str) -> Released:
         raise ValueError(f"{hf_dir}/vocab.json: ids are not 0..{len(ids) - 1}")
     lang2id = config.get("lang2id") or {}
     rel = Released(
-        state=state, words=[w for w, _ in ids],
-        langs=[lang for lang, _ in sorted(lang2id.items(), key=lambda kv: kv[1])] if lang2id else None,
+        state=state, words=[w for w, _ in ids], langs=sorted(lang2id, key=lang2id.get) if lang2id else None,
         n_heads=int(config["n_heads"]), gelu=bool(config.get("gelu_activation", True)),
         sinusoidal=bool(config.get("sinusoidal_embeddings", False)),
         dropout=float(config.get("dropout", 0.1)), attention_dropout=float(config.get("attention_dropout", 0.1)),
@@ -339,6 +339,7 @@ def _read_json(path: str) -> dict:
 
 
 def _cfg_get(node, key, default=None):
+    """``node[key]`` for dicts and DictConfigs, ``node.key`` for namespaces; ``default`` when absent."""
     return node.get(key, default) if node is not None and hasattr(node, "get") else getattr(node, key, default)
 
 
@@ -368,6 +369,7 @@ def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Seq
     if isinstance(task_langs, str):
         task_langs = layout.parse_langs(task_langs)
     extra = _cfg_get(state.get("extra_state"), "xlm_convert") or {}
+    clm_only = bool(_cfg_get(task_cfg, "clm_steps")) and not _cfg_get(task_cfg, "mlm_steps")
     rel = Released(
         state=theirs, words=words, langs=list(task_langs) if task_langs else None,
         n_heads=int(_cfg_get(model_cfg, "encoder_attention_heads", 0)),
@@ -376,7 +378,7 @@ def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Seq
         dropout=float(_cfg_get(model_cfg, "dropout", 0.1)),
         attention_dropout=float(_cfg_get(model_cfg, "attention_dropout", 0.1)),
         layer_norm_eps=float(_cfg_get(model_cfg, "layer_norm_eps", 1e-12)),
-        causal=bool(extra.get("causal", False)), mask_index=dictionary.index(layout.MASK), counts=counts,
+        causal=bool(extra.get("causal", clm_only)), mask_index=dictionary.index(layout.MASK), counts=counts,
     )
     if rel.n_heads <= 0:
         raise ValueError(f"{ckpt}: its cfg.model has no encoder_attention_heads; is it a fairseq_xlm checkpoint?")

@@ -144,13 +144,14 @@ def authors_checkpoint(hf, path):
         model["module." + key.removeprefix("transformer.")] = value.clone()
     params = argparse.Namespace(
         emb_dim=32, n_layers=2, n_heads=4, n_langs=3, n_words=V, lang2id={l: i for i, l in enumerate(LANGS)},
-        id2lang={i: l for i, l in enumerate(LANGS)}, gelu_activation=True, sinusoidal_embeddings=False,
+        id2lang=dict(enumerate(LANGS)), gelu_activation=True, sinusoidal_embeddings=False,
         dropout=0.1, attention_dropout=0.1, use_lang_emb=True, asm=False, mask_index=5,
         mlm_steps=[("en", None), ("fr", None)], clm_steps=[], mask_scores=np.ones(V), lambda_mlm="1",
     )
     torch.save({"model": model, "dico_id2word": dict(enumerate(WORDS)),
                 "dico_word2id": {w: i for i, w in enumerate(WORDS)},
-                "dico_counts": {w: 1000 - i for i, w in enumerate(WORDS)}, "params": params, "epoch": 7}, path)
+                "dico_counts": {w: 1000 - i for i, w in enumerate(WORDS)}, "params": params, "epoch": 7}, path,
+               _use_new_zipfile_serialization=False)  # the 2019 releases predate torch's zip format
 
 
 def test_authors_checkpoint_matches_hf_logits(tmp_path):
