@@ -14,7 +14,6 @@ of a seeded hash order; each output then takes whole units of its split in that 
 verse limit is met, so a small slice still spans many books (and genres) yet stays deterministic.
 """
 
-import argparse
 import csv
 import gzip
 import hashlib
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.data.layout import parse_langs
+from fairseq_xlm.prepare import config_parser
 
 logger = logging.getLogger("fairseq_xlm.bible")
 
@@ -59,6 +59,39 @@ def default_tsv() -> str:
         return env
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return os.path.join(os.path.dirname(repo), "shared", "data", TSV_NAME)
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class BibleConfig:
+    """What to extract (every field is a command-line flag)."""
+
+    out: str = _help("output folder for the raw text files")
+    tsv: str = _help("the corpus (default: $XLM_BIBLE_TSV or shared/data beside the checkout)",
+                     default_factory=default_tsv)
+    langs: str = _help("monolingual languages, e.g. en,es,ny", default="")
+    pairs: str = _help("parallel pairs, e.g. en-es,en-ny", default="")
+    split_by: str = _help("unit of the splits: chapter or book", default="chapter")
+    valid_frac: float = _help("share of units held out for valid", default=0.02)
+    test_frac: float = _help("share of units held out for test", default=0.02)
+    valid_units: str = _help("explicit valid units instead ('40' a book, '40.5' a chapter)", default="")
+    test_units: str = _help("explicit test units instead (same format)", default="")
+    seed: int = _help("seed of the unit hash order", default=1)
+    train_verses: int = _help("max monolingual train verses per language (0: all)", default=0)
+    valid_verses: int = _help("max monolingual valid verses per language (0: all)", default=0)
+    test_verses: int = _help("max monolingual test verses per language (0: all)", default=0)
+    para_train_verses: int = _help("max parallel train verses per pair (0: all)", default=0)
+    para_valid_verses: int = _help("max parallel valid verses per pair (0: all)", default=0)
+    para_test_verses: int = _help("max parallel test verses per pair (0: all)", default=0)
+    disjoint_para: bool = _help("monolingual and parallel text use different units (MLM vs TLM data)",
+                                default=False)
+    disjoint_mono: bool = _help("each language's monolingual text uses different units (no hidden "
+                                "parallelism between monolingual corpora)", default=False)
+    labels: bool = _help("also write {split}.{lang}.label genre files", default=False)
+    ids: bool = _help("also write verse id files ({name}.id)", default=False)
 
 
 @dataclass
@@ -99,17 +132,17 @@ def hash_order(units: Sequence[str], seed: int) -> List[str]:
     return sorted(units, key=lambda u: hashlib.md5(f"{seed}:{u}".encode()).hexdigest())
 
 
-def assign_splits(units: Sequence[str], args: argparse.Namespace) -> Dict[str, str]:
+def assign_splits(units: Sequence[str], cfg: BibleConfig) -> Dict[str, str]:
     """unit -> split: explicit --valid-units/--test-units, else fractions of the hash order."""
-    explicit = {"valid": _unit_list(args.valid_units), "test": _unit_list(args.test_units)}
+    explicit = {"valid": _unit_list(cfg.valid_units), "test": _unit_list(cfg.test_units)}
     unknown = sorted((explicit["valid"] | explicit["test"]) - set(units))
     if unknown:
-        raise ValueError(f"--valid-units/--test-units name unknown {args.split_by}(s) {unknown}")
+        raise ValueError(f"--valid-units/--test-units name unknown {cfg.split_by}(s) {unknown}")
     if explicit["valid"] & explicit["test"]:
         raise ValueError(f"--valid-units and --test-units share {sorted(explicit['valid'] & explicit['test'])}")
-    order = hash_order(units, args.seed)
+    order = hash_order(units, cfg.seed)
     out = {u: "train" for u in units}
-    for split, frac in (("test", args.test_frac), ("valid", args.valid_frac)):
+    for split, frac in (("test", cfg.test_frac), ("valid", cfg.valid_frac)):
         if explicit[split]:
             chosen = explicit[split]
         else:
@@ -179,42 +212,42 @@ def write_lines(path: str, lines: Sequence[str]) -> None:
     os.replace(tmp, path)
 
 
-def extract(args: argparse.Namespace) -> Dict[str, int]:
-    """Write the raw files for ``args``; returns {file name: number of lines}."""
-    langs = parse_langs(args.langs) if args.langs else []
-    pairs = [tuple(parse_langs(p.replace("-", ","), "--pairs")) for p in _unit_list(args.pairs)]
+def extract(cfg: BibleConfig) -> Dict[str, int]:
+    """Write the raw files for ``cfg``; returns {file name: number of lines}."""
+    langs = parse_langs(cfg.langs) if cfg.langs else []
+    pairs = [tuple(parse_langs(p.replace("-", ","), "--pairs")) for p in _unit_list(cfg.pairs)]
     pairs = sorted(pairs)
     if any(len(p) != 2 for p in pairs):
-        raise ValueError(f"--pairs {args.pairs!r}: give pairs as l1-l2, e.g. en-es,en-ny")
+        raise ValueError(f"--pairs {cfg.pairs!r}: give pairs as l1-l2, e.g. en-es,en-ny")
     if not langs and not pairs:
         raise ValueError("nothing to extract: give --langs and/or --pairs")
     all_langs = sorted(set(langs) | {lang for p in pairs for lang in p})
-    verses = read_tsv(args.tsv, all_langs)
+    verses = read_tsv(cfg.tsv, all_langs)
 
     by_unit: Dict[str, List[Verse]] = {}
     for verse in verses:
-        by_unit.setdefault(unit_of(verse, args.split_by), []).append(verse)
-    split_of = assign_splits(list(by_unit), args)
-    order = hash_order(list(by_unit), args.seed + 1)
+        by_unit.setdefault(unit_of(verse, cfg.split_by), []).append(verse)
+    split_of = assign_splits(list(by_unit), cfg)
+    order = hash_order(list(by_unit), cfg.seed + 1)
 
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(cfg.out, exist_ok=True)
     counts: Dict[str, int] = {}
     for split in SPLITS:
         split_order = [u for u in order if split_of[u] == split]
-        outputs = [Output((lang,), getattr(args, f"{split}_verses")) for lang in langs]
-        outputs += [Output(p, getattr(args, f"para_{split}_verses")) for p in pairs]
-        for groups in build_schedules(outputs, args.disjoint_para, args.disjoint_mono):
+        outputs = [Output((lang,), getattr(cfg, f"{split}_verses")) for lang in langs]
+        outputs += [Output(p, getattr(cfg, f"para_{split}_verses")) for p in pairs]
+        for groups in build_schedules(outputs, cfg.disjoint_para, cfg.disjoint_mono):
             fill(outputs, groups, split_order, by_unit)
         for out in outputs:
             # Canonical Bible order inside a file keeps neighbouring verses together (useful for streams).
             out.verses.sort(key=lambda v: v.id)
-            counts.update(_write_output(args, split, out))
+            counts.update(_write_output(cfg, split, out))
     for name, n in sorted(counts.items()):
-        logger.info(f"{os.path.join(args.out, name)}: {n} lines")
+        logger.info(f"{os.path.join(cfg.out, name)}: {n} lines")
     return counts
 
 
-def _write_output(args: argparse.Namespace, split: str, out: Output) -> Dict[str, int]:
+def _write_output(cfg: BibleConfig, split: str, out: Output) -> Dict[str, int]:
     if not out.verses:
         raise ValueError(
             f"split {split} has no verses for {'-'.join(out.langs)}: give it more units (--valid-frac, "
@@ -224,55 +257,34 @@ def _write_output(args: argparse.Namespace, split: str, out: Output) -> Dict[str
     if len(out.langs) == 1:
         (lang,) = out.langs
         names = {lang: f"{split}.{lang}"}
-        if args.labels:
-            write_lines(os.path.join(args.out, f"{split}.{lang}.label"), [genre(v.book) for v in out.verses])
-        if args.ids:
-            write_lines(os.path.join(args.out, f"{split}.{lang}.id"), [v.id for v in out.verses])
+        if cfg.labels:
+            write_lines(os.path.join(cfg.out, f"{split}.{lang}.label"), [genre(v.book) for v in out.verses])
+        if cfg.ids:
+            write_lines(os.path.join(cfg.out, f"{split}.{lang}.id"), [v.id for v in out.verses])
     else:
         pair = "-".join(out.langs)
         names = {lang: f"{split}.{pair}.{lang}" for lang in out.langs}
-        if args.ids:
-            write_lines(os.path.join(args.out, f"{split}.{pair}.id"), [v.id for v in out.verses])
+        if cfg.ids:
+            write_lines(os.path.join(cfg.out, f"{split}.{pair}.id"), [v.id for v in out.verses])
     for lang, name in names.items():
-        write_lines(os.path.join(args.out, name), [v.text[lang] for v in out.verses])
+        write_lines(os.path.join(cfg.out, name), [v.text[lang] for v in out.verses])
         written[name] = len(out.verses)
     return written
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fairseq_xlm.bible", description=__doc__.split("\n")[0])
-    p.add_argument("--tsv", default=default_tsv(), help="the corpus (default: $XLM_BIBLE_TSV or shared/data)")
-    p.add_argument("--out", required=True, help="output folder for the raw text files")
-    p.add_argument("--langs", default="", help="monolingual languages, e.g. en,es,ny")
-    p.add_argument("--pairs", default="", help="parallel pairs, e.g. en-es,en-ny")
-    p.add_argument("--split-by", choices=("chapter", "book"), default="chapter", help="unit of the splits")
-    p.add_argument("--valid-frac", type=float, default=0.02, help="share of units held out for valid")
-    p.add_argument("--test-frac", type=float, default=0.02, help="share of units held out for test")
-    p.add_argument("--valid-units", default="", help="explicit valid units ('40' book or '40.5' chapter)")
-    p.add_argument("--test-units", default="", help="explicit test units (same format)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the unit hash order")
-    for split in SPLITS:
-        p.add_argument(f"--{split}-verses", type=int, default=0, help=f"max monolingual {split} verses (0: all)")
-        p.add_argument(f"--para-{split}-verses", type=int, default=0, help=f"max parallel {split} pairs (0: all)")
-    p.add_argument("--disjoint-para", action="store_true",
-                   help="monolingual and parallel text use different chapters (MLM vs TLM data)")
-    p.add_argument("--disjoint-mono", action="store_true",
-                   help="each language's monolingual text uses different chapters (no hidden parallelism)")
-    p.add_argument("--labels", action="store_true", help="also write {split}.{lang}.label genre files")
-    p.add_argument("--ids", action="store_true", help="also write verse id files ({name}.id)")
-    return p
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """CLI entry point; returns {file name: lines}."""
-    args = get_parser().parse_args(argv)
+    parser = config_parser(BibleConfig, "python -m fairseq_xlm.bible", __doc__)
+    cfg = BibleConfig(**vars(parser.parse_args(argv)))
     for split in SPLITS:
-        if getattr(args, f"{split}_verses") < 0 or getattr(args, f"para_{split}_verses") < 0:
-            raise SystemExit(f"--{split}-verses / --para-{split}-verses must be >= 0")
-    if not (0 <= args.valid_frac < 1 and 0 <= args.test_frac < 1):
-        raise SystemExit("--valid-frac and --test-frac must be in [0, 1)")
+        if getattr(cfg, f"{split}_verses") < 0 or getattr(cfg, f"para_{split}_verses") < 0:
+            raise SystemExit(f"error: --{split}-verses / --para-{split}-verses must be >= 0")
+    if not (0 <= cfg.valid_frac < 1 and 0 <= cfg.test_frac < 1):
+        raise SystemExit("error: --valid-frac and --test-frac must be in [0, 1)")
+    if cfg.split_by not in ("chapter", "book"):
+        raise SystemExit(f"error: --split-by {cfg.split_by!r}: use chapter or book")
     try:
-        return extract(args)
+        return extract(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import sentencepiece as spm
+from fairseq.data import Dictionary
 
 from fairseq_xlm.data.layout import MASK, parse_langs
 
@@ -232,8 +234,6 @@ def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, 
 
 def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
     """One BPE model for all languages -> DESTDIR/spm.model and spm.vocab."""
-    import sentencepiece as spm
-
     prefix = os.path.join(work, f"spm.tmp{os.getpid()}")
     try:
         spm.SentencePieceTrainer.train(
@@ -260,8 +260,6 @@ def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
 
 def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
     """Every raw file -> space-separated BPE pieces in WORK/bpe (unknown characters become <unk>)."""
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
     bpe_dir = os.path.join(work, "bpe")
     os.makedirs(bpe_dir, exist_ok=True)
@@ -293,7 +291,7 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
                         unk += x.count(sp.unk_id())
                         out.write(" ".join(sp.id_to_piece(x)) + "\n")
                     if len(ins) > len(files):
-                        outs[-1].write(row[-1])
+                        outs[-1].write(row[-1].rstrip("\n") + "\n")
         if long:
             logger.warning(f"{os.path.join(cfg.raw, files[0])}: {long} line(s) longer than --warn-line-tokens "
                            f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
@@ -320,9 +318,6 @@ def _batches(rows, size: int):
 def build_dict(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
     """dict.txt: every sentencepiece piece once, ordered by training frequency (unseen ones count 0).
     No <mask> (tasks append it) and no padding words, so <mask> always lands right after the pieces."""
-    import sentencepiece as spm
-    from fairseq.data import Dictionary
-
     counts: Counter = Counter()
     for name, files in corpora.items():
         if name.startswith("train."):
@@ -375,7 +370,7 @@ def binarize(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> di
 
 def _preprocess(cfg: PrepareConfig, work: str, tmpdir: str, unit: str, langs: List[str], splits: List[str]):
     from fairseq import options
-    from fairseq_cli import preprocess
+    from fairseq_cli import preprocess  # imported late: importing it configures the root logger
 
     argv = ["--source-lang", langs[0], "--srcdict", os.path.join(cfg.destdir, "dict.txt"), "--destdir", tmpdir,
             "--dataset-impl", "mmap", "--workers", str(cfg.workers)]
@@ -435,23 +430,25 @@ def _validate(cfg: PrepareConfig) -> None:
             raise PrepareError(message)
 
 
-def get_parser() -> argparse.ArgumentParser:
-    """argparse flags generated from PrepareConfig (one flag per field, help from its metadata)."""
-    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.prepare", description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(PrepareConfig):
+def config_parser(cls, prog: str, doc: str) -> argparse.ArgumentParser:
+    """argparse flags from a config dataclass: one flag per field, help from its metadata."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
             parser.add_argument(flag, action="store_true", help=f.metadata["help"])
-        else:
-            required = f.default is dataclasses.MISSING
-            parser.add_argument(flag, type=f.type, required=required, help=f.metadata["help"],
-                                **({} if required else {"default": f.default}))
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        parser.add_argument(flag, type=f.type, required=required, help=f.metadata["help"],
+                            **({} if required else {"default": default}))
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """CLI entry point: parse flags, run the stages, exit with one clear message on bad input."""
-    cfg = PrepareConfig(**vars(get_parser().parse_args(argv)))
+    parser = config_parser(PrepareConfig, "python -m fairseq_xlm.prepare", __doc__)
+    cfg = PrepareConfig(**vars(parser.parse_args(argv)))
     try:
         return run(cfg)
     except ValueError as e:  # PrepareError and parse_langs' errors: one line, no traceback

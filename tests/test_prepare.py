@@ -60,7 +60,8 @@ def _synthetic_raw(root: Path, sizes: dict) -> Path:
     for lang, n in sizes.items():
         for split in ("train", "valid", "test"):
             count = n if split == "train" else 5
-            (root / f"{split}.{lang}").write_text("".join(f"{lang}{k} {lang * 3} {lang}{k % 7}\n" for k in range(count)))
+            text = "".join(f"{lang}{k} {lang * 3} {lang}{k % 7}\n" for k in range(count))
+            (root / f"{split}.{lang}").write_text(text)
     return root
 
 
@@ -145,9 +146,9 @@ def test_bible_slice_splits_by_chapter(bible_raw):
 def test_bible_disjoint_flags(tmp_path):
     out = tmp_path / "raw"
     bible.main(["--tsv", str(bible_tsv()), "--out", str(out), "--langs", "en,es", "--pairs", "en-es", "--ids",
-                "--split-by", "book", "--valid-frac", "0.1", "--test-frac", "0.1", "--train-verses", "300", "--para-train-verses", "200",
-                "--valid-verses", "20", "--test-verses", "20", "--para-valid-verses", "20",
-                "--para-test-verses", "20", "--disjoint-para", "--disjoint-mono"])
+                "--split-by", "book", "--valid-frac", "0.1", "--test-frac", "0.1", "--train-verses", "300",
+                "--para-train-verses", "200", "--valid-verses", "20", "--test-verses", "20",
+                "--para-valid-verses", "20", "--para-test-verses", "20", "--disjoint-para", "--disjoint-mono"])
     en, es, para = (_chapters(out / f"train.{n}.id") for n in ("en", "es", "en-es"))
     books = [{c.split(".")[0] for c in s} for s in (en, es, para)]
     assert not books[0] & books[1] and not books[0] & books[2] and not books[1] & books[2]
@@ -239,22 +240,35 @@ def _mtimes(root: Path) -> dict:
     return {p.name: p.stat().st_mtime_ns for p in root.iterdir() if p.is_file()}
 
 
-def test_second_run_skips_every_stage(bible_raw, tmp_path, caplog):
+def _ran(caplog) -> list:
+    return [r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith(": running")]
+
+
+def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
     dest = tmp_path / "bin"
-    prep(bible_raw, dest)
+    prep(raw_copy, dest)
     before = _mtimes(dest)
     with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
-        prep(bible_raw, dest)
+        prep(raw_copy, dest)
     skipped = [r.getMessage() for r in caplog.records if "done already, skipping" in r.getMessage()]
     assert len(skipped) == len(prepare.STAGES)
     assert _mtimes(dest) == before
     # a new vocabulary size redoes spm and what follows, not check/sample
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
-        prep(bible_raw, dest, "--vocab-size", "900")
-    ran = [r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith(": running")]
-    assert ran == ["spm", "encode", "dict", "binarize"]
+        prep(raw_copy, dest, "--vocab-size", "900")
+    assert _ran(caplog) == ["spm", "encode", "dict", "binarize"]
     assert len(Dictionary.load(str(dest / "dict.txt"))) == 4 + 899
+    # changed raw text redoes everything
+    for name, line in (("valid.es", "Una línea más."), ("valid.es.label", "Acts")):
+        with open(raw_copy / name, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
+        prep(raw_copy, dest, "--vocab-size", "900")
+    assert _ran(caplog) == list(prepare.STAGES)
+    assert len(data_utils.load_indexed_dataset(str(dest / "valid.es"), None)) == 81
+    assert lines(dest / "valid.es.label")[-1] == "Acts"
 
 
 def test_crash_leaves_no_partial_output_and_rerun_finishes(bible_raw, tmp_path, monkeypatch):
