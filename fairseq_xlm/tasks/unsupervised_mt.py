@@ -1,0 +1,469 @@
+"""Task ``unsupervised_mt``: denoising auto-encoding, online back-translation and supervised MT steps.
+
+The step language is the authors': ``--ae-steps en,es`` (rebuild a sentence from a noised copy),
+``--bt-steps en-es-en,es-en-es`` (translate real ``en`` into ``es`` with the current model, then learn
+``es -> en`` on that pair), ``--mt-steps en-es`` (parallel data). Each kind has a weight, a constant or a
+piecewise-linear schedule (``--lambda-ae '0:1,100000:0.1,300000:0'``).
+
+One fairseq update runs one batch of every step and takes ONE optimizer step on the accumulated gradient of
+``sum_k lambda_k * mean token loss of step k`` (each step is back-propagated right after its forward so
+that only one graph is alive). The authors instead take one optimizer step per step; we keep fairseq's
+trainer intact (one gradient clip, fp16 scale check and all-reduce per update; ``--update-freq`` and data
+parallelism stay exact), as ``xlm_pretrain`` does. With Adam one combined step differs from K sequential
+ones only at second order for small learning rates.
+
+The decoder learns the target language from ``tgt_langs`` (its language embedding, added at every
+position) and always starts with ``</s>``, as in both fairseq and the authors' code; no language token is
+added to the vocabulary, so XLM checkpoints fit as they are.
+"""
+
+import logging
+import math
+import os
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+from fairseq import utils
+from fairseq.data import LanguagePairDataset, data_utils
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II
+
+from ..data import layout
+from ..data.backtranslation import backtranslate_sample, translate
+from ..data.lang_pair import EpochRoundRobinDatasets, KeyedDatasets, LangPairDataset
+from ..data.noise import WordNoiseDataset
+from ..schedules import parse_schedule
+
+logger = logging.getLogger(__name__)
+
+BLEU_ORDER = 4
+
+
+@dataclass
+class UnsupervisedMtConfig(FairseqDataclass):
+    """Data, steps, noise, back-translation and evaluation of unsupervised (and supervised) MT."""
+
+    data: str = field(default="", metadata={"help": "data-bin directory made by fairseq_xlm.prepare"})
+    langs: Optional[str] = field(default=None, metadata={
+        "help": "languages in language-embedding order, as in pretraining (e.g. en,es); default: the "
+                "checkpoint's (fairseq-generate), else the data-bin's languages sorted"})
+    ae_steps: str = field(default="", metadata={"help": "denoising auto-encoding steps, e.g. 'en,es'"})
+    bt_steps: str = field(default="", metadata={"help": "back-translation steps 'a-b-a', e.g. 'en-es-en,es-en-es'"})
+    mt_steps: str = field(default="", metadata={"help": "supervised MT steps on parallel data, e.g. 'en-es'"})
+    lambda_ae: str = field(default="1", metadata={"help": "weight of AE steps: constant or 'update:value,...'"})
+    lambda_bt: str = field(default="1", metadata={"help": "weight of BT steps: constant or 'update:value,...'"})
+    lambda_mt: str = field(default="1", metadata={"help": "weight of MT steps: constant or 'update:value,...'"})
+    word_shuffle: float = field(default=3.0, metadata={
+        "help": "AE noise: sort words by index + U(0, k), so a word moves fewer than k places; 0 = off"})
+    word_dropout: float = field(default=0.1, metadata={"help": "AE noise: probability of deleting a word"})
+    word_blank: float = field(default=0.1, metadata={
+        "help": "AE noise: probability of replacing a word's pieces by <mask> (the MLM mask token)"})
+    bt_beam: int = field(default=1, metadata={"help": "beam size of online back-translation; 1 = greedy"})
+    bt_max_len_a: float = field(default=1.3, metadata={
+        "help": "generated length <= a * source length + b (back-translation and validation BLEU)"})
+    bt_max_len_b: int = field(default=5, metadata={"help": "the b of --bt-max-len-a"})
+    source_lang: Optional[str] = field(default=None, metadata={
+        "help": "generation/evaluation: source language (with --target-lang, splits are one direction)"})
+    target_lang: Optional[str] = field(default=None, metadata={"help": "generation/evaluation: target language"})
+    max_source_positions: int = field(default=512, metadata={"help": "longest source in tokens"})
+    max_target_positions: int = field(default=512, metadata={"help": "longest target in tokens"})
+    eval_bleu: bool = field(default=False, metadata={
+        "help": "validation: translate valid parallel data and log bleu_SRC_TGT (sacrebleu, spm-decoded)"})
+    eval_bleu_beam: int = field(default=1, metadata={"help": "beam size of validation BLEU; 1 = greedy"})
+    eval_bleu_print_samples: bool = field(default=False, metadata={"help": "log one hypothesis per batch"})
+    seed: int = II("common.seed")
+
+
+def parse_mt_steps(spec: str, langs: List[str], kind: str) -> List[List[str]]:
+    """'en,es' (ae), 'en-es' (mt) or 'en-es-en' (bt) -> lists of languages, with one clear error each."""
+    flag = f"--{kind}-steps"
+    size = {"ae": 1, "mt": 2, "bt": 3}[kind]
+    steps = []
+    for part in [p.strip() for p in (spec or "").split(",") if p.strip()]:
+        names = part.split("-")
+        if len(names) != size or not all(names):
+            example = {"ae": "en", "mt": "en-es", "bt": "en-es-en"}[kind]
+            raise ValueError(f"{flag}: invalid step {part!r} (expected the form {example!r})")
+        unknown = [n for n in names if n not in langs]
+        if unknown:
+            raise ValueError(f"{flag}: language(s) {unknown} of step {part!r} are not in --langs {','.join(langs)}")
+        if size >= 2 and names[0] == names[1]:
+            raise ValueError(f"{flag}: step {part!r} translates a language into itself (source == target)")
+        if size == 3 and names[2] != names[0]:
+            raise ValueError(f"{flag}: step {part!r} must come back to its first language ('a-b-a')")
+        if names in steps:
+            raise ValueError(f"{flag}: step {part!r} is given twice")
+        steps.append(names)
+    return steps
+
+
+def _exists(prefix: Optional[str]) -> bool:
+    return prefix is not None and os.path.exists(prefix + ".bin") and os.path.exists(prefix + ".idx")
+
+
+@register_task("unsupervised_mt", dataclass=UnsupervisedMtConfig)
+class UnsupervisedMtTask(FairseqTask):
+    """AE + online BT + MT steps in one update; per-kind losses and BLEU per direction in validation."""
+
+    def __init__(self, cfg: UnsupervisedMtConfig, dictionary, langs: List[str], langs_inferred: bool):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self.data_dir = utils.split_paths(cfg.data)[0]
+        self.langs = langs
+        self.langs_inferred = langs_inferred
+        self.mask_idx = dictionary.index(layout.MASK)
+        self.steps = {kind: parse_mt_steps(getattr(cfg, f"{kind}_steps"), langs, kind) for kind in ("ae", "bt", "mt")}
+        self.lambdas = {kind: parse_schedule(getattr(cfg, f"lambda_{kind}"), f"--lambda-{kind}")
+                        for kind in ("ae", "bt", "mt")}
+        for flag, value in (("--bt-beam", cfg.bt_beam), ("--eval-bleu-beam", cfg.eval_bleu_beam)):
+            if value < 1:
+                raise ValueError(f"{flag} {value}: must be >= 1")
+        self.direction = None
+        if cfg.source_lang or cfg.target_lang:
+            if not (cfg.source_lang and cfg.target_lang):
+                raise ValueError("give both --source-lang and --target-lang (or neither)")
+            self.direction = (cfg.source_lang, cfg.target_lang)
+            self._check_direction(*self.direction)
+        self._spm = None
+
+    # ----------------------------------------------------------------------------------- set-up
+    @classmethod
+    def setup_task(cls, cfg: UnsupervisedMtConfig, **kwargs):
+        if not cfg.data:
+            raise ValueError("unsupervised_mt needs the data-bin directory as the first argument")
+        data_dir = utils.split_paths(cfg.data)[0]
+        dictionary = layout.load_dictionary(data_dir)
+        inferred = not cfg.langs
+        if inferred:
+            mono, pairs = layout.available(data_dir, "train")
+            if not mono and not pairs:
+                for split in ("valid", "test"):
+                    mono, pairs = layout.available(data_dir, split)
+                    if mono or pairs:
+                        break
+            langs = sorted(set(mono) | {lang for pair in pairs for lang in pair.split("-")})
+            if not langs:
+                raise ValueError(f"{data_dir}: no binarized data found; give --langs")
+        else:
+            langs = layout.parse_langs(cfg.langs)
+        task = cls(cfg, dictionary, langs, inferred)
+        task._check_train_data()
+        return task
+
+    def _check_direction(self, src: str, tgt: str) -> None:
+        for flag, lang in (("--source-lang", src), ("--target-lang", tgt)):
+            if lang not in self.langs:
+                raise ValueError(f"{flag} {lang} is not one of the languages {','.join(self.langs)} (--langs)")
+        if src == tgt:
+            raise ValueError(f"--source-lang and --target-lang are both {src}: source and target must differ")
+
+    def _mono_prefix(self, split: str, lang: str) -> str:
+        return layout.mono_prefix(self.data_dir, split, lang)
+
+    def _para_prefixes(self, split: str, src: str, tgt: str):
+        return (layout.para_prefix(self.data_dir, split, src, tgt, src),
+                layout.para_prefix(self.data_dir, split, src, tgt, tgt))
+
+    def _check_train_data(self) -> None:
+        """One clear error per step whose training data is missing (before any model is built)."""
+        mono, pairs = layout.available(self.data_dir, "train")
+        have = f"(found monolingual: {','.join(mono) or 'none'}; parallel: {','.join(pairs) or 'none'})"
+        for kind in ("ae", "bt"):
+            for names in self.steps[kind]:
+                if not _exists(self._mono_prefix("train", names[0])):
+                    raise ValueError(
+                        f"--{kind}-steps {'-'.join(names)}: no monolingual {names[0]} data "
+                        f"{self._mono_prefix('train', names[0])}.bin in {self.data_dir} {have}")
+        for src, tgt in self.steps["mt"]:
+            if not all(_exists(p) for p in self._para_prefixes("train", src, tgt)):
+                raise ValueError(
+                    f"--mt-steps {src}-{tgt}: no parallel data train.{src}-{tgt}.{{{src},{tgt}}}.bin "
+                    f"(or train.{tgt}-{src}.*) in {self.data_dir} {have}")
+
+    def lang_id(self, lang: str) -> int:
+        return self.langs.index(lang)
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    # The languages travel with checkpoints: fairseq-generate without --langs uses the trained order.
+    def state_dict(self):
+        state = dict(super().state_dict())
+        state["langs"] = list(self.langs)
+        return state
+
+    def load_state_dict(self, state_dict):
+        saved = state_dict.get("langs")
+        if saved and list(saved) != self.langs:
+            if not self.langs_inferred:
+                raise ValueError(f"the checkpoint was trained with --langs {','.join(saved)} but this run has "
+                                 f"--langs {','.join(self.langs)}: language ids would not match")
+            logger.info("languages from the checkpoint: %s", ",".join(saved))
+            self.langs = list(saved)
+            if self.direction:
+                self._check_direction(*self.direction)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "langs"})
+
+    def build_model(self, cfg, from_checkpoint=False):
+        path = getattr(cfg, "pretrained_xlm_checkpoint", None)
+        if path and not from_checkpoint:
+            self._check_pretrained(path)
+        return super().build_model(cfg, from_checkpoint)
+
+    def _check_pretrained(self, path: str) -> None:
+        """Refuse a pretrained XLM of another vocabulary or language order, naming the file."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--pretrained-xlm-checkpoint {path}: no such file")
+        try:
+            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # legacy (non-zip) files cannot be memory-mapped
+            from ..safe_load import load_checkpoint
+            state = load_checkpoint(path)
+        rows = state.get("model", {}).get("encoder.embeddings.embed_tokens.weight")
+        if rows is not None and rows.size(0) != len(self.dictionary):
+            raise ValueError(
+                f"--pretrained-xlm-checkpoint {path}: vocabulary of {rows.size(0)} symbols, but "
+                f"{self.data_dir}/dict.txt (+<mask>) has {len(self.dictionary)}: the data must be binarized "
+                f"with the pretraining dictionary")
+        task_cfg = (state.get("cfg") or {}).get("task") or {}
+        their_dict = os.path.join(str(task_cfg.get("data") or ""), "dict.txt")
+        if task_cfg.get("data") and os.path.isfile(their_dict):
+            theirs = layout.load_dictionary(os.path.dirname(their_dict)).symbols
+            if theirs != self.dictionary.symbols:
+                first = next((i for i, (a, b) in enumerate(zip(theirs, self.dictionary.symbols)) if a != b),
+                             min(len(theirs), len(self.dictionary)))
+                raise ValueError(
+                    f"--pretrained-xlm-checkpoint {path}: pretrained with another vocabulary ({their_dict} and "
+                    f"{self.data_dir}/dict.txt differ from symbol #{first}): binarize with the pretraining dict")
+        their_langs = task_cfg.get("langs")
+        if their_langs:
+            theirs = layout.parse_langs(their_langs) if isinstance(their_langs, str) else list(their_langs)
+            if theirs != self.langs:
+                raise ValueError(
+                    f"--pretrained-xlm-checkpoint {path}: pretrained with --langs {','.join(theirs)}, but this run "
+                    f"uses {','.join(self.langs)}: pass --langs {','.join(theirs)} (language ids must match)")
+
+    # ------------------------------------------------------------------------------------ data
+    def _load(self, prefix: str):
+        dataset = data_utils.load_indexed_dataset(prefix, self.dictionary, None)
+        if dataset is None or len(dataset) == 0:
+            raise ValueError(f"{prefix}.bin: missing or empty")
+        return dataset
+
+    def _pair(self, src, tgt, src_lang: str, tgt_lang: str, shuffle: bool = True) -> LangPairDataset:
+        """Right-padded pairs (XLM's positions count from the left); evaluation sets (shuffle=False)
+        keep every sentence in their batches."""
+        pair = LanguagePairDataset(
+            src, src.sizes, self.dictionary, tgt=tgt, tgt_sizes=None if tgt is None else tgt.sizes,
+            tgt_dict=self.dictionary, left_pad_source=False, left_pad_target=False, shuffle=shuffle)
+        return LangPairDataset(pair, self.lang_id(src_lang), self.lang_id(tgt_lang), exact_batches=not shuffle)
+
+    def _ae_dataset(self, split: str, lang: str, shuffle: bool = True):
+        mono = self._load(self._mono_prefix(split, lang))
+        noised = WordNoiseDataset(mono, self.dictionary, self.cfg.word_shuffle, self.cfg.word_dropout,
+                                  self.cfg.word_blank, blank_idx=self.mask_idx, seed=self.cfg.seed,
+                                  vary_with_epoch=shuffle)  # validation: the same noise every time
+        return self._pair(noised, mono, lang, lang, shuffle)
+
+    def _mt_dataset(self, split: str, src: str, tgt: str, shuffle: bool = True):
+        src_prefix, tgt_prefix = self._para_prefixes(split, src, tgt)
+        return self._pair(self._load(src_prefix), self._load(tgt_prefix), src, tgt, shuffle)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        """train: one batch per step per update; with --source-lang/--target-lang: that direction;
+        otherwise (valid): every MT direction of the steps and every AE language, batched apart."""
+        if self.direction is not None and split != "train":
+            dataset = self._direction_dataset(split, *self.direction)
+        elif split == "train":
+            dataset = self._train_dataset()
+        else:
+            dataset = self._valid_dataset(split)
+        self.datasets[split] = dataset
+        return dataset
+
+    def _train_dataset(self):
+        parts = OrderedDict()
+        for (lang,) in self.steps["ae"]:
+            parts[f"ae:{lang}"] = self._ae_dataset("train", lang)
+        for a, b, _ in self.steps["bt"]:
+            # Source and target are the same real sentence; train_step replaces the source by its translation.
+            mono = self._load(self._mono_prefix("train", a))
+            parts[f"bt:{a}-{b}-{a}"] = self._pair(mono, mono, a, a)
+        for src, tgt in self.steps["mt"]:
+            parts[f"mt:{src}-{tgt}"] = self._mt_dataset("train", src, tgt)
+        if not parts:
+            raise ValueError("give at least one of --ae-steps, --bt-steps, --mt-steps")
+        return EpochRoundRobinDatasets(parts)
+
+    def eval_directions(self):
+        """MT directions to validate: each --mt-steps pair and both directions of each --bt-steps pair."""
+        out = [(s, t) for s, t in self.steps["mt"]]
+        for a, b, _ in self.steps["bt"]:
+            out += [(b, a), (a, b)]
+        return list(dict.fromkeys(out))
+
+    def _valid_dataset(self, split: str):
+        parts = OrderedDict()
+        for src, tgt in self.eval_directions():
+            if all(_exists(p) for p in self._para_prefixes(split, src, tgt)):
+                parts[f"mt:{src}-{tgt}"] = self._mt_dataset(split, src, tgt, shuffle=False)
+            else:
+                logger.warning("no %s.%s-%s parallel data: %s->%s is not validated", split, src, tgt, src, tgt)
+        for (lang,) in self.steps["ae"]:
+            if _exists(self._mono_prefix(split, lang)):
+                parts[f"ae:{lang}"] = self._ae_dataset(split, lang, shuffle=False)
+        if not parts:
+            raise ValueError(
+                f"no {split} data in {self.data_dir} for the steps: expected {split}.SRC-TGT.{{SRC,TGT}}.bin for "
+                f"the directions {self.eval_directions()} or {split}.LANG.bin for --ae-steps "
+                f"(or pass --disable-validation)")
+        return KeyedDatasets(parts)
+
+    def _direction_dataset(self, split: str, src: str, tgt: str):
+        src_prefix, tgt_prefix = self._para_prefixes(split, src, tgt)
+        if _exists(src_prefix) and _exists(tgt_prefix):
+            return self._mt_dataset(split, src, tgt, shuffle=False)
+        if _exists(self._mono_prefix(split, src)):  # no reference: translate monolingual text
+            return self._pair(self._load(self._mono_prefix(split, src)), None, src, tgt, shuffle=False)
+        raise ValueError(f"no {split} data for {src}->{tgt} in {self.data_dir}: expected "
+                         f"{split}.{src}-{tgt}.{{{src},{tgt}}}.bin or {split}.{src}.bin")
+
+    # ----------------------------------------------------------------------------------- steps
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """One batch of every step with a non-zero weight; gradient of sum_k lambda_k * mean loss_k."""
+        model.train()
+        model.set_num_updates(update_num)
+        log = defaultdict(float)
+        objective, ran = 0.0, False
+        for key, smp in sample.items():
+            kind, name = key.split(":")
+            weight = self.lambdas[kind](update_num)
+            if weight == 0 or not smp:
+                continue
+            if kind == "bt":
+                with torch.autograd.profiler.record_function("backtranslation"):
+                    mid = name.split("-")[1]
+                    smp = backtranslate_sample(model, smp, self.lang_id(mid), self.cfg.bt_beam,
+                                               self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
+            with torch.autograd.profiler.record_function("forward"):
+                loss, sample_size, out = criterion(model, smp)
+            scaled = loss * (weight / max(float(sample_size), 1.0))
+            if ignore_grad:
+                scaled = scaled * 0
+            with torch.autograd.profiler.record_function("backward"):
+                optimizer.backward(scaled)
+            objective += float(scaled.detach())
+            ran = True
+            self._log_step(log, f"{kind}_{name}", out)
+        log["loss"] = objective
+        log["sample_size"] = 1.0 if ran else 0.0
+        return objective, log["sample_size"], dict(log)
+
+    @staticmethod
+    def _log_step(log, tag: str, out: dict) -> None:
+        for key in ("loss", "nll_loss", "ntokens", "sample_size"):
+            if key in out:
+                log[f"{tag}:{key}"] += float(out[key])
+        for key in ("nll_loss", "ntokens", "nsentences"):
+            log[key] += float(out.get(key, 0))
+
+    def valid_step(self, sample, model, criterion):
+        model.eval()
+        with torch.no_grad():
+            loss, sample_size, out = criterion(model, sample)
+        key = sample.get("step") or "mt:{}-{}".format(*(self.direction or ("src", "tgt")))
+        kind, name = key.split(":")
+        out = dict(out)
+        for k in ("loss", "nll_loss", "ntokens", "sample_size"):
+            if k in out:
+                out[f"{kind}_{name}:{k}"] = float(out[k])
+        if kind == "mt" and self.cfg.eval_bleu and sample.get("target") is not None:
+            src, tgt = name.split("-")
+            out.update(self._bleu_stats(model, sample, src, tgt))
+        return loss, sample_size, out
+
+    # ------------------------------------------------------------------------------------ BLEU
+    def decode(self, tokens) -> str:
+        """Token ids -> detokenized text with the data-bin's spm.model (fairseq's rule without one)."""
+        pieces = self.dictionary.string(tokens.int().cpu() if torch.is_tensor(tokens) else tokens,
+                                        unk_string="<unk>")
+        if self._spm is None:
+            spm_path = os.path.join(self.data_dir, "spm.model")
+            if os.path.isfile(spm_path):
+                import sentencepiece
+
+                self._spm = sentencepiece.SentencePieceProcessor(model_file=spm_path)
+            else:
+                logger.warning("%s missing: decoding with fairseq's sentencepiece rule", spm_path)
+                self._spm = False
+        if self._spm:
+            return self._spm.decode_pieces(pieces.split())
+        return data_utils.post_process(pieces, "sentencepiece")
+
+    def _bleu_stats(self, model, sample, src: str, tgt: str) -> dict:
+        import sacrebleu
+
+        hyps = translate(model, sample["net_input"], self.lang_id(tgt), self.cfg.eval_bleu_beam,
+                         self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
+        pad = self.dictionary.pad()
+        hyp_text = [self.decode(h) for h in hyps]
+        ref_text = [self.decode(utils.strip_pad(t, pad)) for t in sample["target"]]
+        if self.cfg.eval_bleu_print_samples:
+            logger.info("%s->%s hypothesis: %s | reference: %s", src, tgt, hyp_text[0], ref_text[0])
+        bleu = sacrebleu.corpus_bleu(hyp_text, [ref_text])
+        tag = f"_bleu_{src}_{tgt}"
+        stats = {f"{tag}_sys_len": bleu.sys_len, f"{tag}_ref_len": bleu.ref_len}
+        for i in range(BLEU_ORDER):
+            stats[f"{tag}_counts_{i}"] = bleu.counts[i]
+            stats[f"{tag}_totals_{i}"] = bleu.totals[i]
+        return stats
+
+    # --------------------------------------------------------------------------------- metrics
+    def reduce_metrics(self, logging_outputs, criterion):
+        """The criterion's totals, plus ``{kind}_loss_{step}`` per step and ``bleu_{src}_{tgt}``."""
+        super().reduce_metrics(logging_outputs, criterion)
+
+        def total(key):
+            return sum(float(log.get(key, 0)) for log in logging_outputs)
+
+        keys = sorted({k for log in logging_outputs for k in log})
+        for tag in sorted({k.rsplit(":", 1)[0] for k in keys if ":" in k}):
+            size = total(f"{tag}:sample_size")
+            if size > 0:
+                kind, name = tag.split("_", 1)
+                metrics.log_scalar(f"{kind}_loss_{name}", total(f"{tag}:loss") / size / math.log(2), size, round=3)
+        for direction in sorted({k[len("_bleu_"):-len("_sys_len")] for k in keys
+                                 if k.startswith("_bleu_") and k.endswith("_sys_len")}):
+            tag = f"_bleu_{direction}"
+            totals = np.array([total(f"{tag}_totals_{i}") for i in range(BLEU_ORDER)])
+            if totals.max() <= 0:
+                continue
+            metrics.log_scalar(f"{tag}_counts", np.array([total(f"{tag}_counts_{i}") for i in range(BLEU_ORDER)]))
+            metrics.log_scalar(f"{tag}_totals", totals)
+            metrics.log_scalar(f"{tag}_sys_len", total(f"{tag}_sys_len"))
+            metrics.log_scalar(f"{tag}_ref_len", total(f"{tag}_ref_len"))
+            metrics.log_derived(f"bleu_{direction}", lambda meters, tag=tag: _derive_bleu(meters, tag))
+
+
+def _derive_bleu(meters, tag: str) -> float:
+    """Corpus BLEU from summed n-gram statistics (sacrebleu's formula, exp smoothing as fairseq)."""
+    from sacrebleu.metrics import BLEU
+
+    score = BLEU.compute_bleu(
+        correct=meters[f"{tag}_counts"].sum, total=meters[f"{tag}_totals"].sum,
+        sys_len=int(meters[f"{tag}_sys_len"].sum), ref_len=int(meters[f"{tag}_ref_len"].sum),
+        smooth_method="exp")
+    return round(score.score, 2)
