@@ -22,10 +22,9 @@ import re
 import shutil
 import sys
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from fairseq.data import Dictionary
@@ -186,35 +185,14 @@ def select_langs(rel: Released, wanted: Optional[Sequence[str]], where: str) -> 
 # ----------------------------------------------------------------------------------------------- readers
 
 
-def _torch_load(path: str) -> Any:
-    """torch.load with weights_only=True and fairseq_xlm's allow-list (argparse.Namespace, numpy, ...)."""
-    _require_checkpoint_file(path)
-    safe_load.install()
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # malformed bytes surface as any error of the unpickler (KeyError, IndexError...)
-        raise safe_load._explain(path, err) from err  # one message for refused and unreadable files
-
-
 def _require_file(path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
 
 
-def _require_checkpoint_file(path: str) -> None:
-    """Refuse early what is neither torch.save's zip archive nor its legacy pickle (which starts with 0x80):
-    the unpickler would read arbitrary bytes such as text as opcodes and fail with an unrelated error."""
-    _require_file(path)
-    with open(path, "rb") as f:
-        head = f.read(1)
-    if head != b"\x80" and not zipfile.is_zipfile(path):
-        raise safe_load.CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive "
-                                            f"nor a pickle)")
-
-
 def read_authors(path: str) -> Released:
     """The authors' released ``.pth`` (``model``, ``dico_*``, ``params``), loaded without unpickling code."""
-    data = _torch_load(path)
+    data = safe_load.torch_load(path)
     if not isinstance(data, dict) or "model" not in data or "dico_id2word" not in data:
         keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: not an authors' XLM checkpoint (expected 'model', 'dico_id2word', "
@@ -273,7 +251,7 @@ def _hf_weights(hf_dir: str) -> Dict[str, Tensor]:
 
                     state.update(load_file(path))
                 else:
-                    state.update(_torch_load(path))
+                    state.update(safe_load.torch_load(path))
             return state
     raise FileNotFoundError(f"{hf_dir}: no model.safetensors or pytorch_model.bin (is it an HF model directory?)")
 
@@ -345,7 +323,7 @@ def _cfg_get(node, key, default=None):
 
 def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Sequence[str]] = None) -> Released:
     """A fairseq_xlm ``xlm_transformer`` checkpoint plus its dict.txt (``--dict``, beside it, or its data)."""
-    _require_checkpoint_file(ckpt)
+    safe_load.check_checkpoint_file(ckpt)
     state = safe_load.load_checkpoint(ckpt)
     cfg = state.get("cfg")
     model_cfg, task_cfg = _cfg_get(cfg, "model"), _cfg_get(cfg, "task")
@@ -538,7 +516,7 @@ def load_model(ckpt: str, data_dir: Optional[str] = None, langs: Optional[Sequen
     ``data_dir`` holds dict.txt (default: beside the checkpoint); ``langs`` overrides the checkpoint's.
     Mismatched vocabularies or language counts raise ``XlmModel.load_state_dict``'s ValueError.
     """
-    _require_checkpoint_file(ckpt)
+    safe_load.check_checkpoint_file(ckpt)
     state = safe_load.load_checkpoint(ckpt)
     cfg = state["cfg"]
     dictionary = layout.load_dictionary(data_dir or os.path.dirname(os.path.abspath(ckpt)))

@@ -10,9 +10,11 @@ Importing ``fairseq_xlm`` (which ``--user-dir`` does before any checkpoint is re
 import argparse
 import collections
 import functools
+import os
 import pickle
 import re
 import typing
+import zipfile
 
 import numpy as np
 import torch
@@ -52,7 +54,8 @@ SAFE_GLOBALS = [
 ]
 
 
-def _explain(path: str, err: Exception) -> CheckpointLoadError:
+def explain(path: str, err: Exception) -> CheckpointLoadError:
+    """One clear error for a refused (unsafe) or unreadable checkpoint file."""
     text = str(err)
     unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", text) or re.search(
         r"Unsupported global: GLOBAL (\S+)", text
@@ -68,19 +71,42 @@ def _explain(path: str, err: Exception) -> CheckpointLoadError:
     return CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {text[:200]})")
 
 
+def check_checkpoint_file(path: str) -> None:
+    """Refuse early what is neither torch.save's zip archive nor its legacy pickle (which starts with 0x80):
+    the unpickler would read other bytes, such as text, as opcodes and fail with an unrelated error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if head != b"\x80" and not zipfile.is_zipfile(path):
+        raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle)")
+
+
+def torch_load(path: str):
+    """``torch.load(weights_only=True)`` with the allow-list, for files that are not fairseq checkpoints."""
+    check_checkpoint_file(path)
+    install()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # malformed bytes surface as any error of the unpickler (KeyError, IndexError...)
+        raise explain(path, err) from err
+
+
 def _guarded(load_fn):
     @functools.wraps(load_fn)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
+        if os.path.isfile(path):  # remote paths (PathManager) are left to fairseq
+            check_checkpoint_file(path)
         try:
             return load_fn(path, *args, **kwargs)
         except (pickle.UnpicklingError, EOFError) as err:
-            raise _explain(path, err) from err
+            raise explain(path, err) from err
         except RuntimeError as err:
             if isinstance(err, CheckpointLoadError) or not re.search(
                 r"PytorchStreamReader|magic number|zip archive|Weights only", str(err)
             ):
                 raise
-            raise _explain(path, err) from err
+            raise explain(path, err) from err
 
     load_checkpoint_to_cpu._fairseq_xlm_guarded = True
     return load_checkpoint_to_cpu
