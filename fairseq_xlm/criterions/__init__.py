@@ -1,2 +1,3 @@
 """fairseq_xlm criterions (registered by explicit imports)."""
 from . import xlm_lm  # noqa: F401
+from . import xlm_classification  # noqa: F401

@@ -1,2 +1,3 @@
 """fairseq_xlm tasks (registered by explicit imports)."""
 from . import xlm_pretrain  # noqa: F401
+from . import xnli  # noqa: F401

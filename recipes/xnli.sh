@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Cross-lingual classification from a pretrained XLM: prepare, binarize, fine-tune, evaluate -> XNLI table.
+#   recipes/xnli.sh [--stage N] [--stop-stage N] DATABIN PRETRAINED_CKPT
+# DATABIN is the pretraining data-bin (its spm.model and dict.txt are applied); PRETRAINED_CKPT an
+# xlm_pretrain checkpoint pretrained on it with --langs $LANGS (same order).
+#   stage 1: raw text. With XNLI_DIR: XNLI 1.0 dev/test (+ MNLI_TRAIN, + XNLI_MT_DIR for translate-train);
+#            otherwise Bible book genres (fairseq_xlm.bible --labels) for every language of $LANGS
+#   stage 2: binarize into DATABIN/$SUBDIR       stage 3: fine-tune (task xnli)
+#   stage 4: evaluate every language's test set and append a row to $TABLE
+# Zero-shot (default) trains on $TRAIN_LANGS only; TRANSLATE_TRAIN=1 trains on every language's train set.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+LANGS=${LANGS:-en,es}                 # pretraining languages, in the pretraining order
+TRAIN_LANGS=${TRAIN_LANGS:-en}
+TRANSLATE_TRAIN=${TRANSLATE_TRAIN:-0}
+XNLI_DIR=${XNLI_DIR:-}                # folder with xnli.dev.tsv, xnli.test.tsv; empty: Bible genres
+MNLI_TRAIN=${MNLI_TRAIN:-}            # multinli_1.0_train.jsonl
+XNLI_MT_DIR=${XNLI_MT_DIR:-}          # XNLI-MT-1.0/multinli (multinli.train.{lang}.tsv)
+TSV=${TSV:-}                          # Bible corpus; default: $XLM_BIBLE_TSV or shared/data
+GENRE_VERSES=${GENRE_VERSES:-0,0,0}   # Bible: max verses per language for train,valid,test (0: all)
+VALID_FRAC=${VALID_FRAC:-0.05}
+TEST_FRAC=${TEST_FRAC:-0.05}
+ARCH=${ARCH:-xlm_tiny}
+LR=${LR:-0.000025}
+BATCH=${BATCH:-8}
+MAX_UPDATE=${MAX_UPDATE:-2000}
+VALIDATE_EVERY=${VALIDATE_EVERY:-500}
+DEVICE_FLAGS=${DEVICE_FLAGS:-}        # default: --cpu when no GPU is visible
+RUN=${RUN:-}                          # run name: row label and checkpoint folder
+WORK=${WORK:-work/xnli}
+TABLE=${TABLE:-$WORK/table.md}
+stage=${stage:-1}
+stop_stage=${stop_stage:-4}
+
+usage() {
+    echo "usage: $0 [--stage N] [--stop-stage N] DATABIN PRETRAINED_CKPT  (env: LANGS XNLI_DIR TRANSLATE_TRAIN ...)" >&2
+    exit 2
+}
+ARGS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
+        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
+        -h|--help) usage ;;
+        -*) echo "unknown option: $1" >&2; usage ;;
+        *) ARGS+=("$1"); shift ;;
+    esac
+done
+[ "${#ARGS[@]}" -eq 2 ] || usage
+DATABIN=${ARGS[0]}
+CKPT=${ARGS[1]}
+[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+[ -d "$DATABIN" ] || { echo "error: DATABIN $DATABIN is not a folder" >&2; exit 1; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ -n "$XNLI_DIR" ]; then TASK_NAME=xnli; else TASK_NAME=genre; fi
+SUBDIR=${SUBDIR:-$TASK_NAME}
+RAW=$WORK/raw-$TASK_NAME
+MODE=zeroshot
+[ "$TRANSLATE_TRAIN" = 1 ] && MODE=translate-train
+RUN=${RUN:-$TASK_NAME-$MODE-$(basename "$CKPT" .pt)}
+SAVE=$WORK/checkpoints/$RUN
+if [ -z "$DEVICE_FLAGS" ] && ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    DEVICE_FLAGS=--cpu
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    echo "Stage 1: raw $TASK_NAME text for $LANGS into $RAW"
+    if [ -d "$RAW" ]; then
+        echo "  $RAW exists, skipping (remove it to extract again)"
+    elif [ -n "$XNLI_DIR" ]; then
+        extra=()
+        [ -n "$MNLI_TRAIN" ] && extra+=(--mnli-train "$MNLI_TRAIN")
+        [ -n "$XNLI_MT_DIR" ] && extra+=(--translate-train-dir "$XNLI_MT_DIR")
+        rm -rf "$RAW.tmp"
+        "$PYTHON" -m fairseq_xlm.prepare_xnli extract --out "$RAW.tmp" --langs "$LANGS" \
+            --xnli-dir "$XNLI_DIR" ${extra[@]+"${extra[@]}"}
+        mv "$RAW.tmp" "$RAW"
+    else
+        IFS=, read -r G_TRAIN G_VALID G_TEST <<< "$GENRE_VERSES"
+        extra=()
+        [ -n "$TSV" ] && extra+=(--tsv "$TSV")
+        rm -rf "$RAW.tmp" "$RAW.bible"
+        "$PYTHON" -m fairseq_xlm.bible --out "$RAW.bible" --langs "$LANGS" --labels --split-by chapter \
+            --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --train-verses "${G_TRAIN:-0}" \
+            --valid-verses "${G_VALID:-0}" --test-verses "${G_TEST:-0}" ${extra[@]+"${extra[@]}"}
+        "$PYTHON" -m fairseq_xlm.prepare_xnli extract-bible --bible-raw "$RAW.bible" --out "$RAW.tmp" --langs "$LANGS"
+        rm -rf "$RAW.bible"
+        mv "$RAW.tmp" "$RAW"
+    fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+    echo "Stage 2: binarize $RAW with $DATABIN/spm.model and dict.txt into $DATABIN/$SUBDIR"
+    [ -d "$RAW" ] || { echo "error: $RAW missing; run stage 1 first" >&2; exit 1; }
+    if [ -f "$DATABIN/$SUBDIR/labels.txt" ]; then
+        echo "  $DATABIN/$SUBDIR exists, skipping (remove it to binarize again)"
+    else
+        # labels.txt is written last: its presence marks a finished binarization
+        "$PYTHON" -m fairseq_xlm.prepare_xnli binarize --raw "$RAW" --data "$DATABIN" --subdir "$SUBDIR"
+    fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    echo "Stage 3: fine-tune $ARCH from $CKPT ($MODE) into $SAVE"
+    [ -f "$CKPT" ] || { echo "error: PRETRAINED_CKPT $CKPT not found" >&2; exit 1; }
+    if [ -f "$SAVE/finished" ]; then
+        echo "  $SAVE/finished exists, skipping"
+    else
+        mode_flags=(--train-langs "$TRAIN_LANGS")
+        [ "$TRANSLATE_TRAIN" = 1 ] && mode_flags=(--translate-train)
+        mkdir -p "$SAVE"
+        # an interrupted run resumes from $SAVE/checkpoint_last.pt
+        "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$ROOT/fairseq_xlm" --task xnli \
+            --cls-subdir "$SUBDIR" --langs "$LANGS" "${mode_flags[@]}" --pretrained-xlm-checkpoint "$CKPT" \
+            --arch "$ARCH" --criterion xlm_classification --optimizer adam --lr "$LR" \
+            --batch-size "$BATCH" --max-update "$MAX_UPDATE" --validate-interval-updates "$VALIDATE_EVERY" \
+            --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
+            --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 --log-format simple --log-interval 10 \
+            $DEVICE_FLAGS 2>&1 | tee "$SAVE/train.log"
+        touch "$SAVE/finished"
+    fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+    echo "Stage 4: test accuracy per language -> $TABLE"
+    [ -f "$SAVE/checkpoint_best.pt" ] || { echo "error: $SAVE/checkpoint_best.pt missing; run stage 3" >&2; exit 1; }
+    if [ -f "$SAVE/evaluated" ]; then
+        echo "  $RUN is already in $TABLE, skipping"
+    else
+        mkdir -p "$(dirname "$TABLE")"
+        "$PYTHON" -m fairseq_xlm.evaluate_xnli "$SAVE/checkpoint_best.pt" "$DATABIN" --name "$RUN" --out "$TABLE"
+        touch "$SAVE/evaluated"
+    fi
+fi

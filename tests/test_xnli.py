@@ -1,0 +1,421 @@
+"""Task ``xnli``: NLI readers on fixtures in the real formats, the sample layout, the first-token classifier
+and its criterion by hand, pretrained initialisation, bad inputs, and end-to-end runs (Bible genres zero-shot
+through recipes/xnli.sh; XNLI-format translate-train; two learning rates with fairseq's composite optimizer)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import fairseq_xlm  # noqa: F401  (registers the task, criterion and models)
+from fairseq import checkpoint_utils, metrics
+from fairseq.data import Dictionary
+from fairseq_xlm import evaluate_xnli, prepare_xnli
+from fairseq_xlm.criterions.xlm_classification import XlmClassificationCriterion
+from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, collate_classification
+from fairseq_xlm.data.xnli_readers import (
+    NliFormatError,
+    by_language,
+    read_multinli_jsonl,
+    read_xnli_mt_tsv,
+    read_xnli_tsv,
+)
+from fairseq_xlm.models.factory import build_model
+from fairseq_xlm.models.modules import default_positions
+from fairseq_xlm.tasks.xnli import (
+    XlmClassificationHead,
+    XlmXnliConfig,
+    XlmXnliTask,
+    add_classification_head,
+    classification_logits,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "xnli"
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_COMMON = ["--arch", "xlm_tiny", "--optimizer", "adam", "--lr", "1e-3", "--cpu", "--num-workers", "0",
+                "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1", "--seed", "1"]
+
+
+# ---------------------------------------------------------------- readers
+
+
+def test_xnli_tsv_reader_keeps_requested_languages_and_labels():
+    examples, dropped = read_xnli_tsv(str(FIXTURES / "xnli.dev.tsv"), ["en", "es"])
+    groups = by_language(examples)
+    assert list(groups) == ["en", "es"] and dropped == 0  # fr rows are skipped, not dropped
+    assert [len(g) for g in groups.values()] == [8, 8]
+    first = groups["en"][0]
+    assert (first.sentence1, first.sentence2, first.label) == (
+        "The man walked to the city at night.", "A man went to the city.", "entailment")
+    # bare quotes survive: the files are read without CSV quoting
+    assert groups["en"][4].sentence1 == 'He said, "Mama, I\'m home."'
+    assert [ex.label for ex in groups["es"]].count("contradiction") == 3
+    everything, _ = read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"))
+    assert sorted(by_language(everything)) == ["en", "es", "fr"] and len(everything) == 20
+
+
+def test_multinli_reader_drops_no_consensus_rows():
+    examples, dropped = read_multinli_jsonl(str(FIXTURES / "multinli_1.0_train.jsonl"))
+    assert (len(examples), dropped) == (14, 2)
+    assert {ex.language for ex in examples} == {"en"}
+    assert "The prophet wrote a long letter." not in {ex.sentence1 for ex in examples}  # a '-' row
+    assert {ex.label for ex in examples} == {"entailment", "neutral", "contradiction"}
+
+
+def test_translate_train_reader_maps_contradictory():
+    examples, dropped = read_xnli_mt_tsv(str(FIXTURES / "multinli.train.es.tsv"), "es")
+    assert (len(examples), dropped) == (12, 0)
+    assert [ex.label for ex in examples].count("contradiction") == 4
+    assert examples[1].sentence2 == "Nadie cantó nada." and examples[1].language == "es"
+
+
+def _copy_with_line(tmp_path, name, number, new_line):
+    lines = (FIXTURES / name).read_text(encoding="utf-8").splitlines()
+    lines[number - 1] = new_line
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_reader_errors_name_file_and_line(tmp_path):
+    good = (FIXTURES / "xnli.dev.tsv").read_text(encoding="utf-8").splitlines()[3]
+    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 4, good.rsplit("\t", 2)[0])  # two fields short
+    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:4: malformed row: 17 tab-separated fields"):
+        read_xnli_tsv(bad)
+    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 5, good.replace("\tneutral\t", "\tmaybe\t", 1))
+    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:5: unknown label 'maybe'"):
+        read_xnli_tsv(bad)
+    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 7, '{"gold_label": "neutral", "sentence1": ')
+    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:7: malformed JSON line"):
+        read_multinli_jsonl(bad)
+    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 2,
+                          '{"gold_label": "entails", "sentence1": "a", "sentence2": "b"}')
+    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:2: unknown label 'entails'"):
+        read_multinli_jsonl(bad)
+    bad = _copy_with_line(tmp_path, "multinli.train.es.tsv", 1, "premise\thypothesis\tlabel")
+    with pytest.raises(NliFormatError, match=r"multinli\.train\.es\.tsv:1: header lacks column\(s\) \['hypo'\]"):
+        read_xnli_mt_tsv(bad, "es")
+    with pytest.raises(NliFormatError, match=r"xnli\.test\.tsv: no rows for language\(s\) \['ny'\]"):
+        read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"), ["en", "ny"])
+
+
+# ---------------------------------------------------------------- samples, head, criterion
+
+
+class _Tokens(torch.utils.data.Dataset):
+    """A token dataset like fairseq's indexed ones: items end in </s> (2), with ``sizes``."""
+
+    def __init__(self, rows):
+        self.rows = [torch.tensor(r) for r in rows]
+        self.sizes = [len(r) for r in rows]
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def test_pair_sample_is_eos_s1_eos_s2_eos_with_language_ids():
+    import numpy as np
+
+    ds = XlmClassificationDataset(_Tokens([[5, 6, 2], [7, 8, 9, 10, 2]]), np.array([1, 0]), lang_id=1, eos=2,
+                                  pad=1, input1=_Tokens([[7, 2], [11, 2]]), max_sentence_tokens=4)
+    assert ds[0]["tokens"].tolist() == [2, 5, 6, 2, 7, 2]
+    # "</s> 7 8 9 10 </s>" is cut to 4 tokens keeping its final </s>: "</s> 7 8 </s>"
+    assert ds[1]["tokens"].tolist() == [2, 7, 8, 2, 11, 2]
+    assert ds.sizes.tolist() == [6, 6]
+    batch = collate_classification([ds[0], {**ds[1], "tokens": ds[1]["tokens"][:4]}], pad=1)
+    assert batch["net_input"]["src_tokens"].tolist() == [[2, 5, 6, 2, 7, 2], [2, 7, 8, 2, 1, 1]]
+    assert batch["net_input"]["langs"].tolist() == [[1] * 6] * 2
+    assert batch["target"].tolist() == [1, 0] and batch["lang"].tolist() == [1, 1]
+    # positions run 0.. over the whole pair (the authors' XNLI input does not restart them)
+    assert default_positions(batch["net_input"]["src_tokens"], 1).tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 0, 0]]
+    single = XlmClassificationDataset(_Tokens([[5, 6, 2]]), np.array([0]), lang_id=0, eos=2, pad=1)
+    assert single[0]["tokens"].tolist() == [2, 5, 6, 2]
+
+
+def _tiny_model(num_classes=3):
+    d = Dictionary()
+    for w in "abcdefghij":
+        d.add_symbol(w)
+    d.add_symbol("<mask>")
+    torch.manual_seed(0)
+    model = build_model("xlm_tiny", d, ["en", "es"])
+    return add_classification_head(model, num_classes, dropout=0.1).eval(), d
+
+
+def test_classifier_reads_the_first_position_only():
+    head = XlmClassificationHead(8, 3, dropout=0.5).eval()
+    features = torch.randn(2, 5, 8)
+    expected = features[:, 0] @ head.out_proj.weight.T + head.out_proj.bias
+    assert torch.allclose(head(features), expected, atol=1e-6)
+    features[:, 1:] = torch.randn(2, 4, 8)
+    assert torch.allclose(head(features), expected, atol=1e-6)
+
+
+def test_first_token_classifier_on_a_hand_made_batch():
+    model, d = _tiny_model()
+    tokens = torch.tensor([[2, 4, 5, 2, 6, 2], [2, 7, 2, 8, 2, d.pad()]])
+    langs = torch.tensor([[0] * 6, [1] * 6])
+    logits = classification_logits(model, {"src_tokens": tokens, "langs": langs})
+    hidden, _ = model.encoder.extract_features(tokens, langs)
+    w, b = model.classification_heads["xnli"].out_proj.weight, model.classification_heads["xnli"].out_proj.bias
+    assert logits.shape == (2, 3)
+    assert torch.allclose(logits, hidden[:, 0] @ w.T + b, atol=1e-5)
+    # the language id reaches the classifier: the same tokens as Spanish give other logits
+    other = classification_logits(model, {"src_tokens": tokens, "langs": 1 - langs})
+    assert not torch.allclose(other, logits)
+    assert model.encoder.output_bias is None
+    groups = {n: p.param_group for n, p in model.named_parameters()}
+    assert groups["classification_heads.xnli.out_proj.weight"] == "classifier"
+    assert groups["encoder.embeddings.embed_tokens.weight"] == "encoder"
+
+
+def test_criterion_loss_and_per_language_accuracy_by_hand():
+    model, d = _tiny_model()
+    head = model.classification_heads["xnli"].out_proj
+    with torch.no_grad():  # logits = bias: every example predicts class 1, with known probabilities
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 2.0, 1.0]))
+    criterion = XlmClassificationCriterion(type("T", (), {"langs": ["en", "es"]})())
+
+    def batch(langs, targets):
+        tokens = torch.tensor([[2, 4, 5, 2]] * len(langs))
+        lang = torch.tensor(langs)
+        return {"net_input": {"src_tokens": tokens, "langs": lang[:, None].expand_as(tokens)},
+                "target": torch.tensor(targets), "lang": lang, "ntokens": int(tokens.numel())}
+
+    b1, b2 = batch([0, 0, 1, 1], [1, 0, 1, 1]), batch([1, 1], [2, 2])
+    logp = torch.log_softmax(torch.tensor([0.0, 2.0, 1.0]), 0)
+    loss, n, log1 = criterion(model, b1)
+    assert n == 4 and torch.isclose(loss, -(3 * logp[1] + logp[0]), atol=1e-5)
+    assert (log1["n:en"], log1["correct:en"], log1["n:es"], log1["correct:es"]) == (2, 1, 2, 2)
+    _, _, log2 = criterion(model, b2)
+    with metrics.aggregate() as agg:
+        XlmClassificationCriterion.reduce_metrics([log1, log2])
+        values = agg.get_smoothed_values()
+    # en: 1/2 correct; es: 2/4 over both batches (not the mean of per-batch accuracies 100 and 0)
+    assert values["accuracy_en"] == 50.0 and values["accuracy_es"] == 50.0 and values["accuracy"] == 50.0
+    with metrics.aggregate() as agg:
+        XlmClassificationCriterion.reduce_metrics([log1])
+        assert agg.get_smoothed_values()["accuracy"] == 75.0  # mean of en 50 and es 100
+
+
+# ---------------------------------------------------------------- data, task, pretrained checkpoint
+
+
+@pytest.fixture(scope="module")
+def nli_data(bible_databin, tmp_path_factory):
+    """DATA with the Bible data-bin's dict.txt + spm.model and DATA/xnli made from the XNLI-format fixtures."""
+    data = tmp_path_factory.mktemp("nli_data")
+    for name in ("dict.txt", "spm.model"):
+        os.symlink(bible_databin / name, data / name)
+    raw = data / "raw"
+    prepare_xnli.main(["extract", "--out", str(raw), "--langs", "en,es", "--xnli-dir", str(FIXTURES),
+                       "--mnli-train", str(FIXTURES / "multinli_1.0_train.jsonl"),
+                       "--translate-train-dir", str(FIXTURES)])
+    prepare_xnli.main(["binarize", "--raw", str(raw), "--data", str(data)])
+    return data
+
+
+@pytest.fixture(scope="module")
+def pretrained(bible_databin, tmp_path_factory, pkg_dir, run_fairseq):
+    """An xlm_pretrain checkpoint (MLM en, es + TLM en-es, 3 updates) on the Bible data-bin."""
+    save = tmp_path_factory.mktemp("pretrain")
+    run_fairseq("fairseq_cli.train", [
+        bible_databin, "--user-dir", pkg_dir, "--task", "xlm_pretrain", "--langs", "en,es",
+        "--mlm-steps", "en,es,en-es", "--criterion", "xlm_lm", "--max-update", "3", "--max-tokens", "2000",
+        "--tokens-per-sample", "64", "--save-dir", save, "--disable-validation", *TRAIN_COMMON], cwd=save)
+    return save / "checkpoint_last.pt"
+
+
+def _task(data, **overrides):
+    cfg = OmegaConf.structured(XlmXnliConfig(data=str(data), langs="en,es"))
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return XlmXnliTask.setup_task(cfg)
+
+
+def test_binarized_pairs_match_the_text(nli_data):
+    import sentencepiece as spm
+
+    task = _task(nli_data, translate_train=True)
+    task.load_dataset("train")
+    assert len(task.dataset("train")) == 14 + 12 and task.label_names == ["contradiction", "entailment", "neutral"]
+    task.load_dataset("valid")
+    first = task.dataset("valid")[0]  # valid.en line 1 of the dev fixture
+    sp = spm.SentencePieceProcessor(model_file=str(nli_data / "spm.model"))
+    words = [task.dictionary[i] for i in first["tokens"].tolist()]
+    s1 = sp.encode("The man walked to the city at night.", out_type=str)
+    s2 = sp.encode("A man went to the city.", out_type=str)
+    assert words == ["</s>", *s1, "</s>", *s2, "</s>"]
+    assert (first["label"], first["lang"]) == (1, 0)  # entailment, en
+
+
+def test_zero_shot_and_translate_train_languages(nli_data):
+    task = _task(nli_data)
+    assert task.split_langs("train") == ["en"] and task.split_langs("valid") == ["en", "es"]
+    assert _task(nli_data, translate_train=True).split_langs("train") == ["en", "es"]
+    assert _task(nli_data, eval_langs="es").split_langs("test") == ["es"]
+    with pytest.raises(ValueError, match=r"--train-langs: language\(s\) \['ny'\] are not in --langs en,es"):
+        _task(nli_data, train_langs="ny")
+
+
+def test_bad_classification_data(nli_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(nli_data, data, symlinks=True, ignore=shutil.ignore_patterns("raw"))
+    cls = data / "xnli"
+    with pytest.raises(ValueError, match=r"--num-classes 4 but .*labels.txt has 3 classes"):
+        _task(data, num_classes=4)
+    with pytest.raises(ValueError, match=r"--eval-langs: language\(s\) \['fr'\] are not in --langs en,es"):
+        _task(data, eval_langs="fr")
+    # a language in the test data that the model has no language embedding for
+    for suffix in ("input0.bin", "input0.idx", "input1.bin", "input1.idx", "label"):
+        shutil.copy(cls / f"test.en.{suffix}", cls / f"test.fr.{suffix}")
+    with pytest.raises(ValueError, match=r"test\.\*\.input0\.bin: language\(s\) \['fr'\] are not in --langs en,es"):
+        _task(data).load_dataset("test")
+    # an unknown label, with file and line
+    lines = (cls / "valid.es.label").read_text().splitlines()
+    lines[2] = "maybe"
+    (cls / "valid.es.label").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"valid\.es\.label:3: unknown label 'maybe'"):
+        _task(data).load_dataset("valid")
+    with pytest.raises(SystemExit, match=r"valid\.es\.label:3: unknown label 'maybe'"):
+        prepare_xnli.main(["binarize", "--raw", str(_raw_with_bad_label(nli_data, tmp_path)), "--data", str(data)])
+
+
+def _raw_with_bad_label(nli_data, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(nli_data / "raw", raw)
+    lines = (raw / "valid.es.label").read_text().splitlines()
+    lines[2] = "maybe"
+    (raw / "valid.es.label").write_text("\n".join(lines) + "\n")
+    return raw
+
+
+def test_pretrained_checkpoint_initialises_the_encoder(nli_data, pretrained, tmp_path):
+    ckpt = checkpoint_utils.load_checkpoint_to_cpu(str(pretrained))
+    task = _task(nli_data, pretrained_xlm_checkpoint=str(pretrained))
+    model = task.build_model(ckpt["cfg"]["model"])
+    state = model.state_dict()
+    for key, value in ckpt["model"].items():
+        if key != "encoder.output_bias":
+            assert torch.equal(state[key], value), key
+    assert "classification_heads.xnli.out_proj.weight" in state and "encoder.output_bias" not in state
+
+    # the same vocabulary is required: a checkpoint with more embedding rows is refused
+    other = dict(ckpt, model=dict(ckpt["model"]))
+    emb = other["model"]["encoder.embeddings.embed_tokens.weight"]
+    other["model"]["encoder.embeddings.embed_tokens.weight"] = torch.cat([emb, emb[:5]])
+    torch.save(other, tmp_path / "other_vocab.pt")
+    task = _task(nli_data, pretrained_xlm_checkpoint=str(tmp_path / "other_vocab.pt"))
+    with pytest.raises(ValueError, match=r"other_vocab.pt has a vocabulary of \d+ rows but the data dictionary"):
+        task.build_model(ckpt["cfg"]["model"])
+    # languages in another order would silently swap language embeddings
+    cfg = OmegaConf.structured(XlmXnliConfig(data=str(nli_data), langs="es,en",
+                                             pretrained_xlm_checkpoint=str(pretrained)))
+    with pytest.raises(ValueError, match=r"pretrained with --langs en,es, but this run has --langs es,en"):
+        XlmXnliTask.setup_task(cfg).build_model(ckpt["cfg"]["model"])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _stats(log: str, kind: str):
+    """Dicts of the 'train' (epoch summary) or 'valid' lines of a simple-format fairseq log."""
+    out = []
+    for line in log.splitlines():
+        if f"| {kind} |" in line:
+            fields = [f.strip().split(" ", 1) for f in line.split(f"| {kind} |", 1)[1].split("|")]
+            out.append({f[0]: f[1] for f in fields if len(f) == 2})
+    return out
+
+
+def test_bible_genres_zero_shot_recipe(bible_databin, pretrained, tmp_path):
+    """recipes/xnli.sh: Bible genres from fairseq_xlm.bible, binarize, fine-tune on en, table for en/es."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dict.txt", "spm.model"):
+        os.symlink(bible_databin / name, data / name)
+    env = dict(os.environ, WORK=str(tmp_path / "work"), LANGS="en,es", GENRE_VERSES="400,80,80",
+               MAX_UPDATE="4", BATCH="32", VALIDATE_EVERY="2", RUN="tiny", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), str(data), str(pretrained)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "work" / "table.md").read_text().splitlines()
+    assert table[0] == "| model | en | es | avg |" and len(table) == 3
+    row = re.fullmatch(r"\| tiny \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", table[2])
+    assert row, table[2]
+    en, es, avg = map(float, row.groups())
+    assert abs((en + es) / 2 - avg) <= 0.051
+    assert (data / "genre" / "labels.txt").read_text().split() == [
+        "Law", "History", "Poetry", "Prophets", "Gospels", "Acts", "Letters", "Revelation"]
+
+    save = tmp_path / "work" / "checkpoints" / "tiny"
+    log = (save / "train.log").read_text()
+    train = _stats(log, "train")
+    assert train and all("accuracy_en" in s and "accuracy_es" not in s for s in train)  # zero-shot: en only
+    valid = _stats(log, "valid")[-1]
+    # an independent count (evaluate_xnli, no criterion) of the last validation of checkpoint_last
+    scores = evaluate_xnli.evaluate(str(save / "checkpoint_last.pt"), str(data), split="valid")
+    assert list(scores) == ["en", "es"]
+    for lang in ("en", "es"):
+        assert abs(scores[lang] - float(valid[f"accuracy_{lang}"])) < 0.01
+    assert abs(float(valid["accuracy"]) - (scores["en"] + scores["es"]) / 2) < 0.01
+
+    rerun = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), str(data), str(pretrained)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0 and "skipping" in rerun.stdout
+    assert len((tmp_path / "work" / "table.md").read_text().splitlines()) == 3  # no duplicate row
+    bad = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), str(data)], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_translate_train_on_xnli_format_pairs(nli_data, pretrained, pkg_dir, run_fairseq, tmp_path, capsys):
+    save = tmp_path / "ckpt"
+    proc = run_fairseq("fairseq_cli.train", [
+        nli_data, "--user-dir", pkg_dir, "--task", "xnli", "--langs", "en,es", "--translate-train",
+        "--pretrained-xlm-checkpoint", pretrained, "--criterion", "xlm_classification", "--max-update", "4",
+        "--batch-size", "8", "--save-dir", save, "--best-checkpoint-metric", "accuracy",
+        "--maximize-best-checkpoint-metric", *TRAIN_COMMON], cwd=tmp_path)
+    train = _stats(proc.stdout + proc.stderr, "train")
+    assert train and all("accuracy_en" in s and "accuracy_es" in s for s in train)  # both training sets
+    assert "initialised the encoder from" in proc.stdout + proc.stderr
+
+    out = tmp_path / "table.md"
+    scores = evaluate_xnli.main([str(save / "checkpoint_best.pt"), str(nli_data), "--name", "tt", "--out", str(out)])
+    assert list(scores) == ["en", "es"]
+    assert "| model | en | es | avg |" in capsys.readouterr().out
+    evaluate_xnli.main([str(save / "checkpoint_best.pt"), str(nli_data), "--name", "tt-es", "--langs", "es",
+                        "--out", str(tmp_path / "es.md")])
+    lines = (tmp_path / "es.md").read_text().splitlines()
+    assert lines[0] == "| model | es | avg |" and lines[2] == f"| tt-es | {scores['es']:.1f} | {scores['es']:.1f} |"
+    with pytest.raises(SystemExit, match="has other columns"):
+        evaluate_xnli.main([str(save / "checkpoint_best.pt"), str(nli_data), "--langs", "es", "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"--eval-langs: language\(s\) \['fr'\] are not in --langs"):
+        evaluate_xnli.main([str(save / "checkpoint_best.pt"), str(nli_data), "--langs", "fr"])
+
+
+def test_two_learning_rates_with_the_composite_optimizer(nli_data, pretrained, pkg_dir, run_fairseq, tmp_path):
+    """recipes/xnli_two_lr.yaml with encoder lr 0: the encoder stays the pretrained one, the head learns."""
+    save = tmp_path / "ckpt"
+    run_fairseq("fairseq_cli.hydra_train", [
+        "--config-dir", REPO / "recipes", "--config-name", "xnli_two_lr", f"common.user_dir={pkg_dir}",
+        f"task.data={nli_data}", "task.langs='en,es'", f"task.pretrained_xlm_checkpoint={pretrained}",
+        f"checkpoint.save_dir={save}", f"hydra.run.dir={tmp_path / 'hydra'}", "common.cpu=true",
+        "optimization.max_update=2", "optimizer.groups.encoder.lr_float=0.0", "common.log_interval=1",
+        "checkpoint.save_interval_updates=1", "dataset.batch_size=4"], cwd=tmp_path)
+    before = torch.load(pretrained, weights_only=False)["model"]
+    states = [checkpoint_utils.load_checkpoint_to_cpu(str(save / f"checkpoint_1_{k}.pt"))["model"] for k in (1, 2)]
+    for state in states:
+        assert all(torch.equal(state[k], v) for k, v in before.items() if k != "encoder.output_bias")
+    head = "classification_heads.xnli.out_proj.weight"
+    assert not torch.equal(states[0][head], states[1][head])
