@@ -419,3 +419,15 @@ def test_two_learning_rates_with_the_composite_optimizer(nli_data, pretrained, p
         assert all(torch.equal(state[k], v) for k, v in before.items() if k != "encoder.output_bias")
     head = "classification_heads.xnli.out_proj.weight"
     assert not torch.equal(states[0][head], states[1][head])
+
+
+def test_converted_checkpoint_initialises_the_encoder(nli_data, pretrained, tmp_path):
+    """A checkpoint converted by fairseq_xlm.convert (here: to HF and back) initialises the same encoder."""
+    from fairseq_xlm import convert
+
+    convert.main(["fairseq-to-hf", str(pretrained), str(tmp_path / "hf"), "--dict", str(nli_data / "dict.txt")])
+    convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "converted")])
+    ckpt = checkpoint_utils.load_checkpoint_to_cpu(str(pretrained))
+    task = _task(nli_data, pretrained_xlm_checkpoint=str(tmp_path / "converted" / "checkpoint.pt"))
+    state = task.build_model(ckpt["cfg"]["model"]).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ckpt["model"].items() if k != "encoder.output_bias")

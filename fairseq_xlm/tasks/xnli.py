@@ -251,6 +251,3 @@ class XlmXnliTask(FairseqTask):
         elif not from_checkpoint:
             logger.warning("no --pretrained-xlm-checkpoint: the encoder starts from random weights")
         return model
-
-    def max_positions(self):
-        return None
