@@ -5,12 +5,15 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import fairseq_xlm  # noqa: F401
 from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def train_args(data, save_dir, pkg_dir, *extra):
@@ -128,3 +131,20 @@ def test_long_pairs_are_skipped_and_logged(bible_databin, caplog):
     ds = task.datasets["train"]
     batches = ds.make_batches(1, 1, -1.0, None, 4, 1, 24)
     assert max(ds.size(int(i)) for b in batches for i in b) <= 24
+
+
+def test_pretrain_recipe_presets(bible_databin, tmp_path):
+    import os
+
+    env = dict(os.environ, PYTHON=sys.executable, ARCH="xlm_tiny", BATCH_SIZE="4", TOKENS_PER_SAMPLE="64",
+               WARMUP="1", MAX_UPDATE="2", LANG_ALPHA="0.5")
+    recipe = str(REPO / "recipes" / "pretrain.sh")
+    proc = subprocess.run(["bash", recipe, "mlm_tlm", str(bible_databin), str(tmp_path / "s"), "--cpu",
+                           "--num-workers", "0", "--log-interval", "1"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "langs=en,es steps=--mlm-steps en,es,en-es" in proc.stdout
+    assert logged(proc.stdout, "tlm_ppl_en-es") and (tmp_path / "s" / "checkpoint_last.pt").is_file()
+    bad = subprocess.run(["bash", recipe, "tlm", str(bible_databin), str(tmp_path / "x")], env=env,
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown PRESET 'tlm'" in bad.stderr

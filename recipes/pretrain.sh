@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# XLM pretraining on a data-bin made by recipes/prepare_pretrain.sh (or prepare_bible.sh).
+#
+#   recipes/pretrain.sh PRESET DATA_BIN SAVE_DIR [extra fairseq-train flags ...]
+#
+# PRESET   mlm      MLM on every language of DATA_BIN (the paper's XLM-MLM)
+#          mlm_tlm  MLM on every language + TLM on every parallel pair found (XLM-MLM+TLM)
+#          clm      causal LM on every language (XLM-CLM)
+# Variables (override from the environment): ARCH, LANGS (default: the languages in DATA_BIN, sorted;
+# keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP, MAX_UPDATE,
+# LANG_ALPHA (alpha-smoothed language sampling; -1 = every step each update), PYTHON.
+# On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically, several
+# machines through torchrun or SLURM (see README: "Scale-out").
+set -euo pipefail
+
+usage() {
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+[ $# -ge 3 ] || usage
+preset=$1 data=$2 save=$3
+shift 3
+case "$preset" in mlm|mlm_tlm|clm) ;; *) echo "unknown PRESET '$preset'" >&2; usage ;; esac
+[ -d "$data" ] || { echo "DATA_BIN '$data' is not a directory" >&2; exit 2; }
+[ -f "$data/dict.txt" ] || { echo "$data/dict.txt missing: not a data-bin from prepare_pretrain.sh" >&2; exit 2; }
+
+PYTHON=${PYTHON:-.venv/bin/python}
+ARCH=${ARCH:-xlm_mlm_enfr_1024}
+BATCH_SIZE=${BATCH_SIZE:-32}
+TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-256}
+LR=${LR:-1e-4}
+WARMUP=${WARMUP:-4000}
+MAX_UPDATE=${MAX_UPDATE:-500000}
+LANG_ALPHA=${LANG_ALPHA:-0.7}
+
+mono_langs() {
+  for f in "$data"/train.*.bin; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .bin)   # train.en
+    rest=${name#train.}
+    case "$rest" in *.*|*-*) ;; *) echo "$rest" ;; esac
+  done | sort -u
+}
+pairs() {
+  for f in "$data"/train.*-*.*.bin; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .bin)   # train.en-es.en
+    pair=${name#train.}
+    echo "${pair%.*}"
+  done | sort -u
+}
+
+LANGS=${LANGS:-$(mono_langs | paste -sd, -)}
+[ -n "$LANGS" ] || { echo "no monolingual train.{lang}.bin in $data" >&2; exit 2; }
+steps_flags=()
+case "$preset" in
+  mlm) steps_flags=(--mlm-steps "$LANGS") ;;
+  mlm_tlm)
+    pair_list=$(pairs | paste -sd, -)
+    [ -n "$pair_list" ] || { echo "preset mlm_tlm: no parallel train.{l1}-{l2}.{l}.bin in $data" >&2; exit 2; }
+    steps_flags=(--mlm-steps "$LANGS,$pair_list") ;;
+  clm) steps_flags=(--clm-steps "$LANGS") ;;
+esac
+
+user_dir=$("$PYTHON" -c 'import fairseq_xlm.userdir as u; print(u.path())')
+echo "[pretrain] preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH -> $save"
+mkdir -p "$save"
+"$PYTHON" -m fairseq_cli.train "$data" \
+  --user-dir "$user_dir" --task xlm_pretrain --criterion xlm_lm --arch "$ARCH" \
+  --langs "$LANGS" "${steps_flags[@]}" --lang-sampling-alpha "$LANG_ALPHA" \
+  --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size "$BATCH_SIZE" \
+  --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
+  --warmup-updates "$WARMUP" --clip-norm 5 --max-update "$MAX_UPDATE" \
+  --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints \
+  --log-format simple --log-interval 50 "$@"
