@@ -1,0 +1,420 @@
+"""unsupervised_mt: word noise, online back-translation, step weights, validation sets, bad input, and an
+end-to-end run (pretrain -> AE + BT + MT -> BLEU -> fairseq-generate -> recipes/evaluate_mt.sh)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import fairseq_xlm  # noqa: F401  (registers models, tasks; safe checkpoint loading)
+from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+from fairseq.data import Dictionary, LanguagePairDataset, ListDataset
+from fairseq_xlm.data import layout
+from fairseq_xlm.data.backtranslation import backtranslate_sample, beam_decode, greedy_decode, translate
+from fairseq_xlm.data.lang_pair import LangPairDataset
+from fairseq_xlm.data.noise import (WordNoiseDataset, add_noise, blank_words, drop_words, shuffle_words,
+                                    word_ids, word_start_table)
+from fairseq_xlm.models.factory import build_model, model_config
+from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
+
+REPO = Path(__file__).resolve().parents[1]
+W = "\u2581"
+# One thread per process: on 2 shared cores, torch's default thread pool oversubscribes and tiny models
+# run 3-15x slower (measured: a 2-update UMT run with validation took 25 s with 2 threads, 7 s with 1).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------ noise
+def piece_dict():
+    d = Dictionary()
+    for s in [W + "the", W + "cat", "s", W + "sat", "ting", W + "on", W + "mat", "ty", "gy"]:
+        d.add_symbol(s)
+    d.add_symbol(layout.MASK)
+    return d
+
+
+def test_word_ids_follow_sentencepiece_word_starts():
+    d = piece_dict()
+    starts = word_start_table(d)
+    toks = np.array([d.index(s) for s in [W + "the", W + "cat", "s", W + "sat", "ting", "ty"]])
+    assert word_ids(toks, starts).tolist() == [0, 1, 1, 2, 2, 2]
+    # a leading continuation piece opens word 0; specials are words of their own
+    toks = np.array([d.index("s"), d.index("ty"), d.index(layout.MASK), d.index("gy")])
+    assert word_ids(toks, starts).tolist() == [0, 0, 1, 1]
+    assert starts[d.unk()] and starts[d.index(layout.MASK)] and not starts[d.index("s")]
+
+
+def random_sentence(rng, n_words):
+    """Distinct token ids 0..T-1 grouped into words of 1-3 pieces: (tokens, word ids, words)."""
+    sizes = rng.randint(1, 4, size=n_words)
+    ids = np.repeat(np.arange(n_words), sizes)
+    tokens = np.arange(len(ids)) + 10
+    words = [tuple(tokens[ids == w]) for w in range(n_words)]
+    return tokens, ids, words
+
+
+def split_words(out, words):
+    """The output as a list of original word indices; fails if a word was split or altered."""
+    by_first = {w[0]: i for i, w in enumerate(words)}
+    result, pos = [], 0
+    while pos < len(out):
+        i = by_first[int(out[pos])]
+        assert tuple(out[pos: pos + len(words[i])]) == words[i], "a word was cut or reordered inside"
+        result.append(i)
+        pos += len(words[i])
+    return result
+
+
+def test_shuffle_moves_words_fewer_than_k_places_and_keeps_them_whole():
+    rng = np.random.RandomState(0)
+    k, largest = 3.0, 0
+    for _ in range(2000):
+        tokens, ids, words = random_sentence(rng, rng.randint(1, 15))
+        order = split_words(shuffle_words(tokens, ids, k, rng), words)
+        assert sorted(order) == list(range(len(words)))
+        moves = [abs(new - old) for new, old in enumerate(order)]
+        largest = max(largest, max(moves))
+        assert max(moves) <= k - 1  # i + U(0,k) sorting: word i can only pass words within k - 1
+    assert largest == 2  # and the bound is reached
+    tokens, ids, _ = random_sentence(rng, 8)
+    assert np.array_equal(shuffle_words(tokens, ids, 1.0, rng), tokens)
+    assert np.array_equal(shuffle_words(tokens, ids, 0.0, rng), tokens)
+
+
+def binomial_ok(hits, n, p, sigmas=4.0):
+    return abs(hits / n - p) <= sigmas * math.sqrt(p * (1 - p) / n)
+
+
+def test_word_dropout_rate_and_whole_words():
+    rng = np.random.RandomState(1)
+    dropped = total = 0
+    for _ in range(3000):
+        tokens, ids, words = random_sentence(rng, rng.randint(2, 12))
+        kept = split_words(drop_words(tokens, ids, 0.1, rng), words)
+        assert kept == sorted(kept) and len(kept) >= 1  # order kept, never empty
+        dropped += len(words) - len(kept)
+        total += len(words)
+    assert binomial_ok(dropped, total, 0.1)
+    # all words dropped -> one survives
+    tokens, ids, words = random_sentence(rng, 3)
+    assert len(split_words(drop_words(tokens, ids, 0.999999, rng), words)) == 1
+
+
+def test_word_blank_rate_and_whole_words():
+    rng = np.random.RandomState(2)
+    blank = 5
+    blanked = total = 0
+    for _ in range(3000):
+        tokens, ids, words = random_sentence(rng, rng.randint(1, 12))
+        out = blank_words(tokens, ids, 0.1, blank, rng)
+        assert len(out) == len(tokens)
+        for w in range(len(words)):
+            piece = out[ids == w]
+            assert (piece == blank).all() or tuple(piece) == words[w]  # a word is blanked whole or kept
+            blanked += int((piece == blank).all())
+        total += len(words)
+    assert binomial_ok(blanked, total, 0.1)
+
+
+def test_noise_keeps_eos_and_is_deterministic_per_epoch():
+    d = piece_dict()
+    sent = [W + "the", W + "cat", "s", W + "sat", "ting", W + "on", W + "the", W + "mat", "ty"]
+    tokens = torch.tensor([d.index(s) for s in sent] + [d.eos()])
+    mono = ListDataset([tokens] * 40, sizes=np.full(40, len(tokens)))
+    noised = WordNoiseDataset(mono, d, 3.0, 0.2, 0.2, blank_idx=d.index(layout.MASK), seed=7)
+    first = [noised[i].tolist() for i in range(40)]
+    assert all(x[-1] == d.eos() and d.eos() not in x[:-1] for x in first)
+    assert first == [noised[i].tolist() for i in range(40)]
+    assert len({tuple(x) for x in first}) > 5  # sentences get different noise
+    noised.set_epoch(2)
+    assert first != [noised[i].tolist() for i in range(40)]
+    fixed = WordNoiseDataset(mono, d, 3.0, 0.2, 0.2, seed=7, vary_with_epoch=False)
+    before = [fixed[i].tolist() for i in range(40)]
+    fixed.set_epoch(5)
+    assert before == [fixed[i].tolist() for i in range(40)]
+    assert add_noise(np.array([d.eos()]), word_start_table(d), d.eos(), 4, 3, 0.5, 0.5,
+                     np.random.RandomState(0)).tolist() == [d.eos()]
+
+
+# ------------------------------------------------------------------------------- back-translation
+@pytest.fixture(scope="module")
+def tiny():
+    d = piece_dict()
+    torch.manual_seed(0)
+    model = build_model("xlm_mt_tiny", d, ["en", "es"], dropout=0.0, attention_dropout=0.0)
+    # A random model repeats one token up to the length limit; a few copy-task steps make its output
+    # depend on the input and end at different lengths (which exercises the shrinking greedy batch).
+    criterion = LabelSmoothedCrossEntropyCriterion(SimpleNamespace(target_dictionary=d), False, 0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(40):
+        loss, _, _ = criterion(model, mono_batch(d, step % 2, n=16, seed=100 + step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.zero_grad()
+    return d, model
+
+
+def mono_batch(d, lang_id, n=6, seed=0):
+    rng = np.random.RandomState(seed)
+    sents = [torch.tensor(list(rng.randint(d.nspecial, len(d) - 1, size=rng.randint(2, 9))) + [d.eos()])
+             for _ in range(n)]
+    ds = ListDataset(sents, sizes=np.array([len(s) for s in sents]))
+    pair = LangPairDataset(LanguagePairDataset(ds, ds.sizes, d, ds, ds.sizes, d, left_pad_source=False), lang_id,
+                           lang_id)
+    return pair.collater([pair[i] for i in range(n)])
+
+
+def test_translate_runs_without_grad_in_eval_mode_into_the_requested_language(tiny):
+    d, model = tiny
+    seen = []
+
+    def hook(module, args, kwargs):
+        seen.append((torch.is_grad_enabled(), module.training, args[2].tolist() if args[2] is not None else None))
+
+    handle = model.decoder.stack.embeddings.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model.train()
+        hyps = translate(model, mono_batch(d, 0)["net_input"], tgt_lang_id=1)
+    finally:
+        handle.remove()
+    assert model.training and all(m.training for m in model.modules())  # train mode restored
+    assert seen and all(not grad and not training for grad, training, _ in seen)
+    assert all(set(np.ravel(langs)) == {1} for *_, langs in seen)  # decoder embeds the target language
+    assert all(h[-1] == d.eos() and d.pad() not in h.tolist() for h in hyps)
+    # the target language reaches the decoder's scores
+    net_input = mono_batch(d, 0)["net_input"]
+    model.eval()
+    scores = [model(**dict(net_input, tgt_langs=torch.full((6,), lang)))[0] for lang in (0, 1)]
+    model.train()
+    assert not torch.allclose(scores[0], scores[1])
+
+
+def test_greedy_decoding_equals_sequence_generator_beam_one(tiny):
+    d, model = tiny
+    net_input = dict(mono_batch(d, 0, n=8, seed=3)["net_input"])
+    net_input.pop("prev_output_tokens")
+    net_input["tgt_langs"] = torch.ones(8, dtype=torch.long)
+    model.eval()
+    inc = greedy_decode(model, net_input, 1.0, 4)
+    full = greedy_decode(model, net_input, 1.0, 4, incremental=False)
+    oracle = beam_decode(model, net_input, beam=1, max_len_a=1.0, max_len_b=4)
+    assert len({len(h) for h in inc}) > 1  # hypotheses of different lengths
+    assert [h.tolist() for h in inc] == [h.tolist() for h in full] == [h.tolist() for h in oracle]
+    width = net_input["src_tokens"].size(1)
+    assert max(len(h) for h in inc) <= int(1.0 * width + 4) + 1
+
+
+def test_backtranslated_sample_feeds_training(tiny):
+    d, model = tiny
+    sample = mono_batch(d, 0, n=5, seed=4)
+    hyps = translate(model, sample["net_input"], 1)
+    model.train()
+    bt = backtranslate_sample(model, sample, mid_lang_id=1)
+    src = bt["net_input"]["src_tokens"]
+    for row, hyp, length in zip(src, hyps, bt["net_input"]["src_lengths"]):
+        assert row[: len(hyp)].tolist() == hyp.tolist() and int(length) == len(hyp)
+        assert (row[len(hyp):] == d.pad()).all()  # right-padded
+    assert bt["net_input"]["src_langs"].tolist() == [1] * 5 and bt["net_input"]["tgt_langs"].tolist() == [0] * 5
+    assert torch.equal(bt["target"], sample["target"])
+    assert torch.equal(bt["net_input"]["prev_output_tokens"], sample["net_input"]["prev_output_tokens"])
+    assert sample["net_input"]["src_langs"].tolist() == [0] * 5  # the input sample is left untouched
+    # teacher forcing on (synthetic es -> real en): the encoder reads the translation, gradients flow
+    seen = []
+    handle = model.encoder.register_forward_pre_hook(lambda m, args, kw: seen.append(args[0].clone()),
+                                                     with_kwargs=True)
+    criterion = LabelSmoothedCrossEntropyCriterion(SimpleNamespace(target_dictionary=d), False, 0.1)
+    try:
+        loss, _, _ = criterion(model, bt)
+    finally:
+        handle.remove()
+    assert torch.equal(seen[0], src)
+    model.zero_grad()
+    loss.backward()
+    assert model.encoder.embed_tokens.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------ task level
+def mt_cfg(**overrides):
+    """The xlm_mt_tiny model config as fairseq-train would pass it to task.build_model."""
+    cfg = model_config("xlm_mt_tiny", **overrides)[1]
+    cfg._name = "xlm_mt_tiny"
+    return cfg
+
+
+def make_task(data, **kw):
+    cfg = UnsupervisedMtConfig(data=str(data), **kw)
+    cfg.seed = 1
+    return UnsupervisedMtTask.setup_task(cfg)
+
+
+def test_lambda_schedules(bible_databin):
+    task = make_task(bible_databin, langs="en,es", ae_steps="en", lambda_ae="0:1,100000:0.1,300000:0",
+                     lambda_bt="0.5")
+    ae = task.lambdas["ae"]
+    for step, value in [(0, 1.0), (50000, 0.55), (100000, 0.1), (200000, 0.05), (300000, 0.0), (10**6, 0.0)]:
+        assert ae(step) == pytest.approx(value)
+    assert task.lambdas["bt"](0) == task.lambdas["bt"](10**6) == 0.5
+    assert task.lambdas["mt"](123) == 1.0
+
+
+def test_train_step_weights_every_kind_and_validation_keeps_every_sentence(bible_databin):
+    task = make_task(bible_databin, langs="en,es", ae_steps="en,es", bt_steps="en-es-en,es-en-es",
+                     mt_steps="en-es", lambda_ae="0:1,10:0", lambda_mt="0.5", bt_max_len_a=0.0, bt_max_len_b=6)
+    model = task.build_model(mt_cfg())
+    criterion = LabelSmoothedCrossEntropyCriterion(task, False, 0.0)
+    train = task.load_dataset("train")
+    batch = next(iter(task.get_batch_iterator(train, max_tokens=300, max_positions=task.max_positions(),
+                                              ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)))
+    assert set(batch) == {"ae:en", "ae:es", "bt:en-es-en", "bt:es-en-es", "mt:en-es"}
+    optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
+    objective, size, log = task.train_step(batch, model, criterion, optimizer, update_num=5)
+    weights = {"ae": 0.5, "bt": 1.0, "mt": 0.5}
+    expect = sum(weights[t[:2]] * log[f"{t}:loss"] / log[f"{t}:sample_size"]
+                 for t in ["ae_en", "ae_es", "bt_en-es-en", "bt_es-en-es", "mt_en-es"])
+    assert size == 1.0 and objective == pytest.approx(expect, rel=1e-5) and log["loss"] == objective
+    assert model.decoder.stack.layers[0].encoder_attn.q_proj.weight.grad is not None
+    _, _, log = task.train_step(batch, model, criterion, optimizer, update_num=10)  # lambda_ae reached 0
+    assert not any(k.startswith("ae_") for k in log)
+
+    valid = task.load_dataset("valid")
+    seen = {}
+    itr = task.get_batch_iterator(valid, max_tokens=500, max_positions=task.max_positions(),
+                                  required_batch_size_multiple=8).next_epoch_itr(shuffle=False)
+    for b in itr:
+        seen.setdefault(b["step"], []).extend(b["id"].tolist())
+        assert b["net_input"]["src_langs"].unique().numel() == 1
+    n_para, n_mono = 60, 80  # tests/conftest.py: BIBLE_PARA / BIBLE_MONO valid sizes
+    assert {k: sorted(v) for k, v in seen.items()} == {
+        "mt:en-es": list(range(n_para)), "mt:es-en": list(range(n_para)),
+        "ae:en": list(range(n_mono)), "ae:es": list(range(n_mono))}
+
+
+def databin_without(src: Path, dst: Path, prefixes):
+    """A copy (symlinks) of a data-bin without the files that start with any of ``prefixes``."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith(tuple(prefixes)):
+            (dst / f.name).symlink_to(f)
+    return dst
+
+
+def test_bad_input_errors(bible_databin, tmp_path):
+    no_es = databin_without(bible_databin, tmp_path / "no_es", ["train.es."])
+    with pytest.raises(ValueError, match=r"--bt-steps es-en-es: no monolingual es data .*train\.es\.bin"):
+        make_task(no_es, langs="en,es", bt_steps="en-es-en,es-en-es")
+    no_para = databin_without(bible_databin, tmp_path / "no_para", ["train.en-es."])
+    with pytest.raises(ValueError, match=r"--mt-steps en-es: no parallel data train\.en-es"):
+        make_task(no_para, langs="en,es", mt_steps="en-es")
+    with pytest.raises(ValueError, match=r"--mt-steps: step 'en-en' translates a language into itself"):
+        make_task(bible_databin, langs="en,es", mt_steps="en-en")
+    with pytest.raises(ValueError, match=r"--bt-steps: step 'en-en-en' translates a language into itself"):
+        make_task(bible_databin, langs="en,es", bt_steps="en-en-en")
+    with pytest.raises(ValueError, match=r"--bt-steps: step 'en-es-es' must come back"):
+        make_task(bible_databin, langs="en,es", bt_steps="en-es-es")
+    with pytest.raises(ValueError, match=r"--source-lang and --target-lang are both en"):
+        make_task(bible_databin, source_lang="en", target_lang="en")
+
+
+def save_xlm(path, vocab_size, task_cfg):
+    d = Dictionary()
+    while len(d) < vocab_size:
+        d.add_symbol(f"w{len(d)}")
+    model = build_model("xlm_tiny", d, ["en", "es"])
+    torch.save({"model": model.state_dict(), "cfg": {"task": task_cfg}}, path)
+    return path
+
+
+def test_pretrained_checkpoint_of_another_vocabulary_is_refused(bible_databin, tmp_path):
+    task = make_task(bible_databin, langs="en,es", ae_steps="en")
+    small = save_xlm(tmp_path / "small.pt", 50, {"langs": "en,es"})
+    with pytest.raises(ValueError, match=r"small\.pt: vocabulary of 50 symbols, but .*dict\.txt"):
+        task.build_model(mt_cfg(pretrained_xlm_checkpoint=str(small)))
+    # same size, other symbols: found through the pretraining data-bin's dict.txt
+    other = tmp_path / "other_bin"
+    other.mkdir()
+    lines = (bible_databin / "dict.txt").read_text().splitlines()
+    lines[5] = "zzzz 1"
+    (other / "dict.txt").write_text("\n".join(lines) + "\n")
+    same_size = save_xlm(tmp_path / "same.pt", len(task.dictionary), {"langs": "en,es", "data": str(other)})
+    with pytest.raises(ValueError, match=r"same\.pt: pretrained with another vocabulary .* symbol #9"):
+        task.build_model(mt_cfg(pretrained_xlm_checkpoint=str(same_size)))
+    swapped = save_xlm(tmp_path / "swapped.pt", len(task.dictionary), {"langs": "es,en"})
+    with pytest.raises(ValueError, match=r"pretrained with --langs es,en, but this run uses en,es"):
+        task.build_model(mt_cfg(pretrained_xlm_checkpoint=str(swapped)))
+
+
+# ------------------------------------------------------------------------------------ end to end
+def json_logs(text, tag):
+    """fairseq --log-format json lines of one kind ('train', 'valid')."""
+    out = []
+    for line in text.splitlines():
+        if f"| {tag} |" in line and "{" in line:
+            out.append(json.loads(line[line.index("{"):]))
+    return out
+
+
+def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pkg_dir, run_fairseq, tmp_path):
+    common = ["--user-dir", pkg_dir, "--cpu", "--num-workers", "0", "--optimizer", "adam", "--lr", "1e-3",
+              "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1", "--seed", "3"]
+    pre = tmp_path / "pre"
+    run_fairseq("fairseq_cli.train", [
+        bible_databin, "--task", "xlm_pretrain", "--langs", "en,es", "--mlm-steps", "en,es,en-es",
+        "--criterion", "xlm_lm", "--arch", "xlm_tiny", "--max-tokens", "1000", "--tokens-per-sample", "64",
+        "--max-update", "2", "--disable-validation", "--save-dir", pre, *common], env=ONE_THREAD)
+    umt = tmp_path / "umt"
+    proc = run_fairseq("fairseq_cli.train", [
+        bible_databin, "--task", "unsupervised_mt", "--langs", "en,es", "--ae-steps", "en,es",
+        "--bt-steps", "en-es-en,es-en-es", "--mt-steps", "en-es", "--lambda-ae", "0:1,100:0.1",
+        "--bt-max-len-a", "0", "--bt-max-len-b", "8", "--arch", "xlm_mt_tiny",
+        "--pretrained-xlm-checkpoint", pre / "checkpoint_last.pt", "--criterion", "label_smoothed_cross_entropy",
+        "--label-smoothing", "0.1", "--max-tokens", "300", "--max-update", "2", "--eval-bleu",
+        "--best-checkpoint-metric", "bleu_en_es", "--maximize-best-checkpoint-metric", "--save-dir", umt, *common],
+        env=ONE_THREAD)
+    logs = proc.stdout + proc.stderr
+    train = json_logs(logs, "train_inner")
+    assert len(train) == 2
+    for key in ["ae_loss_en", "ae_loss_es", "bt_loss_en-es-en", "bt_loss_es-en-es", "mt_loss_en-es"]:
+        assert all(math.isfinite(float(t[f"train_inner_{key}" if f"train_inner_{key}" in t else key]))
+                   for t in train), key
+    valid = json_logs(logs, "valid")[-1]
+    for key in ["bleu_en_es", "bleu_es_en", "mt_loss_en-es", "mt_loss_es-en", "ae_loss_en", "ae_loss_es"]:
+        assert 0 <= float(valid[f"valid_{key}"]) < 100 if key.startswith("bleu") else float(valid[f"valid_{key}"]) > 0
+    assert (umt / "checkpoint_best.pt").is_file()
+
+    # fairseq-generate needs no --langs (they travel in the checkpoint) and translates all 60 test pairs
+    gen = run_fairseq("fairseq_cli.generate", [
+        bible_databin, "--user-dir", pkg_dir, "--task", "unsupervised_mt", "--source-lang", "es", "--target-lang",
+        "en", "--path", umt / "checkpoint_best.pt", "--beam", "5", "--max-len-a", "0", "--max-len-b", "6",
+        "--cpu", "--num-workers", "0", "--max-tokens", "2000"], env=ONE_THREAD)
+    assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 60
+
+    env = dict(os.environ, PYTHON=sys.executable, BEAM="2", WORKDIR=str(tmp_path), **ONE_THREAD)
+    score = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, umt / "checkpoint_best.pt",
+                            "en", "es"], env=env, capture_output=True, text=True, timeout=300)
+    assert score.returncode == 0, score.stderr[-2000:]
+    assert 0.0 <= float(score.stdout.strip()) <= 100.0
+    # the decoded reference is the raw Spanish text of the test pairs
+    ref = (tmp_path / "ref.test.en-es.es").read_text().splitlines()
+    assert ref == (bible_raw / "test.en-es.es").read_text().splitlines()
+
+    # a crashing fairseq-generate (an encoder-only checkpoint) gives a failure and no score
+    bad = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, pre / "checkpoint_last.pt",
+                          "en", "es"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and bad.stdout.strip() == ""
