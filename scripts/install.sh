@@ -16,22 +16,29 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 FAIRSEQ_SPEC=${FAIRSEQ_SPEC:-fairseq-fixed==0.12.3.1}
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# pip's notes about this machine's local index mirrors and about fairseq-fixed's torchaudio pin (left out on
+# purpose, see above) are noise here; everything else pip prints is kept.
+pip_install() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 \
+    | { grep -v -e "^WARNING: Location 'file:" -e "requires torchaudio" \
+        -e "dependency resolver does not currently take into account" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "[install] $TORCH_SPEC"
-  "${PIP[@]}" install "$TORCH_SPEC"
+  pip_install "$TORCH_SPEC"
 fi
-"${PIP[@]}" install "setuptools<81" wheel cython "numpy>=1.26,<3"
+pip_install "setuptools<81" wheel cython "numpy>=1.26,<3"
 
 if ! "$VENV/bin/python" -c "import fairseq" 2>/dev/null; then
   echo "[install] $FAIRSEQ_SPEC (compiles from source: about 5-6 minutes on 2 cores)"
-  "${PIP[@]}" install --no-build-isolation --no-deps "$FAIRSEQ_SPEC"
+  pip_install --no-build-isolation --no-deps "$FAIRSEQ_SPEC"
 fi
 # fairseq-fixed's own requirements, less torchaudio (see above).
-"${PIP[@]}" install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqdm bitarray \
+pip_install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqdm bitarray \
   scikit-learn packaging
 # The project itself; --no-deps so pip does not try to satisfy fairseq-fixed's torchaudio pin.
-"${PIP[@]}" install --no-deps --no-build-isolation -e ".[test]"
-"${PIP[@]}" install sentencepiece "pytest>=7" "transformers>=4.40"
+pip_install --no-deps --no-build-isolation -e ".[test]"
+pip_install sentencepiece "pytest>=7" "transformers>=4.40"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
