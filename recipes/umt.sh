@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Unsupervised MT from an XLM initialisation (Lample & Conneau 2019, section 5.2), the whole flow:
+#   recipes/umt.sh [--stage N] [--stop-stage N]
+#   stage 1: Bible data-bin (recipes/prepare_bible.sh)    stage 2: MLM pretraining (xlm_pretrain)
+#   stage 3: denoising + online back-translation (+ MT steps) from the pretrained encoder and decoder
+#   stage 4: BLEU of each direction on SPLIT (recipes/evaluate_mt.sh), written to $SAVE/bleu.*
+# Every variable below can be set from the environment. The defaults are tiny (CPU, minutes); the paper's
+# en-fr run is ARCH=xlm_mlm_enfr_1024 (or PRETRAINED=a converted mlm_enfr_1024 checkpoint), MAX_TOKENS=2000,
+# LR=1e-4 with WARMUP=4000, LAMBDA_AE='0:1,100000:0.1,300000:0', on a GPU, for days.
+# recipes/supervised_mt.sh runs this flow with MT steps (and optional BT steps) instead.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
+L1=${L1:-en}
+L2=${L2:-es}
+NAME=${NAME:-bible}
+DATABIN=${DATABIN:-data-bin/$NAME}
+EXP=${EXP:-umt}
+SAVE=${SAVE:-checkpoints/$NAME/$EXP}
+ARCH=${ARCH:-xlm_tiny}                 # pretraining architecture; MT uses its twin xlm_mt_*
+PRETRAINED=${PRETRAINED:-}             # an xlm_transformer checkpoint: skips stage 2
+PRE_SAVE=${PRE_SAVE:-checkpoints/$NAME/mlm}
+PRE_STEPS=${PRE_STEPS:-$L1,$L2}        # --mlm-steps of pretraining (add $L1-$L2 for TLM)
+PRE_UPDATES=${PRE_UPDATES:-2000}
+AE_STEPS=${AE_STEPS-$L1,$L2}
+BT_STEPS=${BT_STEPS-$L1-$L2-$L1,$L2-$L1-$L2}
+MT_STEPS=${MT_STEPS-}
+LAMBDA_AE=${LAMBDA_AE:-0:1,1000:0.1,3000:0}
+LAMBDA_BT=${LAMBDA_BT:-1}
+LAMBDA_MT=${LAMBDA_MT:-1}
+WORD_SHUFFLE=${WORD_SHUFFLE:-3}
+WORD_DROPOUT=${WORD_DROPOUT:-0.1}
+WORD_BLANK=${WORD_BLANK:-0.1}
+BT_BEAM=${BT_BEAM:-1}
+MAX_TOKENS=${MAX_TOKENS:-2000}
+MAX_UPDATES=${MAX_UPDATES:-3000}
+LR=${LR:-1e-4}
+WARMUP=${WARMUP:-400}
+VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions)
+BEST=${BEST:-bleu_${L1}_${L2}}         # checkpoint_best.pt maximises this metric
+SPLIT=${SPLIT:-test}
+BEAM=${BEAM:-5}
+EXTRA=${EXTRA:-}                       # more fairseq-train flags for stage 3, e.g. "--fp16"
+stage=${stage:-1}
+stop_stage=${stop_stage:-4}
+
+usage() {
+    echo "usage: $0 [--stage N] [--stop-stage N]   (stages: 1 data, 2 pretrain, 3 train MT, 4 evaluate;" \
+         "settings via env, see top of file)" >&2
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
+        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
+        -h|--help) usage ;;
+        *) echo "unknown argument: $1" >&2; usage ;;
+    esac
+done
+[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+[ "$L1" != "$L2" ] || { echo "error: L1 and L2 are both $L1" >&2; exit 1; }
+[ -n "$AE_STEPS$BT_STEPS$MT_STEPS" ] || { echo "error: AE_STEPS, BT_STEPS and MT_STEPS are all empty" >&2; exit 1; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+MT_ARCH=xlm_mt_${ARCH#xlm_}
+PRETRAINED=${PRETRAINED:-$PRE_SAVE/checkpoint_last.pt}
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    echo "Stage 1: data-bin $DATABIN ($L1,$L2 monolingual; $L1-$L2 parallel for validation)"
+    if [ -d "$DATABIN" ]; then
+        echo "  $DATABIN exists, skipping"
+    else
+        LANGS="$L1,$L2" PAIRS="$L1-$L2" NAME="$NAME" DATABIN="$DATABIN" bash "$ROOT/recipes/prepare_bible.sh"
+    fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+    echo "Stage 2: MLM pretraining ($ARCH, steps $PRE_STEPS) into $PRE_SAVE"
+    if [ -f "$PRETRAINED" ] && [ "$PRETRAINED" != "$PRE_SAVE/checkpoint_last.pt" ]; then
+        echo "  using PRETRAINED=$PRETRAINED, skipping"
+    else
+        # fairseq resumes from $PRE_SAVE/checkpoint_last.pt, so a finished run returns at once
+        "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task xlm_pretrain \
+            --langs "$L1,$L2" --mlm-steps "$PRE_STEPS" --criterion xlm_lm --arch "$ARCH" \
+            --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
+            --warmup-updates "$WARMUP" --max-tokens "$MAX_TOKENS" --max-update "$PRE_UPDATES" \
+            --save-dir "$PRE_SAVE" --no-epoch-checkpoints --num-workers 0 --disable-validation
+    fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    echo "Stage 3: train $MT_ARCH from $PRETRAINED (ae: ${AE_STEPS:-none}; bt: ${BT_STEPS:-none};" \
+         "mt: ${MT_STEPS:-none}) into $SAVE"
+    [ -f "$PRETRAINED" ] || { echo "error: no pretrained checkpoint $PRETRAINED; run stage 2" >&2; exit 1; }
+    init=(--pretrained-xlm-checkpoint "$PRETRAINED")
+    # once training has started, the weights come from $SAVE/checkpoint_last.pt
+    [ -f "$SAVE/checkpoint_last.pt" ] && init=()
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
+    "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task unsupervised_mt \
+        --langs "$L1,$L2" --ae-steps "$AE_STEPS" --bt-steps "$BT_STEPS" --mt-steps "$MT_STEPS" \
+        --lambda-ae "$LAMBDA_AE" --lambda-bt "$LAMBDA_BT" --lambda-mt "$LAMBDA_MT" \
+        --word-shuffle "$WORD_SHUFFLE" --word-dropout "$WORD_DROPOUT" --word-blank "$WORD_BLANK" \
+        --bt-beam "$BT_BEAM" --arch "$MT_ARCH" ${init[@]+"${init[@]}"} \
+        --criterion label_smoothed_cross_entropy --label-smoothing 0 \
+        --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
+        --warmup-updates "$WARMUP" --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
+        --eval-bleu --validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY" \
+        --keep-interval-updates 1 --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
+        --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+    echo "Stage 4: BLEU on $SPLIT with $SAVE/checkpoint_best.pt (beam $BEAM)"
+    for dir in "$L1-$L2" "$L2-$L1"; do
+        src=${dir%-*}
+        tgt=${dir#*-}
+        out=$SAVE/bleu.$SPLIT.$dir
+        if [ -f "$out" ]; then
+            echo "  $dir: $(cat "$out") (cached in $out)"
+            continue
+        fi
+        score=$(SPLIT="$SPLIT" BEAM="$BEAM" PYTHON="$PYTHON" USER_DIR="$USER_DIR" \
+            bash "$ROOT/recipes/evaluate_mt.sh" "$DATABIN" "$SAVE/checkpoint_best.pt" "$src" "$tgt")
+        echo "$score" > "$out.tmp"
+        mv "$out.tmp" "$out"
+        echo "  $dir: $score"
+    done
+fi
