@@ -164,7 +164,7 @@ def test_language_sampling_matches_alpha_smoothed_probabilities():
     every = ds.make_batches(1, 1, -1.0, None, 4, 1, 256)
     assert all(Counter(ds._locate(int(i))[0] for i in b) == {"mlm_en": 4, "mlm_es": 4, "tlm_en-es": 4}
                for b in every[:5])
-    valid = ds.make_batches(1, 1, -1.0, None, 4, 1, 256, validation=True)
+    valid = ds.make_batches(1, 1, -1.0, None, 8, 8, 256, validation=True)  # 1052 samples: not a multiple of 8
     assert sorted(int(i) for b in valid for i in b) == list(range(len(ds)))
 
 

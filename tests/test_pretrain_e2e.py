@@ -1,6 +1,7 @@
 """xlm_pretrain end to end through fairseq-train on a real Bible slice: MLM+TLM, CLM, --restore-file,
 2-process CPU data parallelism against a 1-process run, and bad input."""
 
+import os
 import re
 import socket
 import subprocess
@@ -79,7 +80,7 @@ def test_two_cpu_processes_match_one_process_on_the_same_global_batch(bible_data
              *map(str, train_args(bible_databin, tmp_path / "two", pkg_dir, *common)),
              "--distributed-world-size", "2", "--distributed-rank", str(rank), "--distributed-init-method", init,
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-no-spawn"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
         for rank in (0, 1)
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -134,9 +135,7 @@ def test_long_pairs_are_skipped_and_logged(bible_databin, caplog):
 
 
 def test_pretrain_recipe_presets(bible_databin, tmp_path):
-    import os
-
-    env = dict(os.environ, PYTHON=sys.executable, ARCH="xlm_tiny", BATCH_SIZE="4", TOKENS_PER_SAMPLE="64",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, ARCH="xlm_tiny", BATCH_SIZE="4", TOKENS_PER_SAMPLE="64",
                WARMUP="1", MAX_UPDATE="2", LANG_ALPHA="0.5")
     recipe = str(REPO / "recipes" / "pretrain.sh")
     proc = subprocess.run(["bash", recipe, "mlm_tlm", str(bible_databin), str(tmp_path / "s"), "--cpu",

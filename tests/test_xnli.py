@@ -431,3 +431,19 @@ def test_converted_checkpoint_initialises_the_encoder(nli_data, pretrained, tmp_
     task = _task(nli_data, pretrained_xlm_checkpoint=str(tmp_path / "converted" / "checkpoint.pt"))
     state = task.build_model(ckpt["cfg"]["model"]).state_dict()
     assert all(torch.equal(state[k], v) for k, v in ckpt["model"].items() if k != "encoder.output_bias")
+
+
+def test_evaluation_batches_keep_every_example(nli_data):
+    """fairseq's batch_by_size drops the remainder of a batch-size multiple; validation must not."""
+    task = _task(nli_data, translate_train=True)
+    task.load_dataset("train")
+    task.load_dataset("valid")
+    valid, train = task.dataset("valid"), task.dataset("train")
+    assert len(valid) % 5 and len(train) % 5  # both leave a remainder with batches of a multiple of 5
+
+    def seen(ds):
+        itr = task.get_batch_iterator(ds, max_sentences=5, required_batch_size_multiple=5, seed=1)
+        return sum(len(batch["id"]) for batch in itr.next_epoch_itr(shuffle=False))
+
+    assert seen(valid) == len(valid)
+    assert seen(train) == len(train) // 5 * 5  # training keeps fairseq's behaviour

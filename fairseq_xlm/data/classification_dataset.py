@@ -10,7 +10,9 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset, data_utils
+from fairseq.data import data_utils
+
+from .lm_datasets import SizedDataset
 
 
 def read_labels(path: str, label_ids: dict, expected: int) -> np.ndarray:
@@ -38,7 +40,7 @@ def truncate(tokens: torch.Tensor, max_tokens: int, eos: int) -> torch.Tensor:
     return out
 
 
-class XlmClassificationDataset(FairseqDataset):
+class XlmClassificationDataset(SizedDataset):
     """One language's examples: ``input0`` (and ``input1`` for pairs) token datasets plus label ids."""
 
     def __init__(self, input0, labels: np.ndarray, lang_id: int, eos: int, pad: int,
@@ -65,22 +67,6 @@ class XlmClassificationDataset(FairseqDataset):
             second = truncate(torch.cat([bos, self.input1[index].long()]), self.max_sentence_tokens, self.eos)
             tokens = torch.cat([tokens, second[1:]])
         return {"id": index, "tokens": tokens, "label": int(self.labels[index]), "lang": self.lang_id}
-
-    def __len__(self):
-        return len(self.labels)
-
-    def num_tokens(self, index):
-        return int(self.sizes[index])
-
-    def size(self, index):
-        return int(self.sizes[index])
-
-    def ordered_indices(self):
-        return np.argsort(self.sizes, kind="mergesort")
-
-    @property
-    def supports_prefetch(self):
-        return False
 
     def collater(self, samples: Sequence[dict]):
         return collate_classification(samples, self.pad)

@@ -29,7 +29,29 @@ class MonoStreamDataset(BaseWrapperDataset):
         return {"tokens": tokens, "langs": torch.full_like(tokens, self.lang_id), "positions": None}
 
 
-class TlmPairDataset(FairseqDataset):
+class SizedDataset(FairseqDataset):
+    """A dataset whose subclasses set ``self.sizes`` (tokens per sample): length, sizes and size order."""
+
+    sizes: np.ndarray
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def num_tokens(self, index):
+        return int(self.sizes[index])
+
+    def size(self, index):
+        return int(self.sizes[index])
+
+    def ordered_indices(self):
+        return np.argsort(self.sizes, kind="mergesort")
+
+    @property
+    def supports_prefetch(self):
+        return False
+
+
+class TlmPairDataset(SizedDataset):
     """A parallel pair as one TLM sample: ``</s> s1 </s>`` + ``</s> s2 </s>`` (the authors' concatenation).
 
     fairseq binarizes each sentence as ``s </s>``; we prepend ``</s>`` to each side. Positions restart at 0
@@ -55,22 +77,6 @@ class TlmPairDataset(FairseqDataset):
             ),
             "positions": torch.cat([torch.arange(len(first)), torch.arange(len(second))]),
         }
-
-    def __len__(self):
-        return len(self.sizes)
-
-    def num_tokens(self, index):
-        return int(self.sizes[index])
-
-    def size(self, index):
-        return int(self.sizes[index])
-
-    def ordered_indices(self):
-        return np.argsort(self.sizes, kind="mergesort")
-
-    @property
-    def supports_prefetch(self):
-        return False
 
 
 def mask_scores(dictionary: Dictionary, alpha: float, mask_idx: int) -> np.ndarray:

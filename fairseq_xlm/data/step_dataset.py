@@ -88,7 +88,9 @@ class XlmStepDataset(FairseqDataset):
 
     def make_batches(self, epoch: int, seed: int, alpha: float, max_tokens, max_sentences, multiple: int,
                      max_len: int, validation: bool = False) -> List[np.ndarray]:
-        """Super-batches for one epoch (see module doc); validation visits every batch of every step once."""
+        """Super-batches for one epoch (see module doc); validation visits every sample of every step once."""
+        if validation:
+            multiple = 1  # fairseq's batch_by_size drops the samples left over by a batch-size multiple
         per_step = {
             name: self.step_batches(name, epoch, seed, max_tokens, max_sentences, multiple, max_len)
             for name in self.names

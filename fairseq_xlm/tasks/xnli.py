@@ -238,6 +238,14 @@ class XlmXnliTask(FairseqTask):
             logger.info("%s %s: %d examples", split, self.langs[ds.lang_id], len(ds))
         self.datasets[split] = per_lang[0] if len(per_lang) == 1 else ConcatDataset(per_lang)
 
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
+        """Evaluation sets keep every example: fairseq's batch_by_size drops what a batch-size multiple leaves."""
+        if dataset is not self.datasets.get("train"):
+            required_batch_size_multiple = 1
+        return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                                          required_batch_size_multiple, **kwargs)
+
     def build_model(self, cfg, from_checkpoint=False):
         """The XLM encoder (initialised from --pretrained-xlm-checkpoint) plus the classification head."""
         model = super().build_model(cfg, from_checkpoint)
