@@ -2,6 +2,7 @@
 
     bible_raw      Path of raw text made by fairseq_xlm.bible (mono en, es; parallel en-es; genre labels)
     bible_databin  Path of that text binarized by fairseq_xlm.prepare (layout of fairseq_xlm.data.layout)
+    bible_ny_databin  a smaller monolingual en/es/ny data-bin (Chichewa too), for zero-shot transfer to ny
     pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
     run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
 """
@@ -22,6 +23,9 @@ BIBLE_LANGS = ("en", "es")
 BIBLE_MONO = {"train": 600, "valid": 80, "test": 80}
 BIBLE_PARA = {"train": 300, "valid": 60, "test": 60}
 BIBLE_VOCAB = 1000
+# The slice behind bible_ny_databin: monolingual only (MLM pretraining), small so that it builds in seconds.
+BIBLE_NY_LANGS = ("en", "es", "ny")
+BIBLE_NY_MONO = {"train": 300, "valid": 40, "test": 40}
 
 
 def bible_tsv() -> Path:
@@ -95,5 +99,21 @@ def bible_databin(bible_raw, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("bible_databin")
     prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", ",".join(BIBLE_LANGS),
+                  "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def bible_ny_databin(tmp_path_factory) -> Path:
+    """A data-bin of monolingual en, es, ny (Chichewa) Bible text, BIBLE_NY_MONO verses per language and
+    split (with .label genres), vocab ~1000: its own raw slice in DATABIN/raw; built once per session."""
+    from fairseq_xlm import bible, prepare
+
+    out = tmp_path_factory.mktemp("bible_ny_databin")
+    argv = ["--tsv", str(bible_tsv()), "--out", str(out / "raw"), "--langs", ",".join(BIBLE_NY_LANGS), "--labels"]
+    for split, n in BIBLE_NY_MONO.items():
+        argv += [f"--{split}-verses", str(n)]
+    bible.main(argv)
+    prepare.main(["--raw", str(out / "raw"), "--destdir", str(out), "--langs", ",".join(BIBLE_NY_LANGS),
                   "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
     return out
