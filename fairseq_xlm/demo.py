@@ -1,0 +1,309 @@
+"""Helpers of ``recipes/demo.sh`` (``make demo``): a random-init baseline checkpoint, the genre classification
+text of the shipped Bible sample, and the results table.
+
+    python -m fairseq_xlm.demo random-init OUT.pt DATA --task xlm_pretrain ...   (fairseq-train flags)
+    python -m fairseq_xlm.demo genre-raw --sample RAW --out DIR [--train-lang en] [--pair en-es]
+    python -m fairseq_xlm.demo report --dir data-bin/demo [--langs en,es] [--pretrain-updates N ...]
+
+``report`` reads what demo.sh leaves under DIR/runs (one ``xlm`` and one ``random`` file of each kind):
+
+    eval/ppl.{run}.log            fairseq-validate of the pretraining checkpoints on the test split
+    eval/mtppl.{run}.{src}-{tgt}.log   fairseq-validate of the MT checkpoints, one direction each
+    eval/bleu.{run}.{src}-{tgt}   the sacrebleu score printed by recipes/evaluate_mt.sh
+    genre/table.{run}.md          the accuracy row written by python -m fairseq_xlm.evaluate_xnli
+    genre/raw-genre/              the classification text (for the majority-class reference)
+    done/{N}-{stage}              stage stamps holding the stage's wall time in seconds
+
+and writes DIR/RESULTS.md (atomically): every number of the pretrained model next to the random-init one.
+"""
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+RUNS = ("xlm", "random")
+RUN_TITLES = {"xlm": "XLM pretrained", "random": "random init"}
+_VALID_LINE = re.compile(r"valid on '([^']+)' subset(.*)$")
+_METRIC = re.compile(r"\|\s*([A-Za-z_][\w\-]*)\s+(-?[0-9.]+(?:e-?\d+)?)\s*(?=\||$)")
+
+
+# ------------------------------------------------------------------------------------- baseline
+def random_init(out: str, train_argv: Sequence[str]) -> str:
+    """Save the model fairseq-train would start from (``train_argv``: its flags) as a checkpoint at ``out``,
+    without training: the random-init baseline every learned stage is compared with."""
+    import numpy as np
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, list(train_argv) + ["--no-save-optimizer-state"])
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.import_user_module(cfg.common)
+    # fairseq-train seeds the same way before it builds the model
+    np.random.seed(cfg.common.seed)
+    utils.set_torch_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    trainer.save_checkpoint(out, {"train_iterator": {"epoch": 1}})  # fairseq writes out.tmp, then renames
+    return out
+
+
+# --------------------------------------------------------------------------------- genre corpus
+def _read(path: str) -> List[str]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing from the Bible sample")
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _write(path: str, lines: Sequence[str]) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+
+
+def genre_of_id(verse_id: str) -> str:
+    """Genre label of a verse id ``BB.CCC.VVV`` (its book number decides)."""
+    from fairseq_xlm.bible import genre
+
+    return genre(int(verse_id.split(".")[0]))
+
+
+def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, str] = ("en", "es")) -> Dict[str, int]:
+    """The classification raw layout of ``fairseq_xlm.prepare_xnli`` from the Bible sample: training verses
+    of ``train_lang`` only (zero-shot), and valid/test from the parallel part, so every language is tested
+    on the same verses. Labels of parallel verses come from their ids. Returns {file prefix: lines}."""
+    from fairseq_xlm.bible import GENRES
+
+    os.makedirs(out, exist_ok=True)
+    counts = {}
+    text, labels = _read(os.path.join(sample, f"train.{train_lang}")), _read(
+        os.path.join(sample, f"train.{train_lang}.label"))
+    if len(text) != len(labels):
+        raise ValueError(f"{sample}/train.{train_lang}.label: {len(labels)} labels for {len(text)} verses")
+    _write(os.path.join(out, f"train.{train_lang}.input0"), text)
+    _write(os.path.join(out, f"train.{train_lang}.label"), labels)
+    counts[f"train.{train_lang}"] = len(text)
+    name = "-".join(pair)
+    for split in ("valid", "test"):
+        ids = _read(os.path.join(sample, f"{split}.{name}.id"))
+        split_labels = [genre_of_id(i) for i in ids]
+        for lang in pair:
+            verses = _read(os.path.join(sample, f"{split}.{name}.{lang}"))
+            if len(verses) != len(ids):
+                raise ValueError(f"{sample}/{split}.{name}.{lang}: {len(verses)} lines but {len(ids)} verse ids")
+            _write(os.path.join(out, f"{split}.{lang}.input0"), verses)
+            _write(os.path.join(out, f"{split}.{lang}.label"), split_labels)
+            counts[f"{split}.{lang}"] = len(verses)
+    _write(os.path.join(out, "labels.txt"), [g for _, _, g in GENRES])
+    return counts
+
+
+# ------------------------------------------------------------------------------------- parsing
+def parse_valid_log(path: str, subset: Optional[str] = None) -> Dict[str, float]:
+    """Metrics of the last ``valid on 'SUBSET' subset | name value | ...`` line of a fairseq log."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
+    found = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _VALID_LINE.search(line)
+            if m and (subset is None or m.group(1) == subset):
+                found = {k: float(v) for k, v in _METRIC.findall(m.group(2))}
+    if found is None:
+        raise ValueError(f"{path}: no 'valid on {subset or '...'} subset' line (did fairseq-validate fail?)")
+    return found
+
+
+def read_score(path: str) -> float:
+    """The single number in ``path`` (a sacrebleu --score-only output)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
+    with open(path, encoding="utf-8") as f:
+        text = f.read().strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}: expected one number, found {text[:80]!r}") from None
+
+
+def read_accuracy_table(path: str) -> Dict[str, float]:
+    """{language: accuracy} of the last row of an evaluate_xnli markdown table."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in _read(path) if line.strip()]
+    if len(rows) < 3 or rows[0][0] != "model":
+        raise ValueError(f"{path}: not a table of python -m fairseq_xlm.evaluate_xnli")
+    header, last = rows[0], rows[-1]
+    return {lang: float(v) for lang, v in zip(header[1:], last[1:]) if lang != "avg"}
+
+
+def majority_reference(raw_genre: str, train_lang: str, langs: Sequence[str]) -> Tuple[str, Dict[str, float]]:
+    """The most frequent training genre and its share (%) of each language's test labels: the accuracy of
+    always answering it."""
+    label, _ = collections.Counter(_read(os.path.join(raw_genre, f"train.{train_lang}.label"))).most_common(1)[0]
+    shares = {}
+    for lang in langs:
+        test = _read(os.path.join(raw_genre, f"test.{lang}.label"))
+        shares[lang] = 100.0 * sum(t == label for t in test) / len(test)
+    return label, shares
+
+
+def stage_times(done_dir: str) -> List[Tuple[str, float]]:
+    """(stage, seconds) from the stamps ``done/{N}-{name}``, in stage order."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(done_dir, "*")), key=lambda p: os.path.basename(p)):
+        try:
+            out.append((os.path.basename(path), float(open(path, encoding="utf-8").read().strip() or 0)))
+        except ValueError:
+            continue
+    return out
+
+
+# -------------------------------------------------------------------------------------- report
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", settings: Optional[dict] = None) -> str:
+    """The RESULTS.md text for a finished demo in ``directory`` (see the module docstring for its files)."""
+    settings = settings or {}
+    runs = os.path.join(directory, "runs")
+    ev = os.path.join(runs, "eval")
+    l1, l2 = langs[0], langs[1]
+    pair = f"{l1}-{l2}"
+    directions = [(l1, l2), (l2, l1)]
+    rows = []  # (measure, data, xlm, random, better)
+
+    ppl = {r: parse_valid_log(os.path.join(ev, f"ppl.{r}.log"), "test") for r in RUNS}
+    for key, what, data in [(f"mlm_ppl_{lang}", f"MLM perplexity {lang}", f"test.{lang}") for lang in langs] + [
+            (f"tlm_ppl_{pair}", f"TLM perplexity {pair}", f"test.{pair}")]:
+        for r in RUNS:
+            if key not in ppl[r]:
+                raise ValueError(f"{ev}/ppl.{r}.log: no {key} in its test line")
+        rows.append((what, data, _fmt(ppl["xlm"][key], 1), _fmt(ppl["random"][key], 1), "lower"))
+
+    for src, tgt in directions:
+        bleu = {r: read_score(os.path.join(ev, f"bleu.{r}.{src}-{tgt}")) for r in RUNS}
+        rows.append((f"BLEU {src}→{tgt} (beam {settings.get('beam', '?')})", f"test.{pair}",
+                     _fmt(bleu["xlm"], 2), _fmt(bleu["random"], 2), "higher"))
+    for src, tgt in directions:
+        mt = {r: parse_valid_log(os.path.join(ev, f"mtppl.{r}.{src}-{tgt}.log"), "test") for r in RUNS}
+        rows.append((f"translation perplexity {src}→{tgt}", f"test.{pair}", _fmt(mt["xlm"]["ppl"], 1),
+                     _fmt(mt["random"]["ppl"], 1), "lower"))
+
+    acc = {r: read_accuracy_table(os.path.join(runs, "genre", f"table.{r}.md")) for r in RUNS}
+    for lang in langs:
+        how = "trained on it" if lang == train_lang else "zero-shot"
+        rows.append((f"genre accuracy {lang} ({how}), %", f"test.{pair}.{lang}", _fmt(acc["xlm"][lang], 1),
+                     _fmt(acc["random"][lang], 1), "higher"))
+
+    label, shares = majority_reference(os.path.join(runs, "genre", "raw-genre"), train_lang, langs)
+    u = {k: settings.get(k, "?") for k in ("pretrain_updates", "umt_updates", "genre_updates")}
+    lines = [
+        "# fairseq_xlm demo: what cross-lingual pretraining bought",
+        "",
+        "Data: `data/bible-sample` (English: World English Bible, Spanish: Reina-Valera 1909; split by chapter),",
+        f"one shared sentencepiece BPE of {settings.get('vocab', '?')} pieces. Encoder `xlm_tiny` (2 layers, d=64),",
+        "MT model `xlm_mt_tiny`.",
+        "",
+        f"- **XLM pretrained**: MLM ({', '.join(langs)}) + TLM ({pair}) pretraining for {u['pretrain_updates']} "
+        "updates, then each downstream",
+        f"  stage from that checkpoint: unsupervised MT (denoising + back-translation) for {u['umt_updates']} "
+        f"updates, genre classification for {u['genre_updates']}.",
+        "- **random init**: the same steps from an untrained checkpoint of the same encoder (random weights),",
+        "  with the same number of updates; in the perplexity rows, that untrained model itself.",
+        "",
+        f"| measure | test data | {RUN_TITLES['xlm']} | {RUN_TITLES['random']} | better |",
+        "|---|---|---:|---:|---|",
+    ]
+    lines += [f"| {m} | {d} | {a} | {b} | {w} |" for m, d, a, b, w in rows]
+    lines += [
+        "",
+        f"Genre classification: trained on {train_lang} verses only; every language is tested on the same "
+        f"verses. Always answering the most frequent training genre ({label}) scores "
+        + ", ".join(f"{shares[lang]:.1f}% ({lang})" for lang in langs) + ".",
+        "Translation perplexity is teacher-forced on the reference. BLEU stays near zero after minutes of CPU "
+        "training: unsupervised MT needs far more data, model and updates.",
+    ]
+    times = stage_times(os.path.join(runs, "done"))
+    if times:
+        lines += ["", "| stage | wall time (s) |", "|---|---:|"]
+        lines += [f"| {name} | {sec:.0f} |" for name, sec in times]
+        lines += [f"| total | {sum(s for _, s in times):.0f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: str, text: str, out: Optional[str] = None) -> str:
+    """Write ``text`` to ``out`` (default DIR/RESULTS.md) atomically; returns the path."""
+    path = out or os.path.join(directory, "RESULTS.md")
+    _write(path, text.rstrip("\n").split("\n"))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.demo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("random-init", help="save the untrained model of a fairseq-train command line")
+    p.add_argument("out", help="checkpoint to write")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="fairseq-train arguments (data dir first)")
+    p = sub.add_parser("genre-raw", help="Bible sample -> raw genre classification text (prepare_xnli layout)")
+    p.add_argument("--sample", required=True, help="folder of the unpacked Bible sample (fairseq_xlm.bible output)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--train-lang", default="en", help="the only training language (zero-shot to the others)")
+    p.add_argument("--pair", default="en-es", help="parallel pair whose valid/test verses are the eval sets")
+    p = sub.add_parser("report", help="collect a finished demo's metrics into DIR/RESULTS.md")
+    p.add_argument("--dir", required=True, help="the demo folder (data-bin/demo)")
+    p.add_argument("--out", default=None, help="output file (default DIR/RESULTS.md)")
+    p.add_argument("--langs", default="en,es", help="the two languages, pretraining order")
+    p.add_argument("--train-lang", default="en", help="training language of the classifier")
+    for name in ("vocab", "beam", "pretrain-updates", "umt-updates", "genre-updates"):
+        p.add_argument(f"--{name}", default="?", help=f"{name.replace('-', ' ')} (shown in the text)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """CLI entry point; bad input exits with one clear message."""
+    args = get_parser().parse_args(argv)
+    from fairseq_xlm.data.layout import parse_langs
+
+    try:
+        if args.command == "random-init":
+            train_args = [a for a in args.train_args if a != "--"]
+            if not train_args:
+                raise ValueError("random-init: give the fairseq-train arguments after OUT")
+            return random_init(args.out, train_args)
+        if args.command == "genre-raw":
+            pair = tuple(parse_langs(args.pair.replace("-", ","), "--pair"))
+            if len(pair) != 2:
+                raise ValueError(f"--pair {args.pair!r}: give two languages, e.g. en-es")
+            return genre_raw(args.sample, args.out, args.train_lang, pair)
+        langs = parse_langs(args.langs)
+        if len(langs) != 2:
+            raise ValueError(f"--langs {args.langs!r}: the demo report compares exactly two languages")
+        settings = {k: getattr(args, k) for k in ("vocab", "beam", "pretrain_updates", "umt_updates",
+                                                  "genre_updates")}
+        text = build_report(args.dir, langs, args.train_lang, settings)
+        path = write_report(args.dir, text, args.out)
+        print(text, end="")
+        print(f"(written to {path})")
+        return path
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stdout, force=True)
+    main(sys.argv[1:])
