@@ -57,15 +57,9 @@ usage() {
          "(env: DEMO_SMOKE=1 OUT PRETRAIN_UPDATES UMT_UPDATES ...; see the top of the file)" >&2
     exit 2
 }
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
-        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
-        -h|--help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
-    esac
-done
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+parse_stage_args "$@"
+[ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 for n in "$PRETRAIN_UPDATES" "$UMT_UPDATES" "$GENRE_UPDATES" "$VOCAB" "$BEAM" "$THREADS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done

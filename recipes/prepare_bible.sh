@@ -30,15 +30,9 @@ usage() {
     echo "usage: $0 [--stage N] [--stop-stage N]   (stages: 1 extract, 2 binarize; settings via env, see top of file)" >&2
     exit 2
 }
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
-        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
-        -h|--help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
-    esac
-done
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+parse_stage_args "$@"
+[ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 IFS=, read -r MONO_TRAIN MONO_VALID MONO_TEST <<< "$MONO_VERSES"
 IFS=, read -r PARA_TRAIN PARA_VALID PARA_TEST <<< "$PARA_VERSES"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

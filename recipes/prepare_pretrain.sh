@@ -24,18 +24,10 @@ usage() {
     echo "usage: $0 [--stage N] [--stop-stage N] RAW_DIR   (env: LANGS VOCAB ALPHA NAME DATABIN ...)" >&2
     exit 2
 }
-RAW=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
-        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
-        -h|--help) usage ;;
-        -*) echo "unknown option: $1" >&2; usage ;;
-        *) [ -z "$RAW" ] || usage; RAW=$1; shift ;;
-    esac
-done
-[ -n "$RAW" ] || usage
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+parse_stage_args "$@"
+[ "${#POSITIONAL[@]}" -eq 1 ] || usage
+RAW=${POSITIONAL[0]}
 [ -d "$RAW" ] || { echo "error: RAW_DIR $RAW is not a folder" >&2; exit 1; }
 NAME=${NAME:-$(basename "$RAW")}
 DATABIN=${DATABIN:-data-bin/$NAME}

@@ -51,15 +51,9 @@ usage() {
          "settings via env, see top of file)" >&2
     exit 2
 }
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
-        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
-        -h|--help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
-    esac
-done
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+parse_stage_args "$@"
+[ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 [ "$L1" != "$L2" ] || { echo "error: L1 and L2 are both $L1" >&2; exit 1; }
 [ -n "$AE_STEPS$BT_STEPS$MT_STEPS" ] || { echo "error: AE_STEPS, BT_STEPS and MT_STEPS are all empty" >&2; exit 1; }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

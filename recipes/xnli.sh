@@ -38,20 +38,11 @@ usage() {
     echo "usage: $0 [--stage N] [--stop-stage N] DATABIN PRETRAINED_CKPT  (env: LANGS XNLI_DIR TRANSLATE_TRAIN ...)" >&2
     exit 2
 }
-ARGS=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stage) [ $# -ge 2 ] || usage; stage=$2; shift 2 ;;
-        --stop-stage) [ $# -ge 2 ] || usage; stop_stage=$2; shift 2 ;;
-        -h|--help) usage ;;
-        -*) echo "unknown option: $1" >&2; usage ;;
-        *) ARGS+=("$1"); shift ;;
-    esac
-done
-[ "${#ARGS[@]}" -eq 2 ] || usage
-DATABIN=${ARGS[0]}
-CKPT=${ARGS[1]}
-[[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+parse_stage_args "$@"
+[ "${#POSITIONAL[@]}" -eq 2 ] || usage
+DATABIN=${POSITIONAL[0]}
+CKPT=${POSITIONAL[1]}
 [ -d "$DATABIN" ] || { echo "error: DATABIN $DATABIN is not a folder" >&2; exit 1; }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
