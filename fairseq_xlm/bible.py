@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import parse_langs
 from fairseq_xlm.prepare import config_parser
 
@@ -290,5 +291,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
+    setup_logging(stream=sys.stderr)
     main(sys.argv[1:])

@@ -25,6 +25,8 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_xlm.cli import setup_logging
+
 RUNS = ("xlm", "random")
 RUN_TITLES = {"xlm": "XLM pretrained", "random": "random init"}
 _VALID_LINE = re.compile(r"valid on '([^']+)' subset(.*)$")
@@ -302,8 +304,5 @@ def main(argv: Optional[Sequence[str]] = None):
 
 
 if __name__ == "__main__":
-    import logging
-
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stdout, force=True)
+    setup_logging()
     main(sys.argv[1:])

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from fairseq_xlm.cli import setup_logging
+
 
 def evaluate(checkpoint: str, data: str, langs: Optional[List[str]] = None, split: str = "test",
              batch_size: int = 64) -> Dict[str, float]:
@@ -103,6 +105,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.WARNING,
-                        stream=sys.stderr, force=True)
+    setup_logging(logging.WARNING, sys.stderr)
     main(sys.argv[1:])

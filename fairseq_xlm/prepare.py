@@ -34,6 +34,7 @@ import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
+from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import MASK, parse_langs
 
 logger = logging.getLogger("fairseq_xlm.prepare")
@@ -456,6 +457,5 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stdout, force=True)
+    setup_logging()
     main(sys.argv[1:])

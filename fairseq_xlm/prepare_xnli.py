@@ -27,6 +27,7 @@ import shutil
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import load_dictionary, parse_langs
 from fairseq_xlm.data.xnli_readers import (
     NLI_LABELS,
@@ -215,6 +216,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
-                        stream=sys.stdout, force=True)
+    setup_logging()
     main(sys.argv[1:])
