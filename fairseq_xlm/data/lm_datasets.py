@@ -183,7 +183,6 @@ def collate_lm(items, pad: int, causal: bool, step: Optional[str] = None):
     positions = None if items[0]["positions"] is None else stack("positions", 0)
     target = stack("target", pad)
     return {
-        "id": torch.tensor([it.get("id", -1) for it in items]),
         "step": step,
         "nsentences": len(items),
         "ntokens": int(src.ne(pad).sum()),

@@ -104,11 +104,9 @@ class XlmStepDataset(FairseqDataset):
         for name in self.names:
             if per_step[name]:
                 groups.setdefault(self.groups[name], []).append(name)
-        probs = {
-            g: smoothed_probs([self.sizes[self.offsets[self.names.index(n)]:
-                                          self.offsets[self.names.index(n) + 1]].sum() for n in names], alpha)
-            for g, names in groups.items()
-        } if alpha >= 0 else {}
+        # languages are weighted by their tokens
+        probs = {g: smoothed_probs([np.asarray(self.steps[n].sizes).sum() for n in names], alpha)
+                 for g, names in groups.items()} if alpha >= 0 else {}
         out = []
         for _ in range(n_updates):
             chosen = []

@@ -104,12 +104,7 @@ class XlmDecoder(FairseqIncrementalDecoder):
             step = prev_output_tokens.size(1) - 1
             tokens = prev_output_tokens[:, -1:]
             positions = torch.full_like(tokens, step)
-        x = stack.embeddings(tokens, positions, tgt_langs)
-        pad = tokens.eq(self.padding_idx)
-        pad = pad if pad.any() else None
-        keep = None if pad is None else (~pad).unsqueeze(-1).to(x.dtype)
-        if keep is not None:
-            x = x * keep
+        x, pad, keep = stack.embed(tokens, positions, tgt_langs)
         enc, enc_mask = None, None
         if encoder_out is not None:
             enc = encoder_out["encoder_out"][0]

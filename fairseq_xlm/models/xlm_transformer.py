@@ -76,6 +76,15 @@ class XlmEncoder(FairseqEncoder):
     def embed_tokens(self) -> nn.Embedding:
         return self.embeddings.embed_tokens
 
+    def embed(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor]):
+        """Embedded tokens zeroed at padding, the padding mask (None without padding) and the (B, T, 1) keep mask."""
+        x = self.embeddings(tokens, positions, langs)
+        pad = tokens.eq(self.padding_idx)
+        if not pad.any():
+            return x, None, None
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        return x * keep, pad, keep
+
     def extract_features(
         self,
         src_tokens: Tensor,
@@ -85,13 +94,7 @@ class XlmEncoder(FairseqEncoder):
         return_all_hiddens: bool = False,
     ):
         """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states)."""
-        x = self.embeddings(src_tokens, positions, langs)
-        pad = src_tokens.eq(self.padding_idx)
-        if not pad.any():
-            pad = None
-        keep = None if pad is None else (~pad).unsqueeze(-1).to(x.dtype)
-        if keep is not None:
-            x = x * keep
+        x, pad, keep = self.embed(src_tokens, positions, langs)
         t = src_tokens.size(1)
         mask = attention_mask(pad, causal, t, t)
         states = [x] if return_all_hiddens else []
