@@ -98,7 +98,7 @@ class XlmMaskDataset(BaseWrapperDataset):
     ``sample_alpha > 0``, the authors' frequency-smoothed choice: exactly ``ceil(p * n)`` positions drawn
     without replacement with probability proportional to ``count(token) ** -alpha``, so rare tokens are
     predicted more often. Random replacements are drawn uniformly from the non-special vocabulary. One pass
-    gives both the corrupted source and the target (pad where unmasked), seeded by (seed, epoch, index).
+    gives both the corrupted source and the target (pad where unmasked), seeded by (seed, epoch, pass, index).
     """
 
     def __init__(self, dataset, dictionary: Dictionary, mask_idx: int, seed: int, mask_prob: float = 0.15,
@@ -139,9 +139,14 @@ class XlmMaskDataset(BaseWrapperDataset):
         return chosen
 
     def __getitem__(self, index):
+        return self.draw(index, (self.epoch, 0))
+
+    def draw(self, index, key):
+        """The item with masks drawn from (seed, *key, index): ``key`` is (epoch, pass) in training, so every
+        use of a sample gets new masks (see ``schedule.Draw``), and fixed for validation."""
         item = dict(self.dataset[index])
         tokens = item["tokens"].numpy()
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        rng = np.random.default_rng((self.seed, *key, index))
         chosen = self.choose(tokens, rng)
         target = np.full_like(tokens, self.pad)
         target[chosen] = tokens[chosen]

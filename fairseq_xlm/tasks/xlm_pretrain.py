@@ -3,15 +3,11 @@
 ``--clm-steps en,es`` trains causal LM on monolingual streams, ``--mlm-steps en,es,en-es`` masked LM on
 streams (``en``) and translation LM on parallel pairs (``en-es``).
 
-How an update combines step kinds: the authors run one optimizer step per step kind in turn; we put one
-batch of every step of an update into a single fairseq update, back-propagate each with its weight
-(``--lambda-clm``, ``--lambda-mlm``) and take one optimizer step on the accumulated gradient. This keeps
-fairseq's trainer intact (one gradient clip, one fp16 loss-scale check and, on several GPUs, one gradient
-all-reduce per update instead of one per kind) and makes ``--update-freq`` and data parallelism exact:
-the gradient is ``sum_k lambda_k * sum(token losses of k) / (number of predicted tokens)``, so a 2-GPU update
-equals a 1-GPU update with ``--update-freq 2`` on the same batches. The price: with Adam, one
-combined step is not identical to K sequential steps; at XLM's small learning rates the difference is
-second-order, and each kind still contributes the same number of gradient terms.
+The schedule is the authors' (``tasks/scheduled.py``): per iteration, the CLM steps, then the MLM/TLM
+steps, each drawn by ``shuf_order`` (monolingual steps and pairs apart, ``min(5, n)`` draws with
+replacement, uniform or alpha-smoothed); each drawn step is ONE fairseq update, i.e. one optimiser step on
+``lambda x mean loss`` of that step's batch. ``--lambda-clm`` / ``--lambda-mlm`` follow the iteration
+count (``sample["iteration"]``, the authors' ``n_total_iter``), the learning rate the update count.
 """
 
 import logging
@@ -20,22 +16,25 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
-from fairseq.data import TokenBlockDataset, data_utils, iterators
-from fairseq.dataclass import FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from functools import partial
+
+from fairseq.data import TokenBlockDataset, data_utils
+from fairseq.tasks import register_task
 
 from ..data import layout
-from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDataset, XlmMaskDataset
-from ..data.step_dataset import XlmStepDataset
+from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDataset, XlmMaskDataset, collate_lm
+from ..data.schedule import StepGroup, smoothed_probs
+from ..data.step_dataset import StepDataset
 from ..schedules import parse_schedule
+from .scheduled import ScheduleConfig, ScheduledStepsTask
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class XlmPretrainConfig(FairseqDataclass):
+class XlmPretrainConfig(ScheduleConfig):
     """Data, step language, masking and sampling of XLM pretraining."""
 
     data: str = field(default="", metadata={"help": "data-bin directory made by fairseq_xlm.prepare"})
@@ -52,13 +51,12 @@ class XlmPretrainConfig(FairseqDataclass):
                                                                     "a random token"})
     mask_sample_alpha: float = field(default=0.0, metadata={
         "help": "choose tokens to predict with probability ∝ count**-alpha (the authors' sample_alpha); 0 = uniform"})
-    lang_sampling_alpha: float = field(default=-1.0, metadata={
-        "help": "alpha of the smoothed language distribution q ∝ p**alpha used to pick the steps of an update "
-                "(the authors' lg_sampling_factor); < 0 = every step in every update"})
+    max_len: int = field(default=100, metadata={
+        "help": "training TLM pairs with a side longer than this many tokens (without </s>) are removed, as the "
+                "authors' --max_len; 0 = no limit"})
     lambda_clm: str = field(default="1", metadata={"help": "weight of CLM steps: a constant or a schedule "
-                                                           "'0:1,10000:0.1' (update:value, linear between)"})
+                                                           "'0:1,10000:0.1' (iteration:value, linear between)"})
     lambda_mlm: str = field(default="1", metadata={"help": "weight of MLM/TLM steps (constant or schedule)"})
-    seed: int = II("common.seed")
 
 
 def parse_steps(spec: str, langs: List[str], flag: str) -> List[Tuple[str, Optional[str]]]:
@@ -88,8 +86,8 @@ def step_name(objective: str, l1: str, l2: Optional[str]) -> str:
 
 
 @register_task("xlm_pretrain", dataclass=XlmPretrainConfig)
-class XlmPretrainTask(FairseqTask):
-    """XLM pretraining: one dataset of all steps; one fairseq update runs a batch of each chosen step."""
+class XlmPretrainTask(ScheduledStepsTask):
+    """XLM pretraining: one dataset of all steps; one fairseq update is one step (see the module doc)."""
 
     def __init__(self, cfg: XlmPretrainConfig, dictionary):
         super().__init__(cfg)
@@ -145,6 +143,7 @@ class XlmPretrainTask(FairseqTask):
         )
 
     def _step_dataset(self, split: str, objective: str, l1: str, l2: Optional[str]):
+        """(dataset, sentences for language sampling, training samples to keep)."""
         cfg, d = self.cfg, self.dictionary
         ids = {lang: i for i, lang in enumerate(self.langs)}
         if l2 is None:
@@ -154,81 +153,80 @@ class XlmPretrainTask(FairseqTask):
             # fairseq's sizes include the </s> that ends each sentence: the stream has separators.
             blocks = TokenBlockDataset(mono, mono.sizes, cfg.tokens_per_sample, pad=d.pad(), eos=d.eos(),
                                        break_mode="none")
-            base = MonoStreamDataset(blocks, ids[l1])
+            base, sentences = MonoStreamDataset(blocks, ids[l1]), len(mono)
+            keep = np.arange(len(base))
         else:
             sides = [layout.para_prefix(cfg.data, split, l1, l2, lang) for lang in (l1, l2)]
             if None in sides:
                 raise self._missing(split, f"parallel data for '{l1}-{l2}'")
             src, tgt = (self._load_indexed(p, f"parallel {l1}-{l2} text") for p in sides)
-            base = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos())
-            too_long = int((base.sizes > cfg.tokens_per_sample).sum())
-            if too_long:
-                logger.warning("%s %s-%s: %d of %d pairs exceed --tokens-per-sample %d and are skipped",
-                               split, l1, l2, too_long, len(base), cfg.tokens_per_sample)
+            base, sentences = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos()), len(src)
+            keep = self._keep_pairs(split, f"{l1}-{l2}", np.asarray(src.sizes), np.asarray(tgt.sizes))
         if objective == "clm":
-            return CausalTargetDataset(base, d.pad())
+            return CausalTargetDataset(base, d.pad()), sentences, keep
         return XlmMaskDataset(base, d, self.mask_idx, cfg.seed, cfg.mask_prob, cfg.leave_unmasked_prob,
-                              cfg.random_token_prob, cfg.mask_sample_alpha)
+                              cfg.random_token_prob, cfg.mask_sample_alpha), sentences, keep
+
+    def _keep_pairs(self, split: str, pair: str, src_sizes: np.ndarray, tgt_sizes: np.ndarray) -> np.ndarray:
+        """Pairs a batch may hold: within --tokens-per-sample; in training also the authors' filter
+        (no empty side, no side over --max-len tokens)."""
+        total = src_sizes + tgt_sizes + 2
+        ok = total <= self.cfg.tokens_per_sample
+        if split == "train":
+            ok &= (src_sizes > 1) & (tgt_sizes > 1)  # sizes count the final </s>
+            if self.cfg.max_len > 0:
+                ok &= (src_sizes - 1 <= self.cfg.max_len) & (tgt_sizes - 1 <= self.cfg.max_len)
+        if not ok.all():
+            logger.warning("%s %s: %d of %d pairs removed (empty, over --max-len %d or --tokens-per-sample %d)",
+                           split, pair, int((~ok).sum()), len(ok), self.cfg.max_len, self.cfg.tokens_per_sample)
+        return np.flatnonzero(ok)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
-        steps, causal, groups = OrderedDict(), {}, {}
+        steps, collaters, costs, keep, sentences = OrderedDict(), {}, {}, {}, {}
         for objective, pairs in self.steps.items():
             for l1, l2 in pairs:
                 name = step_name(objective, l1, l2)
-                ds = self._step_dataset(split, objective, l1, l2)
+                ds, sentences[name], keep[name] = self._step_dataset(split, objective, l1, l2)
                 steps[name] = ds
-                causal[name] = objective == "clm"
-                groups[name] = f"{objective}:{'pair' if l2 else 'mono'}"
-                logger.info("%s %s: %d samples", split, name, len(ds))
-        self.datasets[split] = XlmStepDataset(steps, self.dictionary.pad(), causal, groups)
+                collaters[name] = partial(collate_lm, pad=self.dictionary.pad(), causal=objective == "clm",
+                                          step=name)
+                costs[name] = np.asarray(ds.sizes)
+                logger.info("%s %s: %d samples", split, name, len(keep[name]))
+        dataset = StepDataset(steps, collaters, costs, keep)
+        dataset.sentences = sentences
+        self.datasets[split] = dataset
 
-    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
-                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
-                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
-                           skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
-        """Super-batches rebuilt every epoch (language draws change); identical on every rank."""
-        if not isinstance(dataset, XlmStepDataset):
-            return super().get_batch_iterator(
-                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
-                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, data_buffer_size,
-                disable_iterator_cache, skip_remainder_batch, grouped_shuffling, update_epoch_batch_itr)
-        validation = dataset is not self.datasets.get("train")
-        dataset.set_epoch(epoch)
+    def step_groups(self, dataset: StepDataset):
+        """Per objective (CLM, then MLM/TLM): monolingual steps, then pairs, each sampled as shuf_order."""
+        groups = []
+        for objective, pairs in self.steps.items():
+            for want_pair in (False, True):
+                names = [step_name(objective, l1, l2) for l1, l2 in pairs if (l2 is not None) == want_pair]
+                if names:
+                    probs = smoothed_probs([dataset.sentences[n] for n in names], self.cfg.lang_sampling_alpha)
+                    groups.append(StepGroup([dataset.names.index(n) for n in names], True, probs))
+        return groups
 
-        def make_batches(ds, ep):
-            return ds.make_batches(ep, seed, self.cfg.lang_sampling_alpha, max_tokens, max_sentences,
-                                   required_batch_size_multiple, self.cfg.tokens_per_sample, validation)
-
-        return iterators.EpochBatchIterator(
-            dataset=dataset, collate_fn=dataset.collater, batch_sampler=make_batches, seed=seed,
-            num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
-            buffer_size=data_buffer_size, skip_remainder_batch=skip_remainder_batch,
-        )
+    def step_weight(self, name: str, iteration: int) -> float:
+        return float(self.lambdas[self.objective(name)](iteration))
 
     def max_positions(self):
         return self.cfg.tokens_per_sample
 
-    def _run_steps(self, sample, model, criterion, update_num: int, backward=None):
-        """Criterion on each step batch; returns summed (loss, sample_size, logging output)."""
-        total_loss, total_size, log = 0.0, 0, {}
-        for name, batch in sample.items():
-            weight = self.lambdas[self.objective(name)](update_num)
-            if weight == 0 and backward is not None:
-                continue
-            loss, sample_size, step_log = criterion(model, batch)
-            if backward is not None:
-                backward(loss * weight)
-            total_loss += loss.detach()
-            total_size += sample_size
-            for key, value in step_log.items():
-                log[key] = log.get(key, 0) + value
+    def _run_step(self, sample, model, criterion, weight: float, backward=None):
+        """Criterion on one step batch; the logging output holds every step's keys (zeros for the others)."""
+        loss, sample_size, log = criterion(model, sample)
+        if backward is not None:
+            backward(loss * weight)
         for key in criterion.zero_log(self.step_names):
             log.setdefault(key, 0)
-        return total_loss, total_size, log
+        return loss.detach(), sample_size, log
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """One step: gradient of lambda x (summed loss); fairseq divides by the predicted tokens -> mean."""
         model.train()
         model.set_num_updates(update_num)
+        weight = self.step_weight(sample["step"], sample["iteration"])
 
         def backward(loss):
             if ignore_grad:
@@ -236,9 +234,9 @@ class XlmPretrainTask(FairseqTask):
             with torch.autograd.profiler.record_function("backward"):
                 optimizer.backward(loss)
 
-        return self._run_steps(sample, model, criterion, update_num, backward)
+        return self._run_step(sample, model, criterion, weight, backward)
 
     def valid_step(self, sample, model, criterion):
         model.eval()
         with torch.no_grad():
-            return self._run_steps(sample, model, criterion, 0)
+            return self._run_step(sample, model, criterion, 1.0)

@@ -1,0 +1,162 @@
+"""The authors' training schedule as a fairseq batch list: one fairseq update is one step of one kind.
+
+The authors' loop (``train.py`` + ``xlm/trainer.py``) is, per *iteration*::
+
+    for objective in (clm, mlm) or (ae, mt, bt):
+        for step in shuf_order(steps of that objective):   # sampled or permuted, see ``StepGroup``
+            step(lambda_objective)   # next batch of the step's own iterator; one optimiser step on lambda * mean loss
+    n_total_iter += 1; update lambdas
+
+``EpochSchedule`` writes that loop out as a list of fairseq batches. Each drawn step becomes ``W x U``
+consecutive batches of that step (``W`` data-parallel workers, ``U`` = ``--update-freq``): fairseq's
+``ShardedIterator`` hands worker ``w`` the batches ``w, w + W, ...`` and ``GroupedIterator`` joins ``U`` of
+them into one update, so every worker runs the same step kind in the same update on different data, and
+one update is one optimiser step of one step kind, as the authors'. A step whose lambda is 0 at that
+iteration is skipped (the authors return before ``optimize``).
+
+Every step has its own stream of batches: a pass is a fresh permutation of the step's samples, cut into
+batches by summed length (the authors' ``get_iterator``: ``cumsum(cost) // tokens_per_batch``, optionally
+grouped by size, batches in random order); a new pass starts when one is used up. Batch elements are
+``Draw`` tuples ``(step, index, epoch, pass, iteration)``: datasets seed every random choice of a sample
+(masks, noise) from the tuple it is fetched with, so a sample gets new masks each time it is used,
+reproducibly from (seed, epoch), and data-loader workers (which never see ``set_epoch``) draw the same.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+
+class Draw(NamedTuple):
+    """One sample of one batch: which step and sample, and the key of its random draws."""
+
+    step: int
+    index: int
+    epoch: int
+    pass_: int
+    iteration: int
+
+    @property
+    def key(self):
+        """The part of the seed that makes each use of a sample draw anew: (epoch, pass)."""
+        return (self.epoch, self.pass_)
+
+
+@dataclass
+class StepGroup:
+    """Steps chosen together at each iteration: ``sample`` draws ``min(5, n)`` with replacement (weights
+    ``probs``, None = uniform), otherwise every step once in a random order (the authors' ``shuf_order``)."""
+
+    steps: List[int]
+    sample: bool
+    probs: Optional[np.ndarray] = None
+
+    def order(self, rng: np.random.Generator, n: int = 5) -> List[int]:
+        if not self.steps:
+            return []
+        if not self.sample:
+            return [self.steps[i] for i in rng.permutation(len(self.steps))]
+        draws = rng.choice(len(self.steps), size=min(n, len(self.steps)), replace=True, p=self.probs)
+        return [self.steps[i] for i in draws]
+
+
+def smoothed_probs(sizes: Sequence[float], alpha: float) -> Optional[np.ndarray]:
+    """The authors' ``set_sampling_probs``: ``q_i ∝ (n_i / sum n) ** alpha``; alpha < 0 (their -1) = uniform (None)."""
+    if alpha < 0:
+        return None
+    p = np.asarray(sizes, dtype=np.float64)
+    if (p <= 0).any():
+        raise ValueError(f"sampling sizes must be positive, got {list(sizes)}")
+    q = (p / p.sum()) ** alpha
+    return q / q.sum()
+
+
+def cut_batches(order: np.ndarray, costs: np.ndarray, max_tokens: Optional[int],
+                max_sentences: Optional[int]) -> List[np.ndarray]:
+    """Cut ``order`` into consecutive batches: a new batch when the summed cost would pass ``max_tokens``
+    (the authors' ``cumsum // tokens_per_batch`` rule, so a batch may hold one sample more than the budget
+    only when that sample alone is longer) or when it holds ``max_sentences`` samples."""
+    if not max_tokens and not max_sentences:
+        raise ValueError("give --max-tokens or --batch-size")
+    if max_tokens:
+        batch_ids = np.cumsum(costs[order]) // max_tokens
+        bounds = np.flatnonzero(np.diff(batch_ids)) + 1
+        batches = np.split(order, bounds)
+    else:
+        batches = [order]
+    if max_sentences:
+        batches = [part for b in batches for part in np.split(b, np.arange(max_sentences, len(b), max_sentences))]
+    return [b for b in batches if len(b)]
+
+
+class StepBatches:
+    """The endless batch stream of one step: shuffled passes over its samples, cut by summed cost."""
+
+    def __init__(self, step: int, costs: np.ndarray, keep: np.ndarray, max_tokens, max_sentences,
+                 group_by_size: bool, seed: int, epoch: int):
+        self.step, self.costs, self.keep = step, np.asarray(costs, dtype=np.int64), np.asarray(keep, dtype=np.int64)
+        if len(self.keep) == 0:
+            raise ValueError(f"step {step}: no sample left to train on")
+        self.max_tokens, self.max_sentences = max_tokens, max_sentences
+        self.group_by_size, self.seed, self.epoch = group_by_size, seed, epoch
+        self.pass_ = -1
+        self.batches: List[np.ndarray] = []
+
+    def new_pass(self) -> List[np.ndarray]:
+        """Batches of the next pass (a fresh permutation, seeded by seed, epoch, step and pass)."""
+        self.pass_ += 1
+        rng = np.random.default_rng((self.seed, self.epoch, self.step, self.pass_, 101))
+        order = self.keep[rng.permutation(len(self.keep))]
+        if self.group_by_size:  # the authors' group_by_size: stable sort, ties stay random
+            order = order[np.argsort(self.costs[order], kind="mergesort")]
+        batches = cut_batches(order, self.costs, self.max_tokens, self.max_sentences)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def next(self) -> np.ndarray:
+        if not self.batches:
+            self.batches = self.new_pass()
+        return self.batches.pop(0)
+
+
+class EpochSchedule:
+    """Batches of one training epoch in the authors' step order (see the module doc).
+
+    ``groups``: the step groups in loop order. ``lambdas(step, iteration)``: the step's weight (0 = skip).
+    ``iterations``: iterations per epoch; global iteration numbers continue across epochs.
+    """
+
+    def __init__(self, groups: Sequence[StepGroup], streams: Sequence[StepBatches],
+                 lambdas: Callable[[int, int], float], seed: int, replicas: int = 1):
+        self.groups, self.streams, self.lambdas = list(groups), list(streams), lambdas
+        self.seed, self.replicas = seed, replicas
+
+    def batches(self, epoch: int, iterations: int) -> List[List[Draw]]:
+        rng = np.random.default_rng((self.seed, epoch, 7919))
+        out = []
+        for it in range(iterations):
+            iteration = (epoch - 1) * iterations + it
+            for group in self.groups:
+                for step in group.order(rng):
+                    if self.lambdas(step, iteration) == 0:
+                        continue
+                    stream = self.streams[step]
+                    for _ in range(self.replicas):
+                        batch = stream.next()
+                        out.append([Draw(step, int(i), epoch, stream.pass_, iteration) for i in batch])
+        return out
+
+
+def expected_iterations(groups: Sequence[StepGroup], batches_per_pass: Sequence[int], replicas: int) -> int:
+    """Iterations that use every step's data once in expectation (the largest step sets the epoch)."""
+    need = 1
+    for group in groups:
+        for pos, step in enumerate(group.steps):
+            if group.sample:
+                share = 1.0 / len(group.steps) if group.probs is None else float(group.probs[pos])
+                per_iteration = min(5, len(group.steps)) * share
+            else:
+                per_iteration = 1.0
+            need = max(need, math.ceil(batches_per_pass[step] / (replicas * per_iteration)))
+    return need

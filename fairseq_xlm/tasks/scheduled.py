@@ -1,0 +1,91 @@
+"""What ``xlm_pretrain`` and ``unsupervised_mt`` share: the authors' schedule (one update = one step kind).
+
+A task that mixes step kinds subclasses ``ScheduledStepsTask`` and provides ``step_groups()`` (the order
+of the authors' loop) and ``step_weight(name, iteration)`` (its lambdas); its training split is a
+``StepDataset``. ``get_batch_iterator`` then writes each epoch out with ``schedule.EpochSchedule``: the
+batches are fixed by (seed, epoch), never reshuffled by fairseq, and one fairseq update is one step.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import List
+
+from fairseq.data import iterators
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask
+from omegaconf import II
+
+from ..data.schedule import EpochSchedule, StepBatches, StepGroup, expected_iterations
+from ..data.step_dataset import StepDataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScheduleConfig(FairseqDataclass):
+    """Step sampling, batching and epoch length, as the authors' train.py."""
+
+    lang_sampling_alpha: float = field(default=-1.0, metadata={
+        "help": "the authors' lg_sampling_factor: sampled steps (monolingual and pairs apart, min(5, n) draws with "
+                "replacement per iteration) weighted by q ∝ (sentences)**alpha; -1 = uniform draws"})
+    group_by_size: bool = field(default=True, metadata={
+        "help": "training batches of similar lengths (the authors' default): a random permutation sorted by "
+                "length, cut by summed length, batches in random order; false = cut the permutation as it is"})
+    epoch_iterations: int = field(default=0, metadata={
+        "help": "iterations (one pass of the step loop) per epoch; 0 = enough to use the largest step's data "
+                "once in expectation"})
+    update_freq: List[int] = II("optimization.update_freq")
+    seed: int = II("common.seed")
+
+
+class ScheduledStepsTask(FairseqTask):
+    """Training batches in the authors' step order; see the module doc."""
+
+    def step_groups(self, dataset: StepDataset) -> List[StepGroup]:
+        raise NotImplementedError
+
+    def step_weight(self, name: str, iteration: int) -> float:
+        raise NotImplementedError
+
+    def _update_freq(self, epoch: int) -> int:
+        freq = list(self.cfg.update_freq or [1])
+        return int(freq[epoch - 1] if epoch <= len(freq) else freq[-1])
+
+    def epoch_batches(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,
+                      replicas: int):
+        """The training batches of ``epoch`` (``replicas`` = workers x --update-freq batches per step draw)."""
+        groups = self.step_groups(dataset)
+
+        def streams(ep):
+            return [StepBatches(k, dataset.costs[name], dataset.keep[name], max_tokens, max_sentences,
+                                self.cfg.group_by_size, seed, ep) for k, name in enumerate(dataset.names)]
+
+        iterations = self.cfg.epoch_iterations
+        if iterations <= 0:
+            iterations = expected_iterations(groups, [len(s.new_pass()) for s in streams(1)], replicas)
+        schedule = EpochSchedule(groups, streams(epoch),
+                                 lambda k, it: self.step_weight(dataset.names[k], it), seed, replicas)
+        return schedule.batches(epoch, iterations)
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
+                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
+                           skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
+        if not isinstance(dataset, StepDataset):
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, data_buffer_size,
+                disable_iterator_cache, skip_remainder_batch, grouped_shuffling, update_epoch_batch_itr)
+        if dataset is self.datasets.get("train"):
+            def make_batches(ds, ep):
+                replicas = num_shards * self._update_freq(ep)
+                return self.epoch_batches(ds, ep, seed, max_tokens, max_sentences, replicas)
+        else:
+            def make_batches(ds, ep):
+                return ds.validation_batches(max_tokens, max_sentences)
+        # disable_shuffling: the order of the batches is the schedule.
+        return iterators.EpochBatchIterator(
+            dataset=dataset, collate_fn=dataset.collater, batch_sampler=make_batches, seed=seed,
+            num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            buffer_size=data_buffer_size, disable_shuffling=True,
+        )
