@@ -1,4 +1,4 @@
-"""unsupervised_mt: word noise, online back-translation, step weights, validation sets, bad input, and an
+"""unsupervised_mt: online back-translation, step weights, validation sets, bad input, and an
 end-to-end run (pretrain -> AE + BT + MT -> BLEU -> fairseq-generate -> recipes/evaluate_mt.sh)."""
 
 import json
@@ -19,8 +19,6 @@ from fairseq.data import Dictionary, LanguagePairDataset, ListDataset
 from fairseq_xlm.data import layout
 from fairseq_xlm.data.backtranslation import backtranslate_sample, beam_decode, greedy_decode, translate
 from fairseq_xlm.data.lang_pair import LangPairDataset
-from fairseq_xlm.data.noise import (WordNoiseDataset, add_noise, blank_words, drop_words, shuffle_words,
-                                    word_ids, word_start_table)
 from fairseq_xlm.models.factory import build_model, model_config
 from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
 
@@ -39,116 +37,13 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# ------------------------------------------------------------------------------------------ noise
+# ------------------------------------------------------------------------------------- dictionary
 def piece_dict():
     d = Dictionary()
     for s in [W + "the", W + "cat", "s", W + "sat", "ting", W + "on", W + "mat", "ty", "gy"]:
         d.add_symbol(s)
     d.add_symbol(layout.MASK)
     return d
-
-
-def test_word_ids_follow_sentencepiece_word_starts():
-    d = piece_dict()
-    starts = word_start_table(d)
-    toks = np.array([d.index(s) for s in [W + "the", W + "cat", "s", W + "sat", "ting", "ty"]])
-    assert word_ids(toks, starts).tolist() == [0, 1, 1, 2, 2, 2]
-    # a leading continuation piece opens word 0; specials are words of their own
-    toks = np.array([d.index("s"), d.index("ty"), d.index(layout.MASK), d.index("gy")])
-    assert word_ids(toks, starts).tolist() == [0, 0, 1, 1]
-    assert starts[d.unk()] and starts[d.index(layout.MASK)] and not starts[d.index("s")]
-
-
-def random_sentence(rng, n_words):
-    """Distinct token ids 0..T-1 grouped into words of 1-3 pieces: (tokens, word ids, words)."""
-    sizes = rng.randint(1, 4, size=n_words)
-    ids = np.repeat(np.arange(n_words), sizes)
-    tokens = np.arange(len(ids)) + 10
-    words = [tuple(tokens[ids == w]) for w in range(n_words)]
-    return tokens, ids, words
-
-
-def split_words(out, words):
-    """The output as a list of original word indices; fails if a word was split or altered."""
-    by_first = {w[0]: i for i, w in enumerate(words)}
-    result, pos = [], 0
-    while pos < len(out):
-        i = by_first[int(out[pos])]
-        assert tuple(out[pos: pos + len(words[i])]) == words[i], "a word was cut or reordered inside"
-        result.append(i)
-        pos += len(words[i])
-    return result
-
-
-def test_shuffle_moves_words_fewer_than_k_places_and_keeps_them_whole():
-    rng = np.random.RandomState(0)
-    k, largest = 3.0, 0
-    for _ in range(2000):
-        tokens, ids, words = random_sentence(rng, rng.randint(1, 15))
-        order = split_words(shuffle_words(tokens, ids, k, rng), words)
-        assert sorted(order) == list(range(len(words)))
-        moves = [abs(new - old) for new, old in enumerate(order)]
-        largest = max(largest, max(moves))
-        assert max(moves) <= k - 1  # i + U(0,k) sorting: word i can only pass words within k - 1
-    assert largest == 2  # and the bound is reached
-    tokens, ids, _ = random_sentence(rng, 8)
-    assert np.array_equal(shuffle_words(tokens, ids, 1.0, rng), tokens)
-    assert np.array_equal(shuffle_words(tokens, ids, 0.0, rng), tokens)
-
-
-def binomial_ok(hits, n, p, sigmas=4.0):
-    return abs(hits / n - p) <= sigmas * math.sqrt(p * (1 - p) / n)
-
-
-def test_word_dropout_rate_and_whole_words():
-    rng = np.random.RandomState(1)
-    dropped = total = 0
-    for _ in range(3000):
-        tokens, ids, words = random_sentence(rng, rng.randint(2, 12))
-        kept = split_words(drop_words(tokens, ids, 0.1, rng), words)
-        assert kept == sorted(kept) and len(kept) >= 1  # order kept, never empty
-        dropped += len(words) - len(kept)
-        total += len(words)
-    assert binomial_ok(dropped, total, 0.1)
-    # all words dropped -> one survives
-    tokens, ids, words = random_sentence(rng, 3)
-    assert len(split_words(drop_words(tokens, ids, 0.999999, rng), words)) == 1
-
-
-def test_word_blank_rate_and_whole_words():
-    rng = np.random.RandomState(2)
-    blank = 5
-    blanked = total = 0
-    for _ in range(3000):
-        tokens, ids, words = random_sentence(rng, rng.randint(1, 12))
-        out = blank_words(tokens, ids, 0.1, blank, rng)
-        assert len(out) == len(tokens)
-        for w in range(len(words)):
-            piece = out[ids == w]
-            assert (piece == blank).all() or tuple(piece) == words[w]  # a word is blanked whole or kept
-            blanked += int((piece == blank).all())
-        total += len(words)
-    assert binomial_ok(blanked, total, 0.1)
-
-
-def test_noise_keeps_eos_and_is_deterministic_per_epoch():
-    d = piece_dict()
-    sent = [W + "the", W + "cat", "s", W + "sat", "ting", W + "on", W + "the", W + "mat", "ty"]
-    tokens = torch.tensor([d.index(s) for s in sent] + [d.eos()])
-    mono = ListDataset([tokens] * 40, sizes=np.full(40, len(tokens)))
-    noised = WordNoiseDataset(mono, d, 3.0, 0.2, 0.2, blank_idx=d.index(layout.MASK), seed=7)
-    first = [noised[i].tolist() for i in range(40)]
-    assert all(x[-1] == d.eos() and d.eos() not in x[:-1] for x in first)
-    assert first == [noised[i].tolist() for i in range(40)]
-    assert len({tuple(x) for x in first}) > 5  # sentences get different noise
-    noised.set_epoch(2)
-    assert first != [noised[i].tolist() for i in range(40)]
-    fixed = WordNoiseDataset(mono, d, 3.0, 0.2, 0.2, seed=7, vary_with_epoch=False)
-    before = [fixed[i].tolist() for i in range(40)]
-    fixed.set_epoch(5)
-    assert before == [fixed[i].tolist() for i in range(40)]
-    assert add_noise(np.array([d.eos()]), word_start_table(d), d.eos(), 4, 3, 0.5, 0.5,
-                     np.random.RandomState(0)).tolist() == [d.eos()]
 
 
 # ------------------------------------------------------------------------------- back-translation
