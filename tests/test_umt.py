@@ -124,8 +124,9 @@ def test_backtranslated_sample_feeds_training(tiny):
     bt = backtranslate_sample(model, sample, mid_lang_id=1)
     src = bt["net_input"]["src_tokens"]
     for row, hyp, length in zip(src, hyps, bt["net_input"]["src_lengths"]):
-        assert row[: len(hyp)].tolist() == hyp.tolist() and int(length) == len(hyp)
-        assert (row[len(hyp):] == d.pad()).all()  # right-padded
+        # the authors' encoder input: </s> hypothesis </s>
+        assert row[: len(hyp) + 1].tolist() == [d.eos()] + hyp.tolist() and int(length) == len(hyp) + 1
+        assert (row[len(hyp) + 1:] == d.pad()).all()  # right-padded
     assert bt["net_input"]["src_langs"].tolist() == [1] * 5 and bt["net_input"]["tgt_langs"].tolist() == [0] * 5
     assert torch.equal(bt["target"], sample["target"])
     assert torch.equal(bt["net_input"]["prev_output_tokens"], sample["net_input"]["prev_output_tokens"])
@@ -169,24 +170,37 @@ def test_lambda_schedules(bible_databin):
     assert task.lambdas["mt"](123) == 1.0
 
 
-def test_train_step_weights_every_kind_and_validation_keeps_every_sentence(bible_databin):
+def test_train_step_is_one_step_weighted_by_lambda_at_its_iteration_and_validation_keeps_every_sentence(
+        bible_databin):
     task = make_task(bible_databin, langs="en,es", ae_steps="en,es", bt_steps="en-es-en,es-en-es",
-                     mt_steps="en-es", lambda_ae="0:1,10:0", lambda_mt="0.5", bt_max_len_a=0.0, bt_max_len_b=6)
+                     mt_steps="en-es", lambda_ae="0:1,10:0", lambda_mt="0.5", bt_max_len_a=0.0, bt_max_len_b=6,
+                     epoch_iterations=12)
     model = task.build_model(mt_cfg())
     criterion = LabelSmoothedCrossEntropyCriterion(task, False, 0.0)
     train = task.load_dataset("train")
-    batch = next(iter(task.get_batch_iterator(train, max_tokens=300, max_positions=task.max_positions(),
-                                              ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)))
-    assert set(batch) == {"ae:en", "ae:es", "bt:en-es-en", "bt:es-en-es", "mt:en-es"}
+    batches = list(task.get_batch_iterator(train, max_tokens=300).next_epoch_itr(shuffle=False))
+    steps = [b["step"] for b in batches]
+    # iterations 0-9: 2 AE + 1 MT + 2 BT updates; lambda_ae reaches 0 at iteration 10: 3 updates
+    assert len(batches) == 10 * 5 + 2 * 3
+    assert not any(b["step"].startswith("ae:") and b["iteration"] >= 10 for b in batches)
+    assert steps[:5].count("mt:en-es") == 1 and sorted(steps[:2]) == ["ae:en", "ae:es"]
+    assert sorted(steps[3:5]) == ["bt:en-es-en", "bt:es-en-es"]
+
     optimizer = SimpleNamespace(backward=lambda loss: loss.backward())
-    objective, size, log = task.train_step(batch, model, criterion, optimizer, update_num=5)
-    weights = {"ae": 0.5, "bt": 1.0, "mt": 0.5}
-    expect = sum(weights[t[:2]] * log[f"{t}:loss"] / log[f"{t}:sample_size"]
-                 for t in ["ae_en", "ae_es", "bt_en-es-en", "bt_es-en-es", "mt_en-es"])
-    assert size == 1.0 and objective == pytest.approx(expect, rel=1e-5) and log["loss"] == objective
-    assert model.decoder.stack.layers[0].encoder_attn.q_proj.weight.grad is not None
-    _, _, log = task.train_step(batch, model, criterion, optimizer, update_num=10)  # lambda_ae reached 0
-    assert not any(k.startswith("ae_") for k in log)
+    model.eval()  # no dropout: the same batch gives the same loss
+    model.train = lambda mode=True: model  # keep eval mode inside train_step
+    ae = dict(batches[0])
+    grads = []
+    for iteration in (0, 5):
+        model.zero_grad()
+        ae["iteration"] = iteration
+        loss, size, log = task.train_step(ae, model, criterion, optimizer, update_num=99)
+        assert size == log["sample_size"] == log[f"ae_{ae['step'][3:]}:sample_size"] and log["loss"] == float(loss)
+        grads.append(model.encoder.embed_tokens.weight.grad.clone())
+    torch.testing.assert_close(grads[1], 0.5 * grads[0])  # lambda_ae(5) = 0.5: iteration, not update_num
+    bt = next(b for b in batches if b["step"] == "bt:en-es-en")
+    _, _, log = task.train_step(bt, model, criterion, optimizer, update_num=0)
+    assert log["bt_en-es-en:sample_size"] > 0
 
     valid = task.load_dataset("valid")
     seen = {}
@@ -279,15 +293,15 @@ def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pk
         "--bt-steps", "en-es-en,es-en-es", "--mt-steps", "en-es", "--lambda-ae", "0:1,100:0.1",
         "--bt-max-len-a", "0", "--bt-max-len-b", "8", "--arch", "xlm_mt_tiny",
         "--pretrained-xlm-checkpoint", pre / "checkpoint_last.pt", "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--max-tokens", "300", "--max-update", "2", "--eval-bleu",
+        "--label-smoothing", "0.1", "--max-tokens", "300", "--max-update", "5", "--eval-bleu",
         "--best-checkpoint-metric", "bleu_en_es", "--maximize-best-checkpoint-metric", "--save-dir", umt, *common],
         env=ONE_THREAD)
     logs = proc.stdout + proc.stderr
     train = json_logs(logs, "train_inner")
-    assert len(train) == 2
+    assert len(train) == 5  # one iteration of the authors' loop: AE en, es (any order), MT en-es, BT x2
     for key in ["ae_loss_en", "ae_loss_es", "bt_loss_en-es-en", "bt_loss_es-en-es", "mt_loss_en-es"]:
-        assert all(math.isfinite(float(t[f"train_inner_{key}" if f"train_inner_{key}" in t else key]))
-                   for t in train), key
+        values = [float(t[k]) for t in train for k in (f"train_inner_{key}", key) if t.get(k) is not None]
+        assert len(values) == 1 and math.isfinite(values[0]), key
     valid = json_logs(logs, "valid")[-1]
     for key in ["bleu_en_es", "bleu_es_en", "mt_loss_en-es", "mt_loss_es-en", "ae_loss_en", "ae_loss_es"]:
         assert 0 <= float(valid[f"valid_{key}"]) < 100 if key.startswith("bleu") else float(valid[f"valid_{key}"]) > 0

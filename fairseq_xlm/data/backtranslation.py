@@ -101,12 +101,15 @@ def backtranslate_sample(model, sample: dict, mid_lang_id: int, beam: int = 1, m
 
     ``sample`` is a collated pair whose source and target are the same real sentences (language
     ``tgt_langs``); the returned copy keeps target, ``prev_output_tokens`` and ``tgt_langs`` and replaces
-    the source with the model's translation into ``mid_lang_id`` (right-padded, with ``src_langs``).
+    the source with the model's translation into ``mid_lang_id`` as ``</s> hyp </s>`` (right-padded, with
+    ``src_langs``).
     """
     net_input = sample["net_input"]
     hyps = translate(model, net_input, mid_lang_id, beam, max_len_a, max_len_b)
-    pad = model.decoder.dictionary.pad()
-    src_tokens = data_utils.collate_tokens(hyps, pad, left_pad=False)
+    dictionary = model.decoder.dictionary
+    # the authors' encoder input: </s> hypothesis </s>
+    hyps = [torch.cat([h.new_full((1,), dictionary.eos()), h]) for h in hyps]
+    src_tokens = data_utils.collate_tokens(hyps, dictionary.pad(), left_pad=False)
     new_input = dict(net_input)
     new_input["src_tokens"] = src_tokens.to(net_input["src_tokens"].device)
     new_input["src_lengths"] = torch.tensor([len(h) for h in hyps], device=src_tokens.device)

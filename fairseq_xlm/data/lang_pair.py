@@ -3,8 +3,10 @@
 * ``LangPairDataset``: a ``LanguagePairDataset`` whose batches also hold ``net_input["src_langs"]`` and
   ``net_input["tgt_langs"]`` (B,), the language-embedding ids ``XlmMtModel`` reads; with
   ``exact_batches`` (evaluation sets) no sentence is lost to ``--required-batch-size-multiple``.
-* ``EpochRoundRobinDatasets``: fairseq's ``RoundRobinZipDatasets`` (one batch of every step per update)
-  that also passes the epoch down, so that denoising noise changes between epochs.
+* ``SourceDataset``: encoder inputs as the authors feed them, ``</s> s </s>`` (fairseq binarizes ``s </s>``),
+  optionally noised; training fetches it with ``draw(index, key)`` so that the noise is new at every use.
+* ``DrawnPairs``: one step of the unsupervised_mt schedule: ``{id, source, target}`` items fetched with a draw
+  key, collated by a ``LangPairDataset``.
 * ``KeyedDatasets``: several datasets behind one, each batch drawn from one of them and tagged with its
   key (``sample["step"]``); validation uses it so that every sentence is scored exactly once.
 """
@@ -14,7 +16,9 @@ from typing import Dict
 
 import numpy as np
 import torch
-from fairseq.data import BaseWrapperDataset, FairseqDataset, LanguagePairDataset, RoundRobinZipDatasets
+from fairseq.data import BaseWrapperDataset, FairseqDataset, LanguagePairDataset
+
+from .step_dataset import fetch
 
 
 def _set_epoch(dataset, epoch):
@@ -59,13 +63,51 @@ class LangPairDataset(BaseWrapperDataset):
         return True  # only the noise changes, and it is drawn lazily in __getitem__
 
 
-class EpochRoundRobinDatasets(RoundRobinZipDatasets):
-    """RoundRobinZipDatasets that forwards ``set_epoch`` to every step's dataset."""
+class SourceDataset(BaseWrapperDataset):
+    """``</s>`` + a ``s </s>`` sentence (noised if ``dataset`` draws noise): the authors' encoder input."""
 
-    def set_epoch(self, epoch):
-        super().set_epoch(epoch)
-        for dataset in self.datasets.values():
-            _set_epoch(dataset, epoch)
+    def __init__(self, dataset, eos: int):
+        super().__init__(dataset)
+        self.eos = eos
+        self._sizes = np.asarray(dataset.sizes) + 1
+
+    @property
+    def sizes(self):
+        return self._sizes
+
+    def num_tokens(self, index):
+        return int(self._sizes[index])
+
+    def size(self, index):
+        return int(self._sizes[index])
+
+    def draw(self, index, key):
+        tokens = fetch(self.dataset, index, key)
+        return torch.cat([tokens.new_full((1,), self.eos), tokens])
+
+    def __getitem__(self, index):
+        return self.draw(index, (0, 0))  # evaluation: fixed noise
+
+
+class DrawnPairs(FairseqDataset):
+    """The items of a ``LangPairDataset`` fetched with a draw key (fresh noise per use), collated by it."""
+
+    def __init__(self, pair: LangPairDataset):
+        self.pair = pair
+        inner = pair.dataset
+        self.src, self.tgt = inner.src, inner.tgt
+
+    def __len__(self):
+        return len(self.src)
+
+    def draw(self, index, key):
+        return {"id": index, "source": fetch(self.src, index, key), "target": self.tgt[index]}
+
+    def __getitem__(self, index):
+        return self.draw(index, (0, 0))
+
+    def collater(self, samples):
+        return self.pair.collater(samples)
 
 
 class KeyedDatasets(FairseqDataset):

@@ -185,8 +185,12 @@ class WordNoiseDataset(BaseWrapperDataset):
         return False  # new noise every epoch
 
     def __getitem__(self, index):
+        return self.draw(index, (self.epoch, 0))
+
+    def draw(self, index, key):
+        """Noise seeded by (seed, *key, index); in training ``key`` is (epoch, pass), see ``schedule.Draw``."""
         tokens = self.dataset[index]
-        rng = np.random.RandomState([self.seed % 2**32, self.epoch, index])
+        rng = np.random.RandomState([self.seed % 2**32, *key, index])
         # our sentences are `s </s>`; the noise wants the authors' `</s> s </s>`
         noised = add_noise(np.concatenate([[self.eos], tokens.numpy()]), self.boundaries, self.eos,
                            self.blank_idx, self.shuffle, self.dropout, self.blank, rng)

@@ -48,7 +48,10 @@ class ScheduledStepsTask(FairseqTask):
         raise NotImplementedError
 
     def _update_freq(self, epoch: int) -> int:
-        freq = list(self.cfg.update_freq or [1])
+        freq = self.cfg.update_freq
+        if isinstance(freq, str) or not freq:  # a config built outside fairseq-train: no optimization group
+            return 1
+        freq = list(freq)
         return int(freq[epoch - 1] if epoch <= len(freq) else freq[-1])
 
     def epoch_batches(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,

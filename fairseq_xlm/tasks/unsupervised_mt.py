@@ -5,12 +5,13 @@ The step language is the authors': ``--ae-steps en,es`` (rebuild a sentence from
 ``es -> en`` on that pair), ``--mt-steps en-es`` (parallel data). Each kind has a weight, a constant or a
 piecewise-linear schedule (``--lambda-ae '0:1,100000:0.1,300000:0'``).
 
-One fairseq update runs one batch of every step and takes ONE optimizer step on the accumulated gradient of
-``sum_k lambda_k * mean token loss of step k`` (each step is back-propagated right after its forward so
-that only one graph is alive). The authors instead take one optimizer step per step; we keep fairseq's
-trainer intact (one gradient clip, fp16 scale check and all-reduce per update; ``--update-freq`` and data
-parallelism stay exact), as ``xlm_pretrain`` does. With Adam one combined step differs from K sequential
-ones only at second order for small learning rates.
+The schedule is the authors' (``tasks/scheduled.py``): per iteration, every AE step (in random order),
+then ``min(5, n)`` MT steps drawn as ``shuf_order`` (uniform, or alpha-smoothed by pair sizes), then every
+BT step (random order); each step is ONE fairseq update, one optimiser step on ``lambda x mean token loss``
+of its batch. Lambdas follow the iteration count, the learning rate the update count. Each step has its
+own batches, cut by summed length (``len + 2`` per sentence, ``len1 + len2 + 4`` per pair, as the authors)
+up to ``--max-tokens``, reshuffled at every pass; training sentences longer than ``--max-len`` are dropped.
+Encoder inputs are ``</s> s </s>`` as the authors feed them; AE noise is drawn anew at every use.
 
 The decoder learns the target language from ``tgt_langs`` (its language embedding, added at every
 position) and always starts with ``</s>``, as in both fairseq and the authors' code; no language token is
@@ -20,7 +21,7 @@ added to the vocabulary, so XLM checkpoints fit as they are.
 import logging
 import math
 import os
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -28,16 +29,18 @@ import numpy as np
 import torch
 from fairseq import utils
 from fairseq.data import LanguagePairDataset, data_utils
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
-from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from fairseq.tasks import register_task
 
 from ..data import layout
 from ..data.backtranslation import backtranslate_sample, translate
-from ..data.lang_pair import EpochRoundRobinDatasets, KeyedDatasets, LangPairDataset
+from ..data.lang_pair import DrawnPairs, KeyedDatasets, LangPairDataset, SourceDataset
 from ..data.noise import WordNoiseDataset
+from ..data.schedule import StepGroup, smoothed_probs
+from ..data.step_dataset import StepDataset
 from ..schedules import parse_schedule
+from .scheduled import ScheduleConfig, ScheduledStepsTask
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ BLEU_ORDER = 4
 
 
 @dataclass
-class UnsupervisedMtConfig(FairseqDataclass):
+class UnsupervisedMtConfig(ScheduleConfig):
     """Data, steps, noise, back-translation and evaluation of unsupervised (and supervised) MT."""
 
     data: str = field(default="", metadata={"help": "data-bin directory made by fairseq_xlm.prepare"})
@@ -58,11 +61,17 @@ class UnsupervisedMtConfig(FairseqDataclass):
     lambda_ae: str = field(default="1", metadata={"help": "weight of AE steps: constant or 'update:value,...'"})
     lambda_bt: str = field(default="1", metadata={"help": "weight of BT steps: constant or 'update:value,...'"})
     lambda_mt: str = field(default="1", metadata={"help": "weight of MT steps: constant or 'update:value,...'"})
+    noise_unit: ChoiceEnum(["token", "word"]) = field(default="token", metadata={
+        "help": "what AE noise shuffles, drops and blanks: BPE tokens (the authors') or whole words (▁ or @@ "
+                "vocabularies)"})
     word_shuffle: float = field(default=3.0, metadata={
-        "help": "AE noise: sort words by index + U(0, k), so a word moves fewer than k places; 0 = off"})
-    word_dropout: float = field(default=0.1, metadata={"help": "AE noise: probability of deleting a word"})
+        "help": "AE noise: sort units by index + U(0, k), so a unit moves fewer than k places; 0 = off"})
+    word_dropout: float = field(default=0.1, metadata={"help": "AE noise: probability of deleting a unit"})
     word_blank: float = field(default=0.1, metadata={
-        "help": "AE noise: probability of replacing a word's pieces by <mask> (the MLM mask token)"})
+        "help": "AE noise: probability of replacing a unit by <mask> (the MLM mask token)"})
+    max_len: int = field(default=100, metadata={
+        "help": "training sentences (AE, BT) and pairs (MT, either side) longer than this many tokens without "
+                "</s> are removed, as the authors' --max_len; 0 = no limit"})
     bt_beam: int = field(default=1, metadata={"help": "beam size of online back-translation; 1 = greedy"})
     bt_max_len_a: float = field(default=1.3, metadata={
         "help": "generated length <= a * source length + b (back-translation and validation BLEU)"})
@@ -76,7 +85,6 @@ class UnsupervisedMtConfig(FairseqDataclass):
         "help": "validation: translate valid parallel data and log bleu_SRC_TGT (sacrebleu, spm-decoded)"})
     eval_bleu_beam: int = field(default=1, metadata={"help": "beam size of validation BLEU; 1 = greedy"})
     eval_bleu_print_samples: bool = field(default=False, metadata={"help": "log one hypothesis per batch"})
-    seed: int = II("common.seed")
 
 
 def parse_mt_steps(spec: str, langs: List[str], kind: str) -> List[List[str]]:
@@ -107,8 +115,8 @@ def _exists(prefix: Optional[str]) -> bool:
 
 
 @register_task("unsupervised_mt", dataclass=UnsupervisedMtConfig)
-class UnsupervisedMtTask(FairseqTask):
-    """AE + online BT + MT steps in one update; per-kind losses and BLEU per direction in validation."""
+class UnsupervisedMtTask(ScheduledStepsTask):
+    """AE + online BT + MT steps, one per update; per-kind losses and BLEU per direction in validation."""
 
     def __init__(self, cfg: UnsupervisedMtConfig, dictionary, langs: List[str], langs_inferred: bool):
         super().__init__(cfg)
@@ -264,8 +272,9 @@ class UnsupervisedMtTask(FairseqTask):
         return dataset
 
     def _pair(self, src, tgt, src_lang: str, tgt_lang: str, shuffle: bool = True) -> LangPairDataset:
-        """Right-padded pairs (XLM's positions count from the left); evaluation sets (shuffle=False)
-        keep every sentence in their batches."""
+        """Right-padded pairs (XLM's positions count from the left) whose sources are ``</s> s </s>``;
+        evaluation sets (shuffle=False) keep every sentence in their batches."""
+        src = SourceDataset(src, self.dictionary.eos())
         pair = LanguagePairDataset(
             src, src.sizes, self.dictionary, tgt=tgt, tgt_sizes=None if tgt is None else tgt.sizes,
             tgt_dict=self.dictionary, left_pad_source=False, left_pad_target=False, shuffle=shuffle)
@@ -275,7 +284,7 @@ class UnsupervisedMtTask(FairseqTask):
         mono = self._load(self._mono_prefix(split, lang))
         noised = WordNoiseDataset(mono, self.dictionary, self.cfg.word_shuffle, self.cfg.word_dropout,
                                   self.cfg.word_blank, blank_idx=self.mask_idx, seed=self.cfg.seed,
-                                  vary_with_epoch=shuffle)  # validation: the same noise every time
+                                  vary_with_epoch=False, unit=self.cfg.noise_unit)
         return self._pair(noised, mono, lang, lang, shuffle)
 
     def _mt_dataset(self, split: str, src: str, tgt: str, shuffle: bool = True):
@@ -295,18 +304,48 @@ class UnsupervisedMtTask(FairseqTask):
         return dataset
 
     def _train_dataset(self):
-        parts = OrderedDict()
+        """One StepDataset: AE and BT steps on monolingual sentences, MT steps on pairs, with the authors'
+        batching lengths and length filter."""
+        steps, costs, keep, self.step_sentences = OrderedDict(), {}, {}, {}
         for (lang,) in self.steps["ae"]:
-            parts[f"ae:{lang}"] = self._ae_dataset("train", lang)
+            steps[f"ae:{lang}"] = self._ae_dataset("train", lang)
         for a, b, _ in self.steps["bt"]:
             # Source and target are the same real sentence; train_step replaces the source by its translation.
             mono = self._load(self._mono_prefix("train", a))
-            parts[f"bt:{a}-{b}-{a}"] = self._pair(mono, mono, a, a)
+            steps[f"bt:{a}-{b}-{a}"] = self._pair(mono, mono, a, a)
         for src, tgt in self.steps["mt"]:
-            parts[f"mt:{src}-{tgt}"] = self._mt_dataset("train", src, tgt)
-        if not parts:
+            steps[f"mt:{src}-{tgt}"] = self._mt_dataset("train", src, tgt)
+        if not steps:
             raise ValueError("give at least one of --ae-steps, --bt-steps, --mt-steps")
-        return EpochRoundRobinDatasets(parts)
+        for name, pair in steps.items():
+            inner = pair.dataset
+            lengths = [np.asarray(inner.tgt.sizes) - 1]  # tokens without </s>; the target is the clean text
+            if name.startswith("mt:"):
+                lengths.insert(0, np.asarray(inner.src.sizes) - 2)  # the source has </s> at both ends
+            costs[name] = sum(n + 2 for n in lengths)  # the authors' batching length: len + 2 per sentence
+            ok = np.logical_and.reduce([n >= 1 for n in lengths])
+            if self.cfg.max_len > 0:
+                ok &= np.logical_and.reduce([n <= self.cfg.max_len for n in lengths])
+            keep[name] = np.flatnonzero(ok)
+            self.step_sentences[name] = len(ok)
+            if not ok.all():
+                logger.warning("train %s: %d of %d sentences removed (empty or longer than --max-len %d)",
+                               name, int((~ok).sum()), len(ok), self.cfg.max_len)
+        return StepDataset(OrderedDict((k, DrawnPairs(v)) for k, v in steps.items()),
+                           {k: v.collater for k, v in steps.items()}, costs, keep)
+
+    def step_groups(self, dataset: StepDataset):
+        """The authors' loop: every AE step (random order), min(5, n) sampled MT steps, every BT step."""
+        def ids(kind):
+            return [k for k, name in enumerate(dataset.names) if name.startswith(kind + ":")]
+
+        mt = ids("mt")
+        probs = smoothed_probs([self.step_sentences[dataset.names[k]] for k in mt],
+                               self.cfg.lang_sampling_alpha) if mt else None
+        return [StepGroup(ids("ae"), False), StepGroup(mt, True, probs), StepGroup(ids("bt"), False)]
+
+    def step_weight(self, name: str, iteration: int) -> float:
+        return float(self.lambdas[name.split(":")[0]](iteration))
 
     def eval_directions(self):
         """MT directions to validate: each --mt-steps pair and both directions of each --bt-steps pair."""
@@ -343,42 +382,33 @@ class UnsupervisedMtTask(FairseqTask):
 
     # ----------------------------------------------------------------------------------- steps
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """One batch of every step with a non-zero weight; gradient of sum_k lambda_k * mean loss_k."""
+        """One step: gradient of lambda x (summed token loss); fairseq divides by the tokens -> mean."""
         model.train()
         model.set_num_updates(update_num)
-        log = defaultdict(float)
-        objective, ran = 0.0, False
-        for key, smp in sample.items():
-            kind, name = key.split(":")
-            weight = self.lambdas[kind](update_num)
-            if weight == 0 or not smp:
-                continue
-            if kind == "bt":
-                with torch.autograd.profiler.record_function("backtranslation"):
-                    mid = name.split("-")[1]
-                    smp = backtranslate_sample(model, smp, self.lang_id(mid), self.cfg.bt_beam,
-                                               self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
-            with torch.autograd.profiler.record_function("forward"):
-                loss, sample_size, out = criterion(model, smp)
-            scaled = loss * (weight / max(float(sample_size), 1.0))
-            if ignore_grad:
-                scaled = scaled * 0
-            with torch.autograd.profiler.record_function("backward"):
-                optimizer.backward(scaled)
-            objective += float(scaled.detach())
-            ran = True
-            self._log_step(log, f"{kind}_{name}", out)
-        log["loss"] = objective
-        log["sample_size"] = 1.0 if ran else 0.0
-        return objective, log["sample_size"], dict(log)
+        kind, name = sample["step"].split(":")
+        weight = self.step_weight(sample["step"], sample["iteration"])
+        if kind == "bt":
+            with torch.autograd.profiler.record_function("backtranslation"):
+                mid = name.split("-")[1]
+                sample = backtranslate_sample(model, sample, self.lang_id(mid), self.cfg.bt_beam,
+                                              self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
+        with torch.autograd.profiler.record_function("forward"):
+            loss, sample_size, out = criterion(model, sample)
+        scaled = loss * weight
+        if ignore_grad:
+            scaled = scaled * 0
+        with torch.autograd.profiler.record_function("backward"):
+            optimizer.backward(scaled)
+        return loss.detach(), sample_size, self._tagged(out, f"{kind}_{name}")
 
     @staticmethod
-    def _log_step(log, tag: str, out: dict) -> None:
+    def _tagged(out: dict, tag: str) -> dict:
+        """The criterion's logging output plus its loss and sizes under ``{tag}:`` (per-step meters)."""
+        log = dict(out)
         for key in ("loss", "nll_loss", "ntokens", "sample_size"):
             if key in out:
-                log[f"{tag}:{key}"] += float(out[key])
-        for key in ("nll_loss", "ntokens", "nsentences"):
-            log[key] += float(out.get(key, 0))
+                log[f"{tag}:{key}"] = float(out[key])
+        return log
 
     def valid_step(self, sample, model, criterion):
         model.eval()
@@ -386,10 +416,7 @@ class UnsupervisedMtTask(FairseqTask):
             loss, sample_size, out = criterion(model, sample)
         key = sample.get("step") or "mt:{}-{}".format(*(self.direction or ("src", "tgt")))
         kind, name = key.split(":")
-        out = dict(out)
-        for k in ("loss", "nll_loss", "ntokens", "sample_size"):
-            if k in out:
-                out[f"{kind}_{name}:{k}"] = float(out[k])
+        out = self._tagged(out, f"{kind}_{name}")
         if kind == "mt" and self.cfg.eval_bleu and sample.get("target") is not None:
             src, tgt = name.split("-")
             out.update(self._bleu_stats(model, sample, src, tgt))
