@@ -32,8 +32,10 @@ else
     OUT=${OUT:-$ROOT/data-bin/demo}
     SAMPLE_LINES=${SAMPLE_LINES:-0,0,0}
     VOCAB=${VOCAB:-3000}
-    PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-4000}   # ~14 updates/s on 2 cores
-    UMT_UPDATES=${UMT_UPDATES:-500}              # ~2 updates/s per run (back-translation decodes on the fly)
+    # One update is one step of one kind (the authors' schedule): pretraining takes 3 per iteration
+    # (MLM en, MLM es, TLM en-es), UMT 4 (AE en, AE es, BT en-es-en, BT es-en-es).
+    PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-12000}  # 4000 iterations
+    UMT_UPDATES=${UMT_UPDATES:-2000}             # 500 iterations (back-translation decodes on the fly)
     GENRE_UPDATES=${GENRE_UPDATES:-3000}         # ~70 updates/s per run
     BEAM=${BEAM:-5}
     LOG_INTERVAL=${LOG_INTERVAL:-100}
@@ -157,7 +159,7 @@ binarize() {
 PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --langs "$LANGS" --mlm-steps "en,es,$PAIR"
     --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0 --tokens-per-sample 128
     --batch-size 16 --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
-    --warmup-updates 100 --seed 1 --num-workers 0 $DEVICE_FLAGS)
+    --warmup-updates 300 --clip-norm 5 --seed 1 --num-workers 0 $DEVICE_FLAGS)
 
 # validate_ppl RUN CHECKPOINT: MLM/TLM perplexity on the test split -> EVAL/ppl.RUN.log
 validate_ppl() {
@@ -199,7 +201,8 @@ umt_run() {
     mkdir -p "$dir"
     OMP_NUM_THREADS=$JOB_THREADS PYTHON="$PYTHON" USER_DIR="$USER_DIR" DATABIN="$OUT" SAVE="$dir" \
         PRETRAINED="$init" ARCH=xlm_tiny L1=en L2=es AE_STEPS=en,es BT_STEPS=en-es-en,es-en-es MT_STEPS= \
-        LAMBDA_AE="0:1,$UMT_UPDATES:0.1" MAX_TOKENS=1500 MAX_UPDATES="$UMT_UPDATES" LR="$UMT_LR" WARMUP=50 \
+        LAMBDA_AE="0:1,$(( UMT_UPDATES / 4 )):0.1" MAX_TOKENS=1500 MAX_UPDATES="$UMT_UPDATES" LR="$UMT_LR" \
+        WARMUP=200 \
         VALID_EVERY=$(( UMT_UPDATES / 2 > 0 ? UMT_UPDATES / 2 : 1 )) \
         EXTRA="$DEVICE_FLAGS --dropout 0 --attention-dropout 0 --seed 1 --log-format simple
                --log-interval $LOG_INTERVAL" \

@@ -8,13 +8,15 @@
 #          clm      causal LM on every language (XLM-CLM)
 # Variables (override from the environment): ARCH, LANGS (default: the languages in DATA_BIN, sorted;
 # keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP, MAX_UPDATE,
-# LANG_ALPHA (alpha-smoothed language sampling; -1 = every step each update), PYTHON.
+# LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn per iteration with probabilities
+# ∝ sentences**alpha; -1 = uniform draws), PYTHON. One update is one step (one optimiser step), as the
+# authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules iterations.
 # On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically, several
 # machines through torchrun or SLURM (see README: "Scale-out").
 set -euo pipefail
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 [ $# -ge 3 ] || usage

@@ -7,6 +7,9 @@
 # Every variable below can be set from the environment. The defaults are tiny (CPU, minutes); the paper's
 # en-fr run is ARCH=xlm_mlm_enfr_1024 (or PRETRAINED=a converted mlm_enfr_1024 checkpoint), MAX_TOKENS=2000,
 # LR=1e-4 with WARMUP=4000, LAMBDA_AE='0:1,100000:0.1,300000:0', on a GPU, for days.
+# Units, as the authors': one fairseq update is one step of one kind (one optimiser step), so WARMUP,
+# MAX_UPDATES and the learning-rate decay count steps (4 per iteration here: AE L1, AE L2, BT twice), while
+# the LAMBDA_* schedules count iterations (one pass of the AE, MT, BT step loop).
 # recipes/supervised_mt.sh runs this flow with MT steps (and optional BT steps) instead.
 set -euo pipefail
 
@@ -27,7 +30,7 @@ PRE_UPDATES=${PRE_UPDATES:-2000}
 AE_STEPS=${AE_STEPS-$L1,$L2}
 BT_STEPS=${BT_STEPS-$L1-$L2-$L1,$L2-$L1-$L2}
 MT_STEPS=${MT_STEPS-}
-LAMBDA_AE=${LAMBDA_AE:-0:1,1000:0.1,3000:0}
+LAMBDA_AE=${LAMBDA_AE:-0:1,250:0.1,750:0}  # iterations: 750 = MAX_UPDATES / 4 steps per iteration
 LAMBDA_BT=${LAMBDA_BT:-1}
 LAMBDA_MT=${LAMBDA_MT:-1}
 WORD_SHUFFLE=${WORD_SHUFFLE:-3}
@@ -78,7 +81,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task xlm_pretrain \
             --langs "$L1,$L2" --mlm-steps "$PRE_STEPS" --criterion xlm_lm --arch "$ARCH" \
             --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
-            --warmup-updates "$WARMUP" --max-tokens "$MAX_TOKENS" --max-update "$PRE_UPDATES" \
+            --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$PRE_UPDATES" \
             --save-dir "$PRE_SAVE" --no-epoch-checkpoints --num-workers 0 --disable-validation
     fi
 fi
@@ -98,7 +101,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --bt-beam "$BT_BEAM" --arch "$MT_ARCH" ${init[@]+"${init[@]}"} \
         --criterion label_smoothed_cross_entropy --label-smoothing 0 \
         --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
-        --warmup-updates "$WARMUP" --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
+        --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
         --eval-bleu --validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY" \
         --keep-interval-updates 1 --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
         --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA
