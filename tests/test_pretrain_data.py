@@ -18,7 +18,8 @@ from fairseq_xlm.data.lm_datasets import (
     collate_lm,
     mask_scores,
 )
-from fairseq_xlm.data.step_dataset import XlmStepDataset, smoothed_probs
+from fairseq_xlm.data.schedule import Draw, EpochSchedule, StepBatches, StepGroup, smoothed_probs
+from fairseq_xlm.data.step_dataset import StepDataset
 from fairseq_xlm.schedules import parse_schedule
 from fairseq_xlm.tasks.xlm_pretrain import parse_steps, step_name
 
@@ -136,43 +137,45 @@ def test_smoothed_probs_by_hand():
     np.testing.assert_allclose(smoothed_probs([900, 100], 0.5), [0.75, 0.25])
     np.testing.assert_allclose(smoothed_probs([900, 100], 1.0), [0.9, 0.1])
     np.testing.assert_allclose(smoothed_probs([900, 100], 0.0), [0.5, 0.5])
+    assert smoothed_probs([900, 100], -1) is None  # the authors' -1: uniform draws
     with pytest.raises(ValueError):
         smoothed_probs([10, 0], 0.5)
 
 
 def step_dataset(sizes_per_step):
-    steps = OrderedDict()
+    steps, collaters, costs = OrderedDict(), {}, {}
     for name, (n, size) in sizes_per_step.items():
         steps[name] = CausalTargetDataset(MonoStreamDataset(Sized([torch.full((size,), 7)] * n), 0), pad=1)
-    groups = {name: ("mlm:pair" if "-" in name else "mlm:mono") for name in steps}
-    return XlmStepDataset(steps, pad=1, causal={n: False for n in steps}, groups=groups)
+        collaters[name] = lambda items, name=name: collate_lm(items, 1, False, name)
+        costs[name] = np.full(n, size)
+    return StepDataset(steps, collaters, costs)
 
 
 def test_language_sampling_matches_alpha_smoothed_probabilities():
-    # token counts 900 * 10 vs 100 * 10 -> q = (0.75, 0.25) at alpha 0.5; one pair group always drawn
+    # sentences 900 vs 100 -> q = (0.75, 0.25) at alpha 0.5; the only pair is drawn once per iteration
     ds = step_dataset({"mlm_en": (900, 10), "mlm_es": (100, 10), "tlm_en-es": (52, 10)})
-    batches = ds.make_batches(epoch=1, seed=1, alpha=0.5, max_tokens=None, max_sentences=4, multiple=1,
-                              max_len=256)
-    counts = Counter()
-    for batch in batches:
-        names = Counter(ds._locate(int(i))[0] for i in batch)
-        assert names["tlm_en-es"] == 4  # the only pair: drawn once per update
-        counts.update({n: c // 4 for n, c in names.items() if n != "tlm_en-es"})
+    groups = [StepGroup([0, 1], True, smoothed_probs([900, 100], 0.5)), StepGroup([2], True)]
+    streams = [StepBatches(k, ds.costs[n], ds.keep[n], None, 4, True, 1, 1) for k, n in enumerate(ds.names)]
+    batches = EpochSchedule(groups, streams, lambda k, it: 1.0, seed=1).batches(epoch=1, iterations=500)
+    assert all(len(b) == 4 and len({d.step for d in b}) == 1 for b in batches)
+    per_iteration = Counter(b[0].iteration for b in batches)
+    assert set(per_iteration.values()) == {3}  # min(5, 2) monolingual draws + 1 pair draw
+    counts = Counter(ds.names[b[0].step] for b in batches)
     draws = counts["mlm_en"] + counts["mlm_es"]
-    assert draws == 2 * len(batches)  # min(5, 2 languages) draws per update
+    assert counts["tlm_en-es"] == 500 and draws == 1000
     assert abs(counts["mlm_en"] / draws - 0.75) < 5 * math.sqrt(0.75 * 0.25 / draws)
-    every = ds.make_batches(1, 1, -1.0, None, 4, 1, 256)
-    assert all(Counter(ds._locate(int(i))[0] for i in b) == {"mlm_en": 4, "mlm_es": 4, "tlm_en-es": 4}
-               for b in every[:5])
-    valid = ds.make_batches(1, 1, -1.0, None, 8, 8, 256, validation=True)  # 1052 samples: not a multiple of 8
-    assert sorted(int(i) for b in valid for i in b) == list(range(len(ds)))
+    valid = ds.validation_batches(None, 8)  # 1052 samples: not a multiple of 8, none lost
+    assert sorted((d.step, d.index) for b in valid for d in b) == \
+        sorted((k, i) for k, n in enumerate(ds.names) for i in range(len(ds.steps[n])))
 
 
-def test_collater_groups_a_super_batch_by_step():
+def test_collater_makes_one_step_batch_with_its_iteration():
     ds = step_dataset({"mlm_en": (3, 5), "tlm_en-es": (3, 8)})
-    batch = ds.collater([ds[0], ds[3], ds[1]])
-    assert list(batch) == ["mlm_en", "tlm_en-es"]
-    assert batch["mlm_en"]["net_input"]["src_tokens"].shape == (2, 5)
+    batch = ds.collater([ds[Draw(1, i, 1, 0, 7)] for i in (0, 2)])
+    assert batch["step"] == "tlm_en-es" and batch["iteration"] == 7
+    assert batch["net_input"]["src_tokens"].shape == (2, 8)
+    with pytest.raises(RuntimeError, match="mixes steps"):
+        ds.collater([ds[Draw(0, 0, 1, 0, 7)], ds[Draw(1, 0, 1, 0, 7)]])
     assert ds.collater([]) == {}
 
 
