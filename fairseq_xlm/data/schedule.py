@@ -103,6 +103,7 @@ class StepBatches:
         self.group_by_size, self.seed, self.epoch = group_by_size, seed, epoch
         self.pass_ = -1
         self.batches: List[np.ndarray] = []
+        self.cursor = 0
 
     def new_pass(self) -> List[np.ndarray]:
         """Batches of the next pass (a fresh permutation, seeded by seed, epoch, step and pass)."""
@@ -115,9 +116,10 @@ class StepBatches:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def next(self) -> np.ndarray:
-        if not self.batches:
-            self.batches = self.new_pass()
-        return self.batches.pop(0)
+        if self.cursor == len(self.batches):
+            self.batches, self.cursor = self.new_pass(), 0
+        self.cursor += 1
+        return self.batches[self.cursor - 1]
 
 
 class EpochSchedule:
