@@ -43,7 +43,7 @@ fi
 LANGS=en,es
 PAIR=en-es
 PRETRAIN_LR=${PRETRAIN_LR:-0.004}
-UMT_LR=${UMT_LR:-0.002}              # inverse_sqrt after 50 warm-up updates
+UMT_LR=${UMT_LR:-0.002}              # inverse_sqrt after 200 warm-up updates (steps)
 GENRE_LR=${GENRE_LR:-0.0005}
 DEVICE_FLAGS=${DEVICE_FLAGS:---cpu}            # '' to let fairseq use a GPU
 NPROC=$(nproc 2>/dev/null || echo 1)
