@@ -158,6 +158,25 @@ def test_mt_batches_are_cut_by_summed_length_per_step_and_reshuffled(bible_datab
         assert same_batches(epochs, step) < 0.05
 
 
+def test_mt_sources_are_the_authors_layout_and_noise_is_new_at_every_use(bible_databin):
+    task = umt_task(bible_databin)
+    ds, eos, pad = task.datasets["train"], task.dictionary.eos(), task.dictionary.pad()
+    for name in ("ae:en", "mt:en-es", "bt:en-es-en"):
+        k = ds.names.index(name)
+        batch = ds.collater([ds[Draw(k, i, 1, 0, 0)] for i in range(6)])
+        src = batch["net_input"]["src_tokens"]
+        assert (src[:, 0] == eos).all()  # </s> s </s>
+        lengths = batch["net_input"]["src_lengths"]
+        assert all(row[n - 1] == eos and (row[n:] == pad).all() for row, n in zip(src, lengths))
+        assert (batch["net_input"]["prev_output_tokens"][:, 0] == eos).all()  # the decoder starts with </s>
+    ae = ds.names.index("ae:en")
+    uses = [[ds[Draw(ae, i, 1, p, 0)][1]["source"].tolist() for i in range(30)] for p in (0, 1)]
+    assert uses[0] != uses[1] and uses[0] == [ds[Draw(ae, i, 1, 0, 5)][1]["source"].tolist() for i in range(30)]
+    valid = task.load_dataset("valid")
+    mt = valid.datasets["mt:en-es"]
+    assert all(mt[i]["source"][0] == eos for i in range(5))
+
+
 def test_training_length_filter_is_logged_per_step(bible_databin, caplog):
     with caplog.at_level("WARNING"):
         task = umt_task(bible_databin, max_len=20)
