@@ -81,6 +81,24 @@ def masks_of(dataset, draws):
     return [dataset[d][1]["source"].tolist() for d in draws]
 
 
+def test_epoch_length_in_iterations_or_in_sentences(bible_databin):
+    task = pretrain_task(bible_databin)
+    ds = task.datasets["train"]
+    # by default the largest step's data is used once: per iteration mlm_en / mlm_es are drawn once each in
+    # expectation (2 uniform draws of 2), tlm_en-es once
+    streams = [len(task.epoch_batches(ds, 1, 1, None, 8, 1)) for _ in range(2)]
+    assert streams[0] == streams[1]
+    sizes = {n: len(ds.keep[n]) for n in ds.names}
+    iterations = max(-(-sizes[n] // 8) for n in ds.names)
+    assert streams[0] == 3 * iterations
+    task.cfg.epoch_size = 240  # sentences: 3 draws of ~8 samples per iteration (a pass ends with a smaller batch)
+    per_draw = {n: sizes[n] / -(-sizes[n] // 8) for n in ds.names}  # mean batch of a pass
+    expected = -(-240 // (per_draw["mlm_en"] + per_draw["mlm_es"] + per_draw["tlm_en-es"]))
+    batches = task.epoch_batches(ds, 1, 1, None, 8, 1)
+    assert {b[0].iteration for b in batches} == set(range(int(expected))) and expected in (10, 11)
+    assert abs(sum(map(len, batches)) - 240) <= 3 * 8
+
+
 def test_every_use_draws_new_masks_and_validation_masks_stay_fixed(bible_databin):
     task = pretrain_task(bible_databin, epoch_iterations=40)
     ds = task.datasets["train"]

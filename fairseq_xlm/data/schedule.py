@@ -150,15 +150,29 @@ class EpochSchedule:
         return out
 
 
-def expected_iterations(groups: Sequence[StepGroup], batches_per_pass: Sequence[int], replicas: int) -> int:
-    """Iterations that use every step's data once in expectation (the largest step sets the epoch)."""
-    need = 1
+def draws_per_iteration(groups: Sequence[StepGroup], n_steps: int) -> np.ndarray:
+    """Expected number of draws of each step in one iteration."""
+    out = np.zeros(n_steps)
     for group in groups:
         for pos, step in enumerate(group.steps):
             if group.sample:
                 share = 1.0 / len(group.steps) if group.probs is None else float(group.probs[pos])
-                per_iteration = min(5, len(group.steps)) * share
+                out[step] += min(5, len(group.steps)) * share
             else:
-                per_iteration = 1.0
-            need = max(need, math.ceil(batches_per_pass[step] / (replicas * per_iteration)))
-    return need
+                out[step] += 1.0
+    return out
+
+
+def expected_iterations(groups: Sequence[StepGroup], batches_per_pass: Sequence[int], replicas: int) -> int:
+    """Iterations that use every step's data once in expectation (the largest step sets the epoch)."""
+    draws = draws_per_iteration(groups, len(batches_per_pass))
+    need = [math.ceil(n / (replicas * d)) for n, d in zip(batches_per_pass, draws) if d > 0]
+    return max([1] + need)
+
+
+def iterations_for_sentences(groups: Sequence[StepGroup], mean_batch: Sequence[float], replicas: int,
+                             sentences: int) -> int:
+    """Iterations that process ``sentences`` sentences in expectation (the authors' --epoch_size unit)."""
+    draws = draws_per_iteration(groups, len(mean_batch))
+    per_iteration = replicas * float(np.dot(draws, mean_batch))
+    return max(1, math.ceil(sentences / per_iteration))

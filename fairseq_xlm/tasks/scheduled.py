@@ -15,7 +15,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II
 
-from ..data.schedule import EpochSchedule, StepBatches, StepGroup, expected_iterations
+from ..data.schedule import EpochSchedule, StepBatches, StepGroup, expected_iterations, iterations_for_sentences
 from ..data.step_dataset import StepDataset
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,11 @@ class ScheduleConfig(FairseqDataclass):
         "help": "training batches of similar lengths (the authors' default): a random permutation sorted by "
                 "length, cut by summed length, batches in random order; false = cut the permutation as it is"})
     epoch_iterations: int = field(default=0, metadata={
-        "help": "iterations (one pass of the step loop) per epoch; 0 = enough to use the largest step's data "
-                "once in expectation"})
+        "help": "iterations (one pass of the step loop) per epoch; 0 = --epoch-size, else enough to use the "
+                "largest step's data once in expectation"})
+    epoch_size: int = field(default=0, metadata={
+        "help": "sentences (samples) per epoch, the authors' --epoch_size unit, counting the real sentences of "
+                "every step's batches (theirs count a nominal --batch_size per step); 0 = see --epoch-iterations"})
     update_freq: List[int] = II("optimization.update_freq")
     seed: int = II("common.seed")
 
@@ -65,7 +68,12 @@ class ScheduledStepsTask(FairseqTask):
 
         iterations = self.cfg.epoch_iterations
         if iterations <= 0:
-            iterations = expected_iterations(groups, [len(s.new_pass()) for s in streams(1)], replicas)
+            passes = [s.new_pass() for s in streams(1)]
+            if self.cfg.epoch_size > 0:
+                mean_batch = [sum(map(len, p)) / len(p) for p in passes]
+                iterations = iterations_for_sentences(groups, mean_batch, replicas, self.cfg.epoch_size)
+            else:
+                iterations = expected_iterations(groups, [len(p) for p in passes], replicas)
         schedule = EpochSchedule(groups, streams(epoch),
                                  lambda k, it: self.step_weight(dataset.names[k], it), seed, replicas)
         return schedule.batches(epoch, iterations)
