@@ -1,5 +1,6 @@
 """BLEU as the paper reports it next to sacreBLEU (fairseq_xlm.bleu), checked against multi-bleu.perl and
-sacrebleu."""
+sacrebleu; the authors' evaluation protocol in unsupervised_mt validation (greedy, cap 1.5 * len + 10 checked
+against the authors' decoder, <unk> references unmatchable)."""
 
 import re
 import shutil
@@ -10,10 +11,19 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 
 import fairseq_xlm  # noqa: F401  (registers models, tasks; safe checkpoint loading)
+from fairseq import utils
+from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+from fairseq.data import Dictionary
+from fairseq.logging import metrics
 from fairseq_xlm import bleu as bleu_cli
 from fairseq_xlm.bleu import REF_UNK, BleuScorer, decode_reference
+from fairseq_xlm.data.backtranslation import translate
+from fairseq_xlm.models.factory import build_model, model_config
+from fairseq_xlm.tasks import unsupervised_mt
+from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
 
 AUTHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "xlm-authors"
 MULTI_BLEU = AUTHORS / "xlm" / "evaluation" / "multi-bleu.perl"
@@ -122,3 +132,170 @@ def test_cli_prints_the_labelled_table_and_refuses_unequal_streams(tmp_path, mon
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(read=lambda: "one line\n"))
     with pytest.raises(SystemExit, match=r"1 hypotheses on stdin but 5 reference lines in .*ref\.txt"):
         bleu_cli.main([str(ref), "--lang", "en"])
+
+
+# ------------------------------------------------------------------------- decoding cap vs authors
+def never_ending(model, eos):
+    """``model`` whose decoder never chooses ``eos`` (so every hypothesis runs to the length cap)."""
+    output_layer = model.decoder.output_layer
+    model.decoder.output_layer = lambda x, **kw: output_layer(x).index_fill(-1, torch.tensor([eos]), -1e4)
+    return model
+
+
+def authors_decoder(n_words, eos, pad):
+    """The authors' TransformerModel decoder (xlm/model/transformer.py), never choosing ``eos``."""
+    if not AUTHORS.is_dir():
+        pytest.skip(f"the authors' code is not at {AUTHORS}")
+    sys.modules.setdefault("apex", types.ModuleType("apex"))
+    sys.path.insert(0, str(AUTHORS))
+    from xlm.model.transformer import TransformerModel
+
+    params = types.SimpleNamespace(
+        n_langs=2, n_words=n_words, eos_index=eos, pad_index=pad, id2lang={0: "en", 1: "es"},
+        lang2id={"en": 0, "es": 1}, emb_dim=16, n_heads=2, n_layers=1, dropout=0.0, attention_dropout=0.0,
+        sinusoidal_embeddings=False, gelu_activation=True, asm=False, share_inout_emb=True, use_memory=False)
+    torch.manual_seed(0)
+    decoder = TransformerModel(params, list(range(n_words)), is_encoder=False, with_output=True).eval()
+    with torch.no_grad():
+        decoder.pred_layer.proj.bias[eos] = -1e4
+    return decoder
+
+
+def test_eval_cap_is_the_authors_max_len(monkeypatch):
+    """Authors: max_len = int(1.5 * len1.max() + 10) counts the </s> before and after the words, so at most
+    max_len - 2 words. Ours (fairseq's convention: tokens before the forced </s>) with a=1.5, b=8 allows the
+    same number of words for a batch of the same padded width, greedy and beam alike."""
+    d = Dictionary()
+    for i in range(20):
+        d.add_symbol(f"w{i}")
+    torch.manual_seed(0)
+    ours = never_ending(build_model("xlm_mt_tiny", d, ["en", "es"]).eval(), d.eos())
+    theirs = authors_decoder(len(d), d.eos(), d.pad())
+    # their generate() ends unfinished sentences with a uint8 mask, which torch < 1.2 accepted
+    masked_fill_ = torch.Tensor.masked_fill_
+    monkeypatch.setattr(torch.Tensor, "masked_fill_", lambda self, mask, value: masked_fill_(
+        self, mask.bool() if mask.dtype == torch.uint8 else mask, value))
+    for width in range(3, 12):
+        src = torch.randint(d.nspecial, len(d), (2, width))
+        src[:, -1] = d.eos()
+        src[1, width - 2:] = torch.tensor([d.eos(), d.pad()])  # a shorter sentence: the width counts
+        net_input = {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1), "src_langs": torch.zeros(2).long()}
+        with torch.no_grad():
+            generated, lengths = theirs.generate(torch.randn(2, width, 16), torch.tensor([width, width - 1]),
+                                                 tgt_lang_id=1, max_len=int(1.5 * width + 10))
+        authors_words = [int(n) - 2 for n in lengths]  # lengths count both </s>
+        for beam in (1, 2):
+            hyps = translate(ours, net_input, 1, beam=beam, max_len_a=1.5, max_len_b=8)
+            assert [len(h) - 1 for h in hyps] == authors_words, (width, beam)
+
+
+# ------------------------------------------------------------------------------ validation protocol
+def mt_cfg():
+    cfg = model_config("xlm_mt_tiny")[1]
+    cfg._name = "xlm_mt_tiny"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def valid_setup(bible_databin):
+    """(task, model, criterion, two mt:en-es validation batches)."""
+    cfg = UnsupervisedMtConfig(data=str(bible_databin), langs="en,es", mt_steps="en-es", eval_bleu=True)
+    cfg.seed = 1
+    task = UnsupervisedMtTask.setup_task(cfg)
+    torch.manual_seed(0)
+    model = task.build_model(mt_cfg())
+    criterion = LabelSmoothedCrossEntropyCriterion(task, False, 0.0)
+    valid = task.load_dataset("valid")
+    itr = task.get_batch_iterator(valid, max_tokens=400, max_positions=task.max_positions()).next_epoch_itr(
+        shuffle=False)
+    batches = [b for b in itr if b["step"] == "mt:en-es"][:2]
+    return task, model, criterion, batches
+
+
+def plain_word(task, targets):
+    """(sentence, piece index) of a one-piece alphabetic word with at least 3 words on each side, between
+    letters, so that replacing it leaves every other token as it was."""
+    for row, target in enumerate(targets):
+        if task.dictionary.unk() in target:
+            continue
+        pieces = [task.dictionary[t] for t in target.tolist()[:-1]]  # without </s>
+        starts = [i for i, p in enumerate(pieces) if p.startswith("▁")]
+        for n, j in enumerate(starts[3:-3], start=3):
+            if pieces[j + 1].startswith("▁") and all(pieces[i].lstrip("▁").isalpha() for i in (j - 1, j, j + 1)):
+                return row, j
+    pytest.skip("no plain word in the middle of a reference of this batch")
+
+
+def test_validation_decodes_greedy_with_the_eval_cap_not_the_bt_one(valid_setup, monkeypatch):
+    task, model, criterion, (batch, _) = valid_setup
+    calls = []
+
+    def spy(model, net_input, tgt_lang_id, beam, max_len_a, max_len_b):
+        calls.append((tgt_lang_id, beam, max_len_a, max_len_b))
+        return translate(model, net_input, tgt_lang_id, beam, max_len_a, max_len_b)
+
+    monkeypatch.setattr(unsupervised_mt, "translate", spy)
+    _, _, out = task.valid_step(batch, model, criterion)
+    assert calls == [(task.lang_id("es"), 1, 1.5, 8)]
+    assert (task.cfg.bt_max_len_a, task.cfg.bt_max_len_b) == (1.3, 5)  # the BT cap stays apart
+    assert {"_bleu_en_es_sys_len", "_tok_bleu_en_es_sys_len"} <= set(out)
+    # the cap in tokens: int(1.5 * padded source width + 8) before </s>
+    output_layer = model.decoder.output_layer
+    monkeypatch.setattr(model.decoder, "output_layer",
+                        lambda x, **kw: output_layer(x).index_fill(-1, torch.tensor([task.dictionary.eos()]), -1e4))
+    width = batch["net_input"]["src_tokens"].size(1)
+    hyps = translate(model, batch["net_input"], task.lang_id("es"), 1, 1.5, 8)
+    assert {len(h) - 1 for h in hyps} == {int(1.5 * width + 8)}
+    with pytest.raises(ValueError, match=r"--eval-max-len-b -1: must be >= 0"):
+        UnsupervisedMtTask(UnsupervisedMtConfig(data=task.data_dir, eval_max_len_b=-1), task.dictionary,
+                           ["en", "es"], False)
+
+
+def test_reference_unk_in_validation_and_both_names_reduced(valid_setup, monkeypatch, tmp_path):
+    """A hypothesis equal to its reference loses exactly the n-grams of the reference's <unk>; reduce_metrics
+    logs bleu_en_es and tok_bleu_en_es over all batches, the latter equal to multi-bleu.perl on the same text."""
+    task, model, criterion, batches = valid_setup
+    pad, unk = task.dictionary.pad(), task.dictionary.unk()
+    targets = [[utils.strip_pad(t, pad) for t in b["target"]] for b in batches]
+    monkeypatch.setattr(unsupervised_mt, "translate", lambda *a, **k: hyps_now)
+
+    def unmatched(out, flavour):
+        return [out[f"_{flavour}_en_es_totals_{i}"] - out[f"_{flavour}_en_es_counts_{i}"] for i in range(4)]
+
+    hyps_now = targets[0]  # hypotheses equal to the references
+    _, _, same = task.valid_step(batches[0], model, criterion)
+    # this Bible slice has real <unk>s in its references (e.g. "Ch<unk>m"): only they lose matches
+    has_unk = any(unk in t for t in targets[0])
+    for flavour in ("bleu", "tok_bleu"):
+        assert (sum(unmatched(same, flavour)) > 0) == has_unk
+
+    # the first reference gets an <unk>; the hypothesis keeps the same ids (so the same <unk>)
+    unk_batch = dict(batches[0], target=batches[0]["target"].clone())
+    row, j = plain_word(task, targets[0])
+    unk_batch["target"][row, j] = unk
+    hyps_now = [utils.strip_pad(t, pad) for t in unk_batch["target"]]
+    _, _, out_unk = task.valid_step(unk_batch, model, criterion)
+    assert REF_UNK in task.decode(unk_batch["target"][row], reference=True).split()
+    assert "⁇" in task.decode(hyps_now[row]).split() and REF_UNK not in task.decode(hyps_now[row])
+    for flavour in ("bleu", "tok_bleu"):
+        # one more unmatched word, in the middle of a sentence: 1, 2, 3, 4 more unmatched n-grams
+        assert [u - s for u, s in zip(unmatched(out_unk, flavour), unmatched(same, flavour))] == [1, 2, 3, 4]
+
+    # an imperfect second batch: drop every hypothesis' first word piece
+    hyps_now = [h[1:] if len(h) > 2 else h for h in targets[1]]
+    _, _, out2 = task.valid_step(batches[1], model, criterion)
+    with metrics.aggregate() as agg:
+        task.reduce_metrics([out_unk, out2], criterion)
+        logged = agg.get_smoothed_values()
+    hyp_text = [task.decode(h) for h in [utils.strip_pad(t, pad) for t in unk_batch["target"]]]
+    hyp_text += [task.decode(h) for h in hyps_now]
+    ref_text = [task.decode(utils.strip_pad(t, pad), reference=True) for b in (unk_batch, batches[1])
+                for t in b["target"]]
+    scorer = BleuScorer("es")
+    corpus = scorer.score(hyp_text, ref_text)
+    assert logged["bleu_en_es"] == round(corpus["bleu"].score, 2)
+    assert logged["tok_bleu_en_es"] == round(corpus["tok_bleu"].score, 2)
+    assert 0 < logged["tok_bleu_en_es"] < 100 and 0 < logged["bleu_en_es"] < 100
+    perl = multi_bleu(tmp_path, [scorer.tokenize(h, "tok_bleu") for h in hyp_text],
+                      [scorer.tokenize_ref(r, "tok_bleu") for r in ref_text])
+    assert f"{logged['tok_bleu_en_es']:.2f}" == perl[0]
