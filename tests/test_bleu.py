@@ -1,7 +1,8 @@
 """BLEU as the paper reports it next to sacreBLEU (fairseq_xlm.bleu), checked against multi-bleu.perl and
 sacrebleu; the authors' evaluation protocol in unsupervised_mt validation (greedy, cap 1.5 * len + 10 checked
-against the authors' decoder, <unk> references unmatchable)."""
+against the authors' decoder, <unk> references unmatchable); recipes/evaluate_mt.sh's table."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ from fairseq_xlm.models.factory import build_model, model_config
 from fairseq_xlm.tasks import unsupervised_mt
 from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
 
+REPO = Path(__file__).resolve().parents[1]
 AUTHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "xlm-authors"
 MULTI_BLEU = AUTHORS / "xlm" / "evaluation" / "multi-bleu.perl"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -299,3 +302,45 @@ def test_reference_unk_in_validation_and_both_names_reduced(valid_setup, monkeyp
     perl = multi_bleu(tmp_path, [scorer.tokenize(h, "tok_bleu") for h in hyp_text],
                       [scorer.tokenize_ref(r, "tok_bleu") for r in ref_text])
     assert f"{logged['tok_bleu_en_es']:.2f}" == perl[0]
+
+
+# ----------------------------------------------------------------------------------- the recipe
+def test_evaluate_mt_recipe_table_and_bad_input(bible_databin, pkg_dir, run_fairseq, tmp_path):
+    """Row 1 is the authors' protocol (greedy, --max-len-a 1.5 --max-len-b 8), BEAM=2 adds a labelled row;
+    the numbers are fairseq_xlm.bleu's on the hypotheses the recipe kept."""
+    run_fairseq("fairseq_cli.train", [
+        bible_databin, "--user-dir", pkg_dir, "--task", "unsupervised_mt", "--langs", "en,es", "--mt-steps",
+        "en-es", "--arch", "xlm_mt_tiny", "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam",
+        "--lr", "1e-3", "--max-tokens", "300", "--max-update", "1", "--disable-validation", "--cpu",
+        "--num-workers", "0", "--no-epoch-checkpoints", "--save-dir", tmp_path / "ckpt"], env=ONE_THREAD)
+    # PYTHON is a wrapper that records each command line, so the test sees the decoding flags
+    log = tmp_path / "calls.log"
+    wrapper = tmp_path / "python.sh"
+    wrapper.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(wrapper), BEAM="2", WORKDIR=str(tmp_path), **ONE_THREAD)
+    ckpt = tmp_path / "ckpt" / "checkpoint_last.pt"
+    proc = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, ckpt, "en", "es"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["| protocol | sacreBLEU (detok) | tokenized BLEU (multi-bleu.perl-style) |",
+                         "|---|---:|---:|"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| greedy, max len 1.5*len+10 (authors')",
+                                                             "| beam 2, lenpen 1.0, same max len"]
+    generates = [line for line in log.read_text().splitlines() if "fairseq_cli.generate" in line]
+    assert len(generates) == 2
+    assert re.search(r"--beam 1 .*--max-len-a 1\.5 --max-len-b 8 ", generates[0])
+    assert re.search(r"--beam 2 .*--max-len-a 1\.5 --max-len-b 8 ", generates[1])
+    ref = (tmp_path / "ref.test.en-es.es").read_text(encoding="utf-8").splitlines()
+    for line, beam in zip(lines[2:], (1, 2)):
+        hyps = (tmp_path / f"hyp.test.en-es.beam{beam}.es").read_text(encoding="utf-8").splitlines()
+        assert len(hyps) == len(ref) == 60
+        expect = BleuScorer("es").score(hyps, ref)
+        assert line.split(" | ")[1:] == [f"{expect['bleu'].score:.2f}", f"{expect['tok_bleu'].score:.2f} |"]
+
+    for bad, message in [({"BEAM": "0"}, "BEAM=0: expected a beam size >= 1"),
+                         ({"SCORE_ONLY": "chrf"}, "SCORE_ONLY=chrf: expected bleu or tok_bleu")]:
+        proc = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, ckpt, "en", "es"],
+                              env=dict(env, **bad), capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and message in proc.stderr and proc.stdout == ""
