@@ -217,7 +217,8 @@ evaluate_run() {
         tgt=en; [ "$src" = en ] && tgt=es
         out=$EVAL/bleu.$run.$src-$tgt
         if [ ! -f "$out" ]; then
-            OMP_NUM_THREADS=$JOB_THREADS SPLIT=test BEAM="$BEAM" PYTHON="$PYTHON" USER_DIR="$USER_DIR" \
+            OMP_NUM_THREADS=$JOB_THREADS SPLIT=test BEAM="$BEAM" SCORE_ONLY=bleu PYTHON="$PYTHON" \
+                USER_DIR="$USER_DIR" \
                 bash "$ROOT/recipes/evaluate_mt.sh" "$OUT" "$ckpt" "$src" "$tgt" > "$out.tmp"
             mv "$out.tmp" "$out"
         fi

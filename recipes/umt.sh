@@ -42,7 +42,8 @@ MAX_UPDATES=${MAX_UPDATES:-3000}
 LR=${LR:-1e-4}
 WARMUP=${WARMUP:-400}
 VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions)
-BEST=${BEST:-bleu_${L1}_${L2}}         # checkpoint_best.pt maximises this metric
+BEST=${BEST:-bleu_${L1}_${L2}}         # checkpoint_best.pt maximises this metric (tok_bleu_*: the paper's BLEU)
+PATIENCE=${PATIENCE:--1}               # stop after this many validations without a better BEST (authors: 10)
 SPLIT=${SPLIT:-test}
 BEAM=${BEAM:-5}
 EXTRA=${EXTRA:-}                       # more fairseq-train flags for stage 3, e.g. "--fp16"
@@ -104,23 +105,24 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
         --eval-bleu --validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY" \
         --keep-interval-updates 1 --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
+        --patience "$PATIENCE" \
         --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-    echo "Stage 4: BLEU on $SPLIT with $SAVE/checkpoint_best.pt (beam $BEAM)"
+    echo "Stage 4: BLEU on $SPLIT with $SAVE/checkpoint_best.pt (greedy as the authors; beam $BEAM)"
     for dir in "$L1-$L2" "$L2-$L1"; do
         src=${dir%-*}
         tgt=${dir#*-}
         out=$SAVE/bleu.$SPLIT.$dir
         if [ -f "$out" ]; then
-            echo "  $dir: $(cat "$out") (cached in $out)"
+            printf '  %s (cached in %s):\n%s\n' "$dir" "$out" "$(cat "$out")"
             continue
         fi
         score=$(SPLIT="$SPLIT" BEAM="$BEAM" PYTHON="$PYTHON" USER_DIR="$USER_DIR" \
             bash "$ROOT/recipes/evaluate_mt.sh" "$DATABIN" "$SAVE/checkpoint_best.pt" "$src" "$tgt")
         echo "$score" > "$out.tmp"
         mv "$out.tmp" "$out"
-        echo "  $dir: $score"
+        printf '  %s:\n%s\n' "$dir" "$score"
     done
 fi

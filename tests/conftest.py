@@ -5,6 +5,7 @@
     bible_ny_databin  a smaller monolingual en/es/ny data-bin (Chichewa too), for zero-shot transfer to ny
     pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
     run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
+    one_torch_thread  torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``)
 """
 
 import importlib.util
@@ -61,6 +62,18 @@ def run_module(module: str, args: Sequence, cwd=None, timeout: float = 600,
         pytest.fail(f"exit {proc.returncode}: {' '.join(cmd)}\n--- stdout\n{_tail(proc.stdout)}\n"
                     f"--- stderr\n{_tail(proc.stderr)}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread while a module runs: on 2 shared cores, torch's default pool oversubscribes and tiny
+    models run several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

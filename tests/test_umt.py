@@ -314,7 +314,7 @@ def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pk
         "--cpu", "--num-workers", "0", "--max-tokens", "2000"], env=ONE_THREAD)
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 60
 
-    env = dict(os.environ, PYTHON=sys.executable, BEAM="2", WORKDIR=str(tmp_path), **ONE_THREAD)
+    env = dict(os.environ, PYTHON=sys.executable, BEAM="2", SCORE_ONLY="bleu", WORKDIR=str(tmp_path), **ONE_THREAD)
     score = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, umt / "checkpoint_best.pt",
                             "en", "es"], env=env, capture_output=True, text=True, timeout=300)
     assert score.returncode == 0, score.stderr[-2000:]

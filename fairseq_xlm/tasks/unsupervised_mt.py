@@ -33,6 +33,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
 
+from ..bleu import FLAVOURS, BleuScorer, bleu_from_stats, decode_reference
 from ..data import layout
 from ..data.backtranslation import backtranslate_sample, translate
 from ..data.lang_pair import DrawnPairs, KeyedDatasets, LangPairDataset, SourceDataset
@@ -74,7 +75,7 @@ class UnsupervisedMtConfig(ScheduleConfig):
                 "</s> are removed, as the authors' --max_len; 0 = no limit"})
     bt_beam: int = field(default=1, metadata={"help": "beam size of online back-translation; 1 = greedy"})
     bt_max_len_a: float = field(default=1.3, metadata={
-        "help": "generated length <= a * source length + b (back-translation and validation BLEU)"})
+        "help": "back-translation: generated length <= a * source width + b (tokens before the forced </s>)"})
     bt_max_len_b: int = field(default=5, metadata={"help": "the b of --bt-max-len-a"})
     source_lang: Optional[str] = field(default=None, metadata={
         "help": "generation/evaluation: source language (with --target-lang, splits are one direction)"})
@@ -82,8 +83,14 @@ class UnsupervisedMtConfig(ScheduleConfig):
     max_source_positions: int = field(default=512, metadata={"help": "longest source in tokens"})
     max_target_positions: int = field(default=512, metadata={"help": "longest target in tokens"})
     eval_bleu: bool = field(default=False, metadata={
-        "help": "validation: translate valid parallel data and log bleu_SRC_TGT (sacrebleu, spm-decoded)"})
-    eval_bleu_beam: int = field(default=1, metadata={"help": "beam size of validation BLEU; 1 = greedy"})
+        "help": "validation: translate valid parallel data and log bleu_SRC_TGT (sacreBLEU, detokenized) and "
+                "tok_bleu_SRC_TGT (Moses-tokenized, multi-bleu.perl-style: the paper's tables)"})
+    eval_bleu_beam: int = field(default=1, metadata={"help": "beam size of validation BLEU; 1 = greedy (authors)"})
+    eval_max_len_a: float = field(default=1.5, metadata={
+        "help": "validation BLEU: generated length <= a * source width + b (tokens before the forced </s>)"})
+    eval_max_len_b: int = field(default=8, metadata={
+        "help": "the b of --eval-max-len-a; 1.5 and 8 are the authors' cap int(1.5 * len + 10), which counts "
+                "the two </s> around the output"})
     eval_bleu_print_samples: bool = field(default=False, metadata={"help": "log one hypothesis per batch"})
 
 
@@ -131,6 +138,9 @@ class UnsupervisedMtTask(ScheduledStepsTask):
         for flag, value in (("--bt-beam", cfg.bt_beam), ("--eval-bleu-beam", cfg.eval_bleu_beam)):
             if value < 1:
                 raise ValueError(f"{flag} {value}: must be >= 1")
+        for flag, value in (("--eval-max-len-a", cfg.eval_max_len_a), ("--eval-max-len-b", cfg.eval_max_len_b)):
+            if value < 0:
+                raise ValueError(f"{flag} {value}: must be >= 0")
         self.direction = None
         if cfg.source_lang or cfg.target_lang:
             if not (cfg.source_lang and cfg.target_lang):
@@ -138,6 +148,7 @@ class UnsupervisedMtTask(ScheduledStepsTask):
             self.direction = (cfg.source_lang, cfg.target_lang)
             self._check_direction(*self.direction)
         self._spm = None
+        self._scorers = {}
 
     # ----------------------------------------------------------------------------------- set-up
     @classmethod
@@ -423,10 +434,16 @@ class UnsupervisedMtTask(ScheduledStepsTask):
         return loss, sample_size, out
 
     # ------------------------------------------------------------------------------------ BLEU
-    def decode(self, tokens) -> str:
-        """Token ids -> detokenized text with the data-bin's spm.model (fairseq's rule without one)."""
+    def decode(self, tokens, reference: bool = False) -> str:
+        """Token ids -> detokenized text with the data-bin's spm.model (fairseq's rule without one); a
+        reference's <unk> becomes the word ``<<unk>>``, which BLEU never matches (the authors' rule)."""
         pieces = self.dictionary.string(tokens.int().cpu() if torch.is_tensor(tokens) else tokens,
-                                        unk_string="<unk>")
+                                        unk_string="<unk>").split()
+        if reference:
+            return decode_reference(pieces, self._decode_pieces, unk="<unk>")
+        return self._decode_pieces(pieces)
+
+    def _decode_pieces(self, pieces: List[str]) -> str:
         if self._spm is None:
             spm_path = os.path.join(self.data_dir, "spm.model")
             if os.path.isfile(spm_path):
@@ -437,30 +454,35 @@ class UnsupervisedMtTask(ScheduledStepsTask):
                 logger.warning("%s missing: decoding with fairseq's sentencepiece rule", spm_path)
                 self._spm = False
         if self._spm:
-            return self._spm.decode_pieces(pieces.split())
-        return data_utils.post_process(pieces, "sentencepiece")
+            return self._spm.decode_pieces(pieces)
+        return data_utils.post_process(" ".join(pieces), "sentencepiece")
 
     def _bleu_stats(self, model, sample, src: str, tgt: str) -> dict:
-        import sacrebleu
-
+        """N-gram statistics of both BLEU flavours for one batch, decoded as the authors evaluate:
+        greedy by default, at most int(a * source width + b) tokens (--eval-max-len-a/b)."""
         hyps = translate(model, sample["net_input"], self.lang_id(tgt), self.cfg.eval_bleu_beam,
-                         self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
+                         self.cfg.eval_max_len_a, self.cfg.eval_max_len_b)
         pad = self.dictionary.pad()
         hyp_text = [self.decode(h) for h in hyps]
-        ref_text = [self.decode(utils.strip_pad(t, pad)) for t in sample["target"]]
+        ref_text = [self.decode(utils.strip_pad(t, pad), reference=True) for t in sample["target"]]
         if self.cfg.eval_bleu_print_samples:
             logger.info("%s->%s hypothesis: %s | reference: %s", src, tgt, hyp_text[0], ref_text[0])
-        bleu = sacrebleu.corpus_bleu(hyp_text, [ref_text])
-        tag = f"_bleu_{src}_{tgt}"
-        stats = {f"{tag}_sys_len": bleu.sys_len, f"{tag}_ref_len": bleu.ref_len}
-        for i in range(BLEU_ORDER):
-            stats[f"{tag}_counts_{i}"] = bleu.counts[i]
-            stats[f"{tag}_totals_{i}"] = bleu.totals[i]
+        if tgt not in self._scorers:
+            self._scorers[tgt] = BleuScorer(tgt)
+        stats = {}
+        for flavour, bleu in self._scorers[tgt].score(hyp_text, ref_text).items():
+            tag = f"_{flavour}_{src}_{tgt}"
+            stats[f"{tag}_sys_len"] = bleu.sys_len
+            stats[f"{tag}_ref_len"] = bleu.ref_len
+            for i in range(BLEU_ORDER):
+                stats[f"{tag}_counts_{i}"] = bleu.counts[i]
+                stats[f"{tag}_totals_{i}"] = bleu.totals[i]
         return stats
 
     # --------------------------------------------------------------------------------- metrics
     def reduce_metrics(self, logging_outputs, criterion):
-        """The criterion's totals, plus ``{kind}_loss_{step}`` per step and ``bleu_{src}_{tgt}``."""
+        """The criterion's totals, plus ``{kind}_loss_{step}`` per step, ``bleu_{src}_{tgt}`` (sacreBLEU) and
+        ``tok_bleu_{src}_{tgt}`` (tokenized, multi-bleu.perl-style)."""
         super().reduce_metrics(logging_outputs, criterion)
 
         def total(key):
@@ -472,25 +494,24 @@ class UnsupervisedMtTask(ScheduledStepsTask):
             if size > 0:
                 kind, name = tag.split("_", 1)
                 metrics.log_scalar(f"{kind}_loss_{name}", total(f"{tag}:loss") / size / math.log(2), size, round=3)
-        for direction in sorted({k[len("_bleu_"):-len("_sys_len")] for k in keys
-                                 if k.startswith("_bleu_") and k.endswith("_sys_len")}):
-            tag = f"_bleu_{direction}"
-            totals = np.array([total(f"{tag}_totals_{i}") for i in range(BLEU_ORDER)])
-            if totals.max() <= 0:
-                continue
-            metrics.log_scalar(f"{tag}_counts", np.array([total(f"{tag}_counts_{i}") for i in range(BLEU_ORDER)]))
-            metrics.log_scalar(f"{tag}_totals", totals)
-            metrics.log_scalar(f"{tag}_sys_len", total(f"{tag}_sys_len"))
-            metrics.log_scalar(f"{tag}_ref_len", total(f"{tag}_ref_len"))
-            metrics.log_derived(f"bleu_{direction}", lambda meters, tag=tag: _derive_bleu(meters, tag))
+        for flavour in FLAVOURS:
+            prefix = f"_{flavour}_"
+            for direction in sorted({k[len(prefix):-len("_sys_len")] for k in keys
+                                     if k.startswith(prefix) and k.endswith("_sys_len")}):
+                tag = f"{prefix}{direction}"
+                totals = np.array([total(f"{tag}_totals_{i}") for i in range(BLEU_ORDER)])
+                if totals.max() <= 0:
+                    continue
+                counts = np.array([total(f"{tag}_counts_{i}") for i in range(BLEU_ORDER)])
+                metrics.log_scalar(f"{tag}_counts", counts)
+                metrics.log_scalar(f"{tag}_totals", totals)
+                metrics.log_scalar(f"{tag}_sys_len", total(f"{tag}_sys_len"))
+                metrics.log_scalar(f"{tag}_ref_len", total(f"{tag}_ref_len"))
+                metrics.log_derived(f"{flavour}_{direction}",
+                                    lambda meters, tag=tag, flavour=flavour: _derive_bleu(meters, tag, flavour))
 
 
-def _derive_bleu(meters, tag: str) -> float:
-    """Corpus BLEU from summed n-gram statistics (sacrebleu's formula, exp smoothing as fairseq)."""
-    from sacrebleu.metrics import BLEU
-
-    score = BLEU.compute_bleu(
-        correct=meters[f"{tag}_counts"].sum, total=meters[f"{tag}_totals"].sum,
-        sys_len=int(meters[f"{tag}_sys_len"].sum), ref_len=int(meters[f"{tag}_ref_len"].sum),
-        smooth_method="exp")
-    return round(score.score, 2)
+def _derive_bleu(meters, tag: str, flavour: str) -> float:
+    """Corpus BLEU of one flavour from the n-gram statistics summed over batches (and workers)."""
+    return round(bleu_from_stats(flavour, meters[f"{tag}_counts"].sum, meters[f"{tag}_totals"].sum,
+                                 meters[f"{tag}_sys_len"].sum, meters[f"{tag}_ref_len"].sum), 2)
