@@ -42,6 +42,8 @@ MAX_UPDATES=${MAX_UPDATES:-3000}
 LR=${LR:-1e-4}
 WARMUP=${WARMUP:-400}
 VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions)
+EPOCH_SIZE=${EPOCH_SIZE:-0}            # > 0: epochs of this many sentences (the authors' --epoch_size, 200000
+                                       # for their UMT runs); validation, checkpoints and PATIENCE per epoch
 BEST=${BEST:-bleu_${L1}_${L2}}         # checkpoint_best.pt maximises this metric (tok_bleu_*: the paper's BLEU)
 PATIENCE=${PATIENCE:--1}               # stop after this many validations without a better BEST (authors: 10)
 SPLIT=${SPLIT:-test}
@@ -94,6 +96,12 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     init=(--pretrained-xlm-checkpoint "$PRETRAINED")
     # once training has started, the weights come from $SAVE/checkpoint_last.pt
     [ -f "$SAVE/checkpoint_last.pt" ] && init=()
+    if [ "$EPOCH_SIZE" -gt 0 ]; then
+        every=(--epoch-size "$EPOCH_SIZE")   # fairseq validates and saves at each epoch end
+    else
+        every=(--validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY"
+               --keep-interval-updates 1)
+    fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task unsupervised_mt \
         --langs "$L1,$L2" --ae-steps "$AE_STEPS" --bt-steps "$BT_STEPS" --mt-steps "$MT_STEPS" \
@@ -103,8 +111,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --criterion label_smoothed_cross_entropy --label-smoothing 0 \
         --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
         --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
-        --eval-bleu --validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY" \
-        --keep-interval-updates 1 --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
+        --eval-bleu "${every[@]}" --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
         --patience "$PATIENCE" \
         --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA
 fi

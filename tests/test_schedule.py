@@ -284,3 +284,33 @@ def test_fairseq_updates_equal_a_hand_written_loop_of_the_authors_protocol(bible
     for name, value in ref.state_dict().items():
         torch.testing.assert_close(trained[name], value, rtol=0, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
     assert any((trained[n] - init[n]).abs().max() > 1e-3 for n in init)  # the updates did move the weights
+
+
+def test_umt_recipe_validates_per_epoch_of_sentences_and_stops_with_patience(bible_databin, pkg_dir,
+                                                                            run_fairseq, tmp_path):
+    """recipes/umt.sh with EPOCH_SIZE (the authors' unit) and PATIENCE (their stopping criterion): a model
+    that cannot improve (lr 0) stops after the first validation that does not beat the best."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    pre = tmp_path / "pre"
+    run_fairseq("fairseq_cli.train", [
+        bible_databin, "--user-dir", pkg_dir, "--task", "xlm_pretrain", "--langs", "en,es", "--mlm-steps", "en,es",
+        "--criterion", "xlm_lm", "--arch", "xlm_tiny", "--batch-size", "8", "--tokens-per-sample", "64",
+        "--optimizer", "adam", "--lr", "1e-3", "--max-update", "1", "--disable-validation", "--cpu",
+        "--num-workers", "0", "--save-dir", pre], env=env)
+    run = dict(env, PYTHON=__import__("sys").executable, USER_DIR=str(pkg_dir), DATABIN=str(bible_databin),
+               SAVE=str(tmp_path / "umt"), PRETRAINED=str(pre / "checkpoint_last.pt"), EPOCH_SIZE="60",
+               MAX_UPDATES="400", PATIENCE="1", LR="0", WARMUP="1", MAX_TOKENS="300",
+               EXTRA="--cpu --bt-max-len-a 0 --bt-max-len-b 4 --eval-max-len-a 0 --eval-max-len-b 4 "
+                     "--log-format simple --dropout 0 --attention-dropout 0")
+    proc = subprocess.run(["bash", str(repo / "recipes" / "umt.sh"), "--stage", "3", "--stop-stage", "3"],
+                          env=run, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    valid = [line for line in out.splitlines() if "valid on 'valid' subset" in line]
+    assert len(valid) == 2 and "early stop since valid performance hasn't improved for last 1 runs" in out
+    assert all("| epoch 00" in line for line in valid)  # one validation per epoch, not per update count
