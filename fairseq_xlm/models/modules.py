@@ -76,16 +76,15 @@ def default_positions(tokens: Tensor, padding_idx: int) -> Tensor:
 
 
 def attention_mask(
-    key_padding_mask: Optional[Tensor], causal: bool, tgt_len: int, src_len: int
+    key_padding_mask: Optional[Tensor], causal: bool, tgt_len: int, src_len: int, device: torch.device
 ) -> Optional[Tensor]:
-    """Boolean (B|1, 1, T, S) mask, True = may attend; None when every key may be seen.
+    """Boolean (B|1, 1, T, S) mask on ``device``, True = may attend; None when every key may be seen.
 
     A padded query always keeps its own diagonal key so that no row is fully masked (SDPA would
     return NaN there); padded rows are zeroed after each layer anyway.
     """
     if key_padding_mask is None and not causal:
         return None
-    device = key_padding_mask.device if key_padding_mask is not None else None
     mask = torch.ones(1, 1, tgt_len, src_len, dtype=torch.bool, device=device)
     if causal:
         mask = torch.tril(mask, diagonal=src_len - tgt_len)

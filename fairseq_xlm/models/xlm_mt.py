@@ -105,14 +105,15 @@ class XlmDecoder(FairseqIncrementalDecoder):
             tokens = prev_output_tokens[:, -1:]
             positions = torch.full_like(tokens, step)
         x, pad, keep = stack.embed(tokens, positions, tgt_langs)
+        device = tokens.device
         enc, enc_mask = None, None
         if encoder_out is not None:
             enc = encoder_out["encoder_out"][0]
             if len(encoder_out["encoder_padding_mask"]) > 0:
-                enc_mask = attention_mask(encoder_out["encoder_padding_mask"][0], False, 1, enc.size(1))
+                enc_mask = attention_mask(encoder_out["encoder_padding_mask"][0], False, 1, enc.size(1), device)
         causal = incremental_state is None
         t = tokens.size(1)
-        self_mask = attention_mask(pad, causal, t, t) if incremental_state is None else None
+        self_mask = attention_mask(pad, causal, t, t, device) if incremental_state is None else None
         for layer in stack.layers:
             x = layer(x, self_mask, keep, causal=causal, encoder_out=enc, encoder_mask=enc_mask,
                       incremental_state=incremental_state)

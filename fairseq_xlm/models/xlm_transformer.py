@@ -96,7 +96,7 @@ class XlmEncoder(FairseqEncoder):
         """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states)."""
         x, pad, keep = self.embed(src_tokens, positions, langs)
         t = src_tokens.size(1)
-        mask = attention_mask(pad, causal, t, t)
+        mask = attention_mask(pad, causal, t, t, src_tokens.device)
         states = [x] if return_all_hiddens else []
         for layer in self.layers:
             x = layer(x, mask, keep, causal=causal)
