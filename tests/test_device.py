@@ -280,3 +280,48 @@ def test_positions_beyond_the_table_give_one_clear_error(models, dictionary):
     with pytest.raises(ValueError, match=rf"position {limit} is beyond"):
         mt.decoder(torch.full((B, limit + 1), dictionary.eos()), encoder_out=enc_out, incremental_state={})
 
+
+LOW_PRECISION = [torch.bfloat16, torch.float16]
+TRAINED = ["mlm", "clm_full_length", "mt_train_padded", "xnli_classification"]
+
+
+def assert_close_to_fp32(models, dictionary, path, low, m):
+    ref = PATHS[path](evaluated(models), dictionary, "cpu", gather=True)
+    assert torch.isfinite(low) and abs(float(low) - float(ref)) < 0.05 * float(ref), (float(low), float(ref))
+    low.backward()
+    grads = [p.grad for model in m.values() for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("path", TRAINED)
+def test_half_precision_model_trains_close_to_fp32(models, dictionary, path, dtype):
+    """fairseq's --bf16 / --fp16 cast the whole model: the loss is near fp32's and every gradient finite."""
+    m = evaluated(models, dtype)
+    loss = PATHS[path](m, dictionary, "cpu", gather=True)
+    assert loss.dtype == dtype
+    assert_close_to_fp32(models, dictionary, path, loss, m)
+
+
+@pytest.mark.parametrize("path", TRAINED)
+def test_bfloat16_autocast_trains_close_to_fp32(models, dictionary, path):
+    m = evaluated(models)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = PATHS[path](m, dictionary, "cpu", gather=True)
+    assert_close_to_fp32(models, dictionary, path, loss, m)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+def test_incremental_decoding_in_half_precision(models, dictionary, dtype):
+    """Step-by-step logits stay near full fp32 decoding; greedy and beam search finish every sentence."""
+    ref_model, model = evaluated(models)["mt"], evaluated(models, dtype)["mt"]
+    net_input = mt_input(dictionary, True, "cpu")
+    prev = tokens(dictionary, padded=False, seed=3)
+    full, _ = ref_model(prev_output_tokens=prev, **net_input)
+    enc, state = model.encoder(**net_input), {}
+    steps = [model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)[0] for t in range(T)]
+    steps = torch.cat(steps, dim=1)
+    assert steps.dtype == dtype and (steps.float() - full).abs().max() < 0.25
+    for beam in (1, 2):
+        hyps = translate(model, net_input, 1, beam=beam)
+        assert len(hyps) == B and all(h[-1] == dictionary.eos() and 1 < len(h) <= 1.3 * T + 6 for h in hyps)
