@@ -51,15 +51,21 @@ class XlmEmbeddings(nn.Module):
         self.layernorm_embedding = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.dropout = cfg.dropout
 
-    def forward(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor]) -> Tensor:
-        """tokens, positions: (B, T); langs: (B, T), (B,) or None."""
+    def forward(
+        self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor], offset: int = 0
+    ) -> Tensor:
+        """tokens, positions: (B, T); langs: (B, T), (B,) or None; without ``positions``, the first token is
+        at position ``offset`` (incremental decoding)."""
         if positions is None:
+            # Default positions are below offset + width: checked from the shape, without reading the data.
+            self.check_position(offset + tokens.size(1) - 1)
             positions = default_positions(tokens, self.padding_idx)
-        if positions.max() >= self.max_positions:
-            raise ValueError(
-                f"position {int(positions.max())} is beyond the model's --max-positions "
-                f"{self.max_positions}; use shorter samples (--tokens-per-sample / --max-source-positions)"
-            )
+            if offset:
+                positions = positions + offset
+        elif positions.device.type == "cpu":
+            # Explicit (TLM) positions must be read: free on the host, but a host sync per forward on an
+            # accelerator, where the embedding lookup's own bounds assert stops the run instead.
+            self.check_position(int(positions.max()))
         x = self.embed_tokens(tokens) + self.embed_positions(positions)
         if self.embed_langs is not None and langs is not None:
             if langs.dim() == 1:
@@ -67,6 +73,14 @@ class XlmEmbeddings(nn.Module):
             x = x + self.embed_langs(langs)
         x = self.layernorm_embedding(x)
         return F.dropout(x, p=self.dropout, training=self.training)
+
+    def check_position(self, largest: int) -> None:
+        """One clear error for a position beyond the table (instead of an index error deep in the lookup)."""
+        if largest >= self.max_positions:
+            raise ValueError(
+                f"position {largest} is beyond the model's --max-positions {self.max_positions}; "
+                f"use shorter samples (--tokens-per-sample / --max-source-positions)"
+            )
 
 
 def default_positions(tokens: Tensor, padding_idx: int) -> Tensor:
@@ -76,16 +90,15 @@ def default_positions(tokens: Tensor, padding_idx: int) -> Tensor:
 
 
 def attention_mask(
-    key_padding_mask: Optional[Tensor], causal: bool, tgt_len: int, src_len: int
+    key_padding_mask: Optional[Tensor], causal: bool, tgt_len: int, src_len: int, device: torch.device
 ) -> Optional[Tensor]:
-    """Boolean (B|1, 1, T, S) mask, True = may attend; None when every key may be seen.
+    """Boolean (B|1, 1, T, S) mask on ``device``, True = may attend; None when every key may be seen.
 
     A padded query always keeps its own diagonal key so that no row is fully masked (SDPA would
     return NaN there); padded rows are zeroed after each layer anyway.
     """
     if key_padding_mask is None and not causal:
         return None
-    device = key_padding_mask.device if key_padding_mask is not None else None
     mask = torch.ones(1, 1, tgt_len, src_len, dtype=torch.bool, device=device)
     if causal:
         mask = torch.tril(mask, diagonal=src_len - tgt_len)

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import torch
 from fairseq import checkpoint_utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoderDecoderModel, FairseqIncrementalDecoder, register_model
@@ -58,7 +57,7 @@ class XlmMtEncoder(XlmEncoder):
         x, extra = self.extract_features(src_tokens, langs=src_langs)
         return {
             "encoder_out": [x],
-            "encoder_padding_mask": [] if extra["padding_mask"] is None else [extra["padding_mask"]],
+            "encoder_padding_mask": [extra["padding_mask"]],
             "tgt_langs": [] if tgt_langs is None else [tgt_langs],
             "src_tokens": [src_tokens],
         }
@@ -97,22 +96,20 @@ class XlmDecoder(FairseqIncrementalDecoder):
         stack = self.stack
         if tgt_langs is None and encoder_out is not None and len(encoder_out["tgt_langs"]) > 0:
             tgt_langs = encoder_out["tgt_langs"][0]
-        positions = None
-        tokens = prev_output_tokens
+        tokens, offset = prev_output_tokens, 0
         if incremental_state is not None:
             # Only the newest token is fed; its position is its index in the hypothesis.
-            step = prev_output_tokens.size(1) - 1
-            tokens = prev_output_tokens[:, -1:]
-            positions = torch.full_like(tokens, step)
-        x, pad, keep = stack.embed(tokens, positions, tgt_langs)
+            tokens, offset = prev_output_tokens[:, -1:], prev_output_tokens.size(1) - 1
+        x, pad, keep = stack.embed(tokens, None, tgt_langs, offset)
+        device = tokens.device
         enc, enc_mask = None, None
         if encoder_out is not None:
             enc = encoder_out["encoder_out"][0]
             if len(encoder_out["encoder_padding_mask"]) > 0:
-                enc_mask = attention_mask(encoder_out["encoder_padding_mask"][0], False, 1, enc.size(1))
+                enc_mask = attention_mask(encoder_out["encoder_padding_mask"][0], False, 1, enc.size(1), device)
         causal = incremental_state is None
         t = tokens.size(1)
-        self_mask = attention_mask(pad, causal, t, t) if incremental_state is None else None
+        self_mask = attention_mask(pad, causal, t, t, device) if incremental_state is None else None
         for layer in stack.layers:
             x = layer(x, self_mask, keep, causal=causal, encoder_out=enc, encoder_mask=enc_mask,
                       incremental_state=incremental_state)

@@ -76,12 +76,14 @@ class XlmEncoder(FairseqEncoder):
     def embed_tokens(self) -> nn.Embedding:
         return self.embeddings.embed_tokens
 
-    def embed(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor]):
-        """Embedded tokens zeroed at padding, the padding mask (None without padding) and the (B, T, 1) keep mask."""
-        x = self.embeddings(tokens, positions, langs)
+    def embed(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor], offset: int = 0):
+        """Embedded tokens zeroed at padding, the (B, T) padding mask and the (B, T, 1) keep mask.
+
+        Both masks are built even for a batch without padding: asking whether it has any would make the
+        host wait for the device at every forward.
+        """
+        x = self.embeddings(tokens, positions, langs, offset)
         pad = tokens.eq(self.padding_idx)
-        if not pad.any():
-            return x, None, None
         keep = (~pad).unsqueeze(-1).to(x.dtype)
         return x * keep, pad, keep
 
@@ -96,7 +98,7 @@ class XlmEncoder(FairseqEncoder):
         """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states)."""
         x, pad, keep = self.embed(src_tokens, positions, langs)
         t = src_tokens.size(1)
-        mask = attention_mask(pad, causal, t, t)
+        mask = attention_mask(pad, causal, t, t, src_tokens.device)
         states = [x] if return_all_hiddens else []
         for layer in self.layers:
             x = layer(x, mask, keep, causal=causal)
