@@ -20,13 +20,6 @@ from fairseq.data import Dictionary
 from fairseq_xlm import evaluate_xnli, prepare_xnli
 from fairseq_xlm.criterions.xlm_classification import XlmClassificationCriterion
 from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, collate_classification
-from fairseq_xlm.data.xnli_readers import (
-    NliFormatError,
-    by_language,
-    read_multinli_jsonl,
-    read_xnli_mt_tsv,
-    read_xnli_tsv,
-)
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import default_positions
 from fairseq_xlm.tasks.xnli import (
@@ -41,69 +34,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "xnli"
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_COMMON = ["--arch", "xlm_tiny", "--optimizer", "adam", "--lr", "1e-3", "--cpu", "--num-workers", "0",
                 "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1", "--seed", "1"]
-
-
-# ---------------------------------------------------------------- readers
-
-
-def test_xnli_tsv_reader_keeps_requested_languages_and_labels():
-    examples, dropped = read_xnli_tsv(str(FIXTURES / "xnli.dev.tsv"), ["en", "es"])
-    groups = by_language(examples)
-    assert list(groups) == ["en", "es"] and dropped == 0  # fr rows are skipped, not dropped
-    assert [len(g) for g in groups.values()] == [8, 8]
-    first = groups["en"][0]
-    assert (first.sentence1, first.sentence2, first.label) == (
-        "The man walked to the city at night.", "A man went to the city.", "entailment")
-    # bare quotes survive: the files are read without CSV quoting
-    assert groups["en"][4].sentence1 == 'He said, "Mama, I\'m home."'
-    assert [ex.label for ex in groups["es"]].count("contradiction") == 3
-    everything, _ = read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"))
-    assert sorted(by_language(everything)) == ["en", "es", "fr"] and len(everything) == 20
-
-
-def test_multinli_reader_drops_no_consensus_rows():
-    examples, dropped = read_multinli_jsonl(str(FIXTURES / "multinli_1.0_train.jsonl"))
-    assert (len(examples), dropped) == (14, 2)
-    assert {ex.language for ex in examples} == {"en"}
-    assert "The prophet wrote a long letter." not in {ex.sentence1 for ex in examples}  # a '-' row
-    assert {ex.label for ex in examples} == {"entailment", "neutral", "contradiction"}
-
-
-def test_translate_train_reader_maps_contradictory():
-    examples, dropped = read_xnli_mt_tsv(str(FIXTURES / "multinli.train.es.tsv"), "es")
-    assert (len(examples), dropped) == (12, 0)
-    assert [ex.label for ex in examples].count("contradiction") == 4
-    assert examples[1].sentence2 == "Nadie cantó nada." and examples[1].language == "es"
-
-
-def _copy_with_line(tmp_path, name, number, new_line):
-    lines = (FIXTURES / name).read_text(encoding="utf-8").splitlines()
-    lines[number - 1] = new_line
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def test_reader_errors_name_file_and_line(tmp_path):
-    good = (FIXTURES / "xnli.dev.tsv").read_text(encoding="utf-8").splitlines()[3]
-    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 4, good.rsplit("\t", 2)[0])  # two fields short
-    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:4: malformed row: 17 tab-separated fields"):
-        read_xnli_tsv(bad)
-    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 5, good.replace("\tneutral\t", "\tmaybe\t", 1))
-    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:5: unknown label 'maybe'"):
-        read_xnli_tsv(bad)
-    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 7, '{"gold_label": "neutral", "sentence1": ')
-    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:7: malformed JSON line"):
-        read_multinli_jsonl(bad)
-    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 2,
-                          '{"gold_label": "entails", "sentence1": "a", "sentence2": "b"}')
-    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:2: unknown label 'entails'"):
-        read_multinli_jsonl(bad)
-    bad = _copy_with_line(tmp_path, "multinli.train.es.tsv", 1, "premise\thypothesis\tlabel")
-    with pytest.raises(NliFormatError, match=r"multinli\.train\.es\.tsv:1: header lacks column\(s\) \['hypo'\]"):
-        read_xnli_mt_tsv(bad, "es")
-    with pytest.raises(NliFormatError, match=r"xnli\.test\.tsv: no rows for language\(s\) \['ny'\]"):
-        read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"), ["en", "ny"])
 
 
 # ---------------------------------------------------------------- samples, head, criterion
@@ -270,6 +200,8 @@ def test_binarized_pairs_match_the_text(nli_data):
     s2 = sp.encode("A man went to the city.", out_type=str)
     assert words == ["</s>", *s1, "</s>", *s2, "</s>"]
     assert (first["label"], first["lang"]) == (1, 0)  # entailment, en
+    # train.es (XNLI-MT, tokenized in the file) gets the very tokens of its raw dev twin
+    assert task.dataset("train")[14]["tokens"].tolist() == task.dataset("valid")[8]["tokens"].tolist()
 
 
 def test_zero_shot_and_translate_train_languages(nli_data):
