@@ -165,3 +165,16 @@ def test_evaluation_batches_stay_sorted_and_complete():
 def test_bad_schedule_settings():
     with pytest.raises(ValueError, match=r"--epoch-size -5: give sentences per epoch, or -1"):
         _task(epoch_size=-5)
+    cfg = OmegaConf.create({
+        "task": OmegaConf.structured(XlmXnliConfig(data="unused", langs="en,es")),
+        "dataset": {"validate_interval_updates": 500, "disable_validation": False},
+        "checkpoint": {"save_interval_updates": 0, "no_save": False},
+    })
+    task = XlmXnliTask(cfg.task, Dictionary(), ["a", "b"])
+    with pytest.raises(ValueError, match=r"--validate-interval-updates 500 validates between saves "
+                                         r"\(--save-interval-updates 0\).*add --save-interval-updates 500"):
+        task.load_dataset("train")
+    cfg.checkpoint.save_interval_updates = 500
+    with pytest.raises(FileNotFoundError):  # past the check: no data here
+        task.load_dataset("train")
+

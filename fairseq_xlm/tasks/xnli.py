@@ -44,6 +44,7 @@ from fairseq.data import ConcatDataset, data_utils, iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
+from omegaconf.errors import InterpolationResolutionError
 from torch import nn
 
 from ..data import layout
@@ -90,6 +91,11 @@ class XlmXnliConfig(FairseqDataclass):
                 "--group_by_size): less padding, but batches of similar length (and often of one genre or "
                 "label); default: random batches, as the authors' XNLI runs"})
     seed: int = II("common.seed")
+    # Read to refuse validations that are never saved (checkpoint_best.pt would miss them).
+    validate_interval_updates: int = II("dataset.validate_interval_updates")
+    save_interval_updates: int = II("checkpoint.save_interval_updates")
+    disable_validation: bool = II("dataset.disable_validation")
+    no_save: bool = II("checkpoint.no_save")
 
 
 class XlmClassificationHead(nn.Module):
@@ -153,6 +159,15 @@ def load_pretrained_encoder(model: XlmModel, path: str, langs: List[str]) -> Non
     logger.info("initialised the encoder from %s", path)
 
 
+def _linked(cfg, name: str, default):
+    """A value linked from another fairseq config group, or ``default`` in a task config built alone."""
+    try:
+        value = getattr(cfg, name, default)
+    except InterpolationResolutionError:
+        return default
+    return default if isinstance(value, str) and value.startswith("${") else value
+
+
 @register_task("xnli", dataclass=XlmXnliConfig)
 class XlmXnliTask(FairseqTask):
     """Cross-lingual classification: zero-shot from --train-langs, or translate-train."""
@@ -199,6 +214,19 @@ class XlmXnliTask(FairseqTask):
             raise ValueError(
                 f"{where}: language(s) {unknown} are not in --langs {','.join(self.langs)}, so the model has no "
                 f"language embedding for them"
+            )
+
+    def _check_every_validation_is_saved(self) -> None:
+        """fairseq saves at epoch ends and every --save-interval-updates; a validation between two saves is
+        logged and lost, so checkpoint_best.pt would be the best of the saved points only."""
+        every = _linked(self.cfg, "validate_interval_updates", 0)
+        save = _linked(self.cfg, "save_interval_updates", 0)
+        if every <= 0 or _linked(self.cfg, "disable_validation", False) or _linked(self.cfg, "no_save", False):
+            return
+        if save <= 0 or every % save:
+            raise ValueError(
+                f"--validate-interval-updates {every} validates between saves (--save-interval-updates {save}), "
+                f"so checkpoint_best.pt would miss those validations: add --save-interval-updates {every}"
             )
 
     def data_langs(self, split: str) -> List[str]:
@@ -248,6 +276,8 @@ class XlmXnliTask(FairseqTask):
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         """One dataset of every language of the split; each sample carries its language id."""
+        if split == "train":
+            self._check_every_validation_is_saved()
         per_lang = [self._load_language(split, lang) for lang in self.split_langs(split)]
         if len({ds.input1 is None for ds in per_lang}) > 1:
             raise ValueError(f"{self.cls_dir}: some languages of '{split}' have input1 (pairs) and some do not")
