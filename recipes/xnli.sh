@@ -11,6 +11,8 @@
 # train set; TRAIN_LANGS=xx EVAL_LANGS=xx (and a TABLE of its own) fine-tunes one model for language xx.
 # The schedule is the authors' (glue-xnli.py): epochs of EPOCH_SIZE random training sentences, validated and
 # saved at every epoch end, MAX_EPOCH of them; checkpoint_best.pt is the best mean valid accuracy.
+# SWEEP=1 fine-tunes every LR of SWEEP_LRS with every BATCH of SWEEP_BATCHES (the authors' grid), selects
+# the run with the best mean valid accuracy, writes $WORK/sweep-$RUN.md and its row to $TABLE.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +42,9 @@ MAX_UPDATE=${MAX_UPDATE:-0}           # a cap on updates; 0: none (the epochs de
 VALIDATE_EVERY=${VALIDATE_EVERY:-0}   # N: also validate and save every N updates; 0: at epoch ends only
 PATIENCE=${PATIENCE:-0}               # stop after N validations without a better valid mean; 0: off (authors)
 GROUP_BY_SIZE=${GROUP_BY_SIZE:-0}     # 1: length-sorted batches (less padding, less random); 0: authors'
+SWEEP=${SWEEP:-0}
+SWEEP_LRS=${SWEEP_LRS:-0.000005,0.000025,0.000125}
+SWEEP_BATCHES=${SWEEP_BATCHES:-4,8}
 DEVICE_FLAGS=${DEVICE_FLAGS:-}        # default: --cpu when no GPU is visible
 RUN=${RUN:-}                          # run name: row label and checkpoint folder
 WORK=${WORK:-work/xnli}
@@ -142,22 +147,48 @@ finetune() {
     touch "$save/finished"
 }
 
+SWEEP_RUNS=()
+if [ "$SWEEP" = 1 ]; then
+    for lr in ${SWEEP_LRS//,/ }; do
+        for batch in ${SWEEP_BATCHES//,/ }; do SWEEP_RUNS+=("$RUN-lr$lr-bs$batch:$lr:$batch"); done
+    done
+    [ "${#SWEEP_RUNS[@]}" -gt 0 ] || { echo "error: SWEEP=1 with empty SWEEP_LRS or SWEEP_BATCHES" >&2; exit 2; }
+fi
+
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     echo "Stage 3: fine-tune $ARCH from $CKPT ($MODE) into $WORK/checkpoints"
     [ -f "$CKPT" ] || { echo "error: PRETRAINED_CKPT $CKPT not found" >&2; exit 1; }
-    finetune "$RUN" "$LR" "$BATCH"
+    if [ "$SWEEP" = 1 ]; then
+        for entry in "${SWEEP_RUNS[@]}"; do
+            IFS=: read -r name lr batch <<< "$entry"
+            finetune "$name" "$lr" "$batch"
+        done
+    else
+        finetune "$RUN" "$LR" "$BATCH"
+    fi
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     echo "Stage 4: test accuracy per language -> $TABLE"
-    [ -f "$SAVE/checkpoint_best.pt" ] || { echo "error: $SAVE/checkpoint_best.pt missing; run stage 3" >&2; exit 1; }
-    eval_flags=(--name "$RUN")
-    [ -n "$EVAL_LANGS" ] && eval_flags+=(--langs "$EVAL_LANGS")
+    eval_flags=()
+    [ -n "$EVAL_LANGS" ] && eval_flags=(--langs "$EVAL_LANGS")
+    ckpts=("$SAVE/checkpoint_best.pt")
+    if [ "$SWEEP" = 1 ]; then
+        ckpts=()
+        for entry in "${SWEEP_RUNS[@]}"; do ckpts+=("$WORK/checkpoints/${entry%%:*}/checkpoint_best.pt"); done
+        eval_flags+=(--sweep-out "$WORK/sweep-$RUN.md")
+        SAVE=$WORK/checkpoints/$RUN-sweep
+    else
+        eval_flags+=(--name "$RUN")
+    fi
+    for ckpt in "${ckpts[@]}"; do
+        [ -f "$ckpt" ] || { echo "error: $ckpt missing; run stage 3" >&2; exit 1; }
+    done
     if [ -f "$SAVE/evaluated" ]; then
         echo "  $RUN is already in $TABLE, skipping"
     else
-        mkdir -p "$(dirname "$TABLE")"
-        "$PYTHON" -m fairseq_xlm.evaluate_xnli "$SAVE/checkpoint_best.pt" "$DATABIN" "${eval_flags[@]}" --out "$TABLE"
+        mkdir -p "$(dirname "$TABLE")" "$SAVE"
+        "$PYTHON" -m fairseq_xlm.evaluate_xnli "${ckpts[@]}" "$DATABIN" "${eval_flags[@]}" --out "$TABLE"
         touch "$SAVE/evaluated"
     fi
 fi

@@ -1,8 +1,8 @@
 """Task ``xnli``: the sample layout, the first-token classifier and its criterion by hand, pretrained
 initialisation, bad inputs, and end-to-end runs (Bible genres through recipes/xnli.sh: pretrain en/es/ny,
-fine-tune on en, zero-shot table for es and ny; checkpoint_best.pt is the best validation; XNLI-format
-translate-train in the authors' epochs, one model for all languages or one per language; two learning rates
-with fairseq's composite optimizer). Readers: test_xnli_readers.py; batches and epochs
+fine-tune on en, zero-shot table for es and ny; checkpoint_best.pt is the best validation; the lr x batch
+sweep; XNLI-format translate-train in the authors' epochs, one model for all languages or one per language;
+two learning rates with fairseq's composite optimizer). Readers: test_xnli_readers.py; batches and epochs
 against the authors' code: test_xnli_protocol.py."""
 
 import os
@@ -433,6 +433,36 @@ def test_checkpoint_best_is_the_best_validation(genre_data, pretrained_ny, tmp_p
     # recounted apart from the criterion: checkpoint_best scores the best validation's accuracy
     assert evaluate_xnli.evaluate(str(save / "checkpoint_best.pt"), str(data), split="valid") == {"en": max(accuracy)}
     assert sorted(p.name for p in save.glob("*.pt")) == ["checkpoint_best.pt", "checkpoint_last.pt"]
+
+
+def test_sweep_selects_by_mean_valid_accuracy(genre_data, pretrained_ny, tmp_path):
+    """SWEEP=1 over two learning rates, in epochs of 48 sentences (6 updates of 8), 2 epochs: both runs
+    validate at each epoch end, the sweep table shows each run's best mean valid accuracy (the one its
+    checkpoint_best.pt records) and test accuracy, and the run that learns is selected into the main table."""
+    data = _light_or_water(genre_data, tmp_path, "plain", {})
+    work = tmp_path / "work"
+    settings = dict(SUBDIR="plain", RUN="sw", SWEEP="1", SWEEP_LRS="0.000001,0.003", SWEEP_BATCHES="8",
+                    EPOCH_SIZE="48", MAX_EPOCH="2")
+    _recipe(data, pretrained_ny, work, "--stage", "3", **settings)
+    names = ["sw-lr0.000001-bs8", "sw-lr0.003-bs8"]
+    best = {}
+    for name in names:
+        valid = _stats((work / "checkpoints" / name / "train.log").read_text(), "valid")
+        assert [(v["epoch"], v["num_updates"]) for v in valid] == [("001", "6"), ("002", "12")]
+        best[name] = checkpoint_utils.load_checkpoint_to_cpu(str(work / "checkpoints" / name / "checkpoint_best.pt"))
+    sweep = (work / "sweep-sw.md").read_text().splitlines()
+    assert sweep[0] == "| run | lr | batch | valid avg | test en | test avg |" and len(sweep) == 5
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in sweep[2:]]
+    assert [row[0] for row in cells[:2]] == ["sw-lr0.000001-bs8", "**sw-lr0.003-bs8** (selected: best valid avg)"]
+    assert [row[1:3] for row in cells[:2]] == [["1e-06", "8"], ["0.003", "8"]]
+    for name, row in zip(names, cells):
+        assert abs(float(row[3]) - best[name]["extra_state"]["best"]) <= 0.051
+    assert best[names[1]]["extra_state"]["best"] > best[names[0]]["extra_state"]["best"]  # lr 0.003 learns
+    assert cells[2][0].startswith("per-language best of sweep") and cells[2][4] == cells[1][4]  # one language
+    table = (work / "table.md").read_text().splitlines()
+    assert table[0] == "| model | en | avg |" and table[2] == f"| sw-lr0.003-bs8 | {cells[1][4]} | {cells[1][4]} |"
+    rerun = _recipe(data, pretrained_ny, work, "--stage", "3", **settings)
+    assert rerun.stdout.count("finished exists, skipping") == 2 and "already in" in rerun.stdout
 
 
 def test_translate_train_on_xnli_format_pairs(nli_data, pretrained, pkg_dir, run_fairseq, tmp_path, capsys):

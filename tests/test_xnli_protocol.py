@@ -1,7 +1,7 @@
 """The authors' XNLI protocol in task ``xnli``: training batches and epochs against their code
 (``ParallelDataset.get_iterator`` and the epoch loop of ``xlm/evaluation/xnli.py``, run as an oracle), the
 task's batch iterator (new random batches every epoch, reproducible from the seed, the same with data-loader
-workers), and bad settings."""
+workers), bad settings, and the sweep's model selection and table on hand-made scores."""
 
 import math
 import sys
@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 import fairseq_xlm  # noqa: F401  (registers the task)
 from fairseq.data import Dictionary
+from fairseq_xlm.evaluate_xnli import RunScores, select_run, sweep_lines
 from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, epoch_batches, epoch_seed
 from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
 
@@ -178,3 +179,26 @@ def test_bad_schedule_settings():
     with pytest.raises(FileNotFoundError):  # past the check: no data here
         task.load_dataset("train")
 
+
+def test_sweep_selection_and_table_by_hand():
+    def run(name, lr, batch, valid, test):
+        return RunScores(name, {"valid": dict(zip(("en", "es"), valid)), "test": dict(zip(("en", "es"), test))},
+                         lr, batch)
+
+    runs = [run("a", 5e-6, 4, (80.0, 60.0), (79.0, 61.0)),    # valid mean 70
+            run("b", 2.5e-5, 8, (76.0, 68.0), (75.0, 66.0)),  # valid mean 72: selected
+            run("c", 1.25e-4, 4, (70.0, 69.0), (71.0, 70.0))]  # best es valid, not the best mean
+    assert select_run(runs) is runs[1]
+    assert select_run([runs[0], run("a2", 1e-5, 8, (60.0, 80.0), (1.0, 1.0))]) is runs[0]  # first of equals
+    assert sweep_lines(runs) == [
+        "| run | lr | batch | valid avg | test en | test es | test avg |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        "| a | 5e-06 | 4 | 70.0 | 79.0 | 61.0 | 70.0 |",
+        "| **b** (selected: best valid avg) | 2.5e-05 | 8 | 72.0 | 75.0 | 66.0 | 70.5 |",
+        "| c | 0.000125 | 4 | 69.5 | 71.0 | 70.0 | 70.5 |",
+        # en from a (best en valid 80), es from c (best es valid 69): (79 + 70) / 2
+        "| per-language best of sweep (each language's run chosen on its own valid accuracy; not one model) "
+        "| | | | 79.0 | 70.0 | 74.5 |",
+    ]
+    with pytest.raises(ValueError, match="same languages"):
+        sweep_lines([runs[0], RunScores("d", {"valid": {"en": 1.0}, "test": {"en": 1.0}}, 1e-5, 8)])
