@@ -7,13 +7,19 @@
 #            otherwise Bible book genres (fairseq_xlm.bible --labels) for every language of $LANGS
 #   stage 2: binarize into DATABIN/$SUBDIR       stage 3: fine-tune (task xnli)
 #   stage 4: evaluate every language's test set and append a row to $TABLE
-# Zero-shot (default) trains on $TRAIN_LANGS only; TRANSLATE_TRAIN=1 trains on every language's train set.
+# Zero-shot (default) trains on $TRAIN_LANGS only; TRANSLATE_TRAIN=1 trains one model on every language's
+# train set; TRAIN_LANGS=xx EVAL_LANGS=xx (and a TABLE of its own) fine-tunes one model for language xx.
+# The schedule is the authors' (glue-xnli.py): epochs of EPOCH_SIZE random training sentences, validated and
+# saved at every epoch end, MAX_EPOCH of them; checkpoint_best.pt is the best mean valid accuracy.
+# SWEEP=1 fine-tunes every LR of SWEEP_LRS with every BATCH of SWEEP_BATCHES (the authors' grid), selects
+# the run with the best mean valid accuracy, writes $WORK/sweep-$RUN.md and its row to $TABLE.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LANGS=${LANGS:-en,es}                 # pretraining languages, in the pretraining order
 TRAIN_LANGS=${TRAIN_LANGS:-en}
+EVAL_LANGS=${EVAL_LANGS:-}            # validate/test on these; empty: every language with data
 TRANSLATE_TRAIN=${TRANSLATE_TRAIN:-0}
 XNLI_DIR=${XNLI_DIR:-}                # folder with xnli.dev.tsv, xnli.test.tsv; empty: Bible genres
 MNLI_TRAIN=${MNLI_TRAIN:-}            # multinli_1.0_train.jsonl
@@ -23,10 +29,22 @@ GENRE_VERSES=${GENRE_VERSES:-0,0,0}   # Bible: max verses per language for train
 VALID_FRAC=${VALID_FRAC:-0.05}
 TEST_FRAC=${TEST_FRAC:-0.05}
 ARCH=${ARCH:-xlm_tiny}
-LR=${LR:-0.000025}
+LR=${LR:-0.000025}                    # the authors' Adam lr for encoder and classifier
 BATCH=${BATCH:-8}
-MAX_UPDATE=${MAX_UPDATE:-2000}
-VALIDATE_EVERY=${VALIDATE_EVERY:-500}
+if [ -n "$XNLI_DIR" ]; then
+    EPOCH_SIZE=${EPOCH_SIZE:-20000}   # the authors' --epoch_size 20000 --n_epochs 250
+    MAX_EPOCH=${MAX_EPOCH:-250}
+else
+    EPOCH_SIZE=${EPOCH_SIZE:-4000}    # Bible genres: small settings, 4 x 500 updates of batch 8
+    MAX_EPOCH=${MAX_EPOCH:-4}
+fi
+MAX_UPDATE=${MAX_UPDATE:-0}           # a cap on updates; 0: none (the epochs decide)
+VALIDATE_EVERY=${VALIDATE_EVERY:-0}   # N: also validate and save every N updates; 0: at epoch ends only
+PATIENCE=${PATIENCE:-0}               # stop after N validations without a better valid mean; 0: off (authors)
+GROUP_BY_SIZE=${GROUP_BY_SIZE:-0}     # 1: length-sorted batches (less padding, less random); 0: authors'
+SWEEP=${SWEEP:-0}
+SWEEP_LRS=${SWEEP_LRS:-0.000005,0.000025,0.000125}
+SWEEP_BATCHES=${SWEEP_BATCHES:-4,8}
 DEVICE_FLAGS=${DEVICE_FLAGS:-}        # default: --cpu when no GPU is visible
 RUN=${RUN:-}                          # run name: row label and checkpoint folder
 WORK=${WORK:-work/xnli}
@@ -44,6 +62,11 @@ parse_stage_args "$@"
 DATABIN=${POSITIONAL[0]}
 CKPT=${POSITIONAL[1]}
 [ -d "$DATABIN" ] || { echo "error: DATABIN $DATABIN is not a folder" >&2; exit 1; }
+for var in MAX_EPOCH MAX_UPDATE VALIDATE_EVERY PATIENCE BATCH; do
+    [[ "${!var}" =~ ^[0-9]+$ ]] || { echo "error: $var=${!var} is not a whole number" >&2; exit 2; }
+done
+[[ "$EPOCH_SIZE" =~ ^(-1|[0-9]+)$ ]] ||
+    { echo "error: EPOCH_SIZE=$EPOCH_SIZE: sentences per epoch, or -1 (the whole training set)" >&2; exit 2; }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ -n "$XNLI_DIR" ]; then TASK_NAME=xnli; else TASK_NAME=genre; fi
@@ -94,35 +117,78 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     fi
 fi
 
+# finetune RUN LR BATCH: one fine-tuning into $WORK/checkpoints/RUN (skipped once finished).
+finetune() {
+    local run=$1 lr=$2 batch=$3 save=$WORK/checkpoints/$1 flags=()
+    if [ -f "$save/finished" ]; then
+        echo "  $save/finished exists, skipping"
+        return 0
+    fi
+    flags=(--train-langs "$TRAIN_LANGS")
+    [ "$TRANSLATE_TRAIN" = 1 ] && flags=(--translate-train)
+    [ -n "$EVAL_LANGS" ] && flags+=(--eval-langs "$EVAL_LANGS")
+    [ "$GROUP_BY_SIZE" = 1 ] && flags+=(--group-by-size)
+    # fairseq saves only at epoch ends and every --save-interval-updates: a validation in between would
+    # never reach checkpoint_best.pt, so VALIDATE_EVERY saves too (keeping one numbered file, removed below).
+    [ "$VALIDATE_EVERY" -gt 0 ] && flags+=(--validate-interval-updates "$VALIDATE_EVERY"
+        --save-interval-updates "$VALIDATE_EVERY" --keep-interval-updates 1)
+    echo "  $run: lr $lr, batch $batch, epochs of $EPOCH_SIZE sentences, at most $MAX_EPOCH epochs" \
+         "and $MAX_UPDATE updates (0: no cap)"
+    mkdir -p "$save"
+    # an interrupted run resumes from $save/checkpoint_last.pt
+    "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$ROOT/fairseq_xlm" --task xnli \
+        --cls-subdir "$SUBDIR" --langs "$LANGS" "${flags[@]}" --pretrained-xlm-checkpoint "$CKPT" \
+        --arch "$ARCH" --criterion xlm_classification --optimizer adam --lr "$lr" --batch-size "$batch" \
+        --epoch-size "$EPOCH_SIZE" --max-epoch "$MAX_EPOCH" --max-update "$MAX_UPDATE" --patience "$PATIENCE" \
+        --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
+        --save-dir "$save" --no-epoch-checkpoints --num-workers 0 --log-format simple --log-interval 10 \
+        $DEVICE_FLAGS 2>&1 | tee "$save/train.log"
+    rm -f "$save"/checkpoint_[0-9]*_[0-9]*.pt
+    touch "$save/finished"
+}
+
+SWEEP_RUNS=()
+if [ "$SWEEP" = 1 ]; then
+    for lr in ${SWEEP_LRS//,/ }; do
+        for batch in ${SWEEP_BATCHES//,/ }; do SWEEP_RUNS+=("$RUN-lr$lr-bs$batch:$lr:$batch"); done
+    done
+    [ "${#SWEEP_RUNS[@]}" -gt 0 ] || { echo "error: SWEEP=1 with empty SWEEP_LRS or SWEEP_BATCHES" >&2; exit 2; }
+fi
+
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-    echo "Stage 3: fine-tune $ARCH from $CKPT ($MODE) into $SAVE"
+    echo "Stage 3: fine-tune $ARCH from $CKPT ($MODE) into $WORK/checkpoints"
     [ -f "$CKPT" ] || { echo "error: PRETRAINED_CKPT $CKPT not found" >&2; exit 1; }
-    if [ -f "$SAVE/finished" ]; then
-        echo "  $SAVE/finished exists, skipping"
+    if [ "$SWEEP" = 1 ]; then
+        for entry in "${SWEEP_RUNS[@]}"; do
+            IFS=: read -r name lr batch <<< "$entry"
+            finetune "$name" "$lr" "$batch"
+        done
     else
-        mode_flags=(--train-langs "$TRAIN_LANGS")
-        [ "$TRANSLATE_TRAIN" = 1 ] && mode_flags=(--translate-train)
-        mkdir -p "$SAVE"
-        # an interrupted run resumes from $SAVE/checkpoint_last.pt
-        "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$ROOT/fairseq_xlm" --task xnli \
-            --cls-subdir "$SUBDIR" --langs "$LANGS" "${mode_flags[@]}" --pretrained-xlm-checkpoint "$CKPT" \
-            --arch "$ARCH" --criterion xlm_classification --optimizer adam --lr "$LR" \
-            --batch-size "$BATCH" --max-update "$MAX_UPDATE" --validate-interval-updates "$VALIDATE_EVERY" \
-            --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
-            --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 --log-format simple --log-interval 10 \
-            $DEVICE_FLAGS 2>&1 | tee "$SAVE/train.log"
-        touch "$SAVE/finished"
+        finetune "$RUN" "$LR" "$BATCH"
     fi
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     echo "Stage 4: test accuracy per language -> $TABLE"
-    [ -f "$SAVE/checkpoint_best.pt" ] || { echo "error: $SAVE/checkpoint_best.pt missing; run stage 3" >&2; exit 1; }
+    eval_flags=()
+    [ -n "$EVAL_LANGS" ] && eval_flags=(--langs "$EVAL_LANGS")
+    ckpts=("$SAVE/checkpoint_best.pt")
+    if [ "$SWEEP" = 1 ]; then
+        ckpts=()
+        for entry in "${SWEEP_RUNS[@]}"; do ckpts+=("$WORK/checkpoints/${entry%%:*}/checkpoint_best.pt"); done
+        eval_flags+=(--sweep-out "$WORK/sweep-$RUN.md")
+        SAVE=$WORK/checkpoints/$RUN-sweep
+    else
+        eval_flags+=(--name "$RUN")
+    fi
+    for ckpt in "${ckpts[@]}"; do
+        [ -f "$ckpt" ] || { echo "error: $ckpt missing; run stage 3" >&2; exit 1; }
+    done
     if [ -f "$SAVE/evaluated" ]; then
         echo "  $RUN is already in $TABLE, skipping"
     else
-        mkdir -p "$(dirname "$TABLE")"
-        "$PYTHON" -m fairseq_xlm.evaluate_xnli "$SAVE/checkpoint_best.pt" "$DATABIN" --name "$RUN" --out "$TABLE"
+        mkdir -p "$(dirname "$TABLE")" "$SAVE"
+        "$PYTHON" -m fairseq_xlm.evaluate_xnli "${ckpts[@]}" "$DATABIN" "${eval_flags[@]}" --out "$TABLE"
         touch "$SAVE/evaluated"
     fi
 fi

@@ -1,7 +1,9 @@
-"""Task ``xnli``: NLI readers on fixtures in the real formats, the sample layout, the first-token classifier
-and its criterion by hand, pretrained initialisation, bad inputs, and end-to-end runs (Bible genres through
-recipes/xnli.sh: pretrain en/es/ny, fine-tune on en, zero-shot table for es and ny; XNLI-format
-translate-train; two learning rates with fairseq's composite optimizer)."""
+"""Task ``xnli``: the sample layout, the first-token classifier and its criterion by hand, pretrained
+initialisation, bad inputs, and end-to-end runs (Bible genres through recipes/xnli.sh: pretrain en/es/ny,
+fine-tune on en, zero-shot table for es and ny; checkpoint_best.pt is the best validation; the lr x batch
+sweep; XNLI-format translate-train in the authors' epochs, one model for all languages or one per language;
+two learning rates with fairseq's composite optimizer). Readers: test_xnli_readers.py; batches and epochs
+against the authors' code: test_xnli_protocol.py."""
 
 import os
 import re
@@ -20,13 +22,6 @@ from fairseq.data import Dictionary
 from fairseq_xlm import evaluate_xnli, prepare_xnli
 from fairseq_xlm.criterions.xlm_classification import XlmClassificationCriterion
 from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, collate_classification
-from fairseq_xlm.data.xnli_readers import (
-    NliFormatError,
-    by_language,
-    read_multinli_jsonl,
-    read_xnli_mt_tsv,
-    read_xnli_tsv,
-)
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import default_positions
 from fairseq_xlm.tasks.xnli import (
@@ -41,69 +36,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "xnli"
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_COMMON = ["--arch", "xlm_tiny", "--optimizer", "adam", "--lr", "1e-3", "--cpu", "--num-workers", "0",
                 "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "1", "--seed", "1"]
-
-
-# ---------------------------------------------------------------- readers
-
-
-def test_xnli_tsv_reader_keeps_requested_languages_and_labels():
-    examples, dropped = read_xnli_tsv(str(FIXTURES / "xnli.dev.tsv"), ["en", "es"])
-    groups = by_language(examples)
-    assert list(groups) == ["en", "es"] and dropped == 0  # fr rows are skipped, not dropped
-    assert [len(g) for g in groups.values()] == [8, 8]
-    first = groups["en"][0]
-    assert (first.sentence1, first.sentence2, first.label) == (
-        "The man walked to the city at night.", "A man went to the city.", "entailment")
-    # bare quotes survive: the files are read without CSV quoting
-    assert groups["en"][4].sentence1 == 'He said, "Mama, I\'m home."'
-    assert [ex.label for ex in groups["es"]].count("contradiction") == 3
-    everything, _ = read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"))
-    assert sorted(by_language(everything)) == ["en", "es", "fr"] and len(everything) == 20
-
-
-def test_multinli_reader_drops_no_consensus_rows():
-    examples, dropped = read_multinli_jsonl(str(FIXTURES / "multinli_1.0_train.jsonl"))
-    assert (len(examples), dropped) == (14, 2)
-    assert {ex.language for ex in examples} == {"en"}
-    assert "The prophet wrote a long letter." not in {ex.sentence1 for ex in examples}  # a '-' row
-    assert {ex.label for ex in examples} == {"entailment", "neutral", "contradiction"}
-
-
-def test_translate_train_reader_maps_contradictory():
-    examples, dropped = read_xnli_mt_tsv(str(FIXTURES / "multinli.train.es.tsv"), "es")
-    assert (len(examples), dropped) == (12, 0)
-    assert [ex.label for ex in examples].count("contradiction") == 4
-    assert examples[1].sentence2 == "Nadie cantó nada." and examples[1].language == "es"
-
-
-def _copy_with_line(tmp_path, name, number, new_line):
-    lines = (FIXTURES / name).read_text(encoding="utf-8").splitlines()
-    lines[number - 1] = new_line
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def test_reader_errors_name_file_and_line(tmp_path):
-    good = (FIXTURES / "xnli.dev.tsv").read_text(encoding="utf-8").splitlines()[3]
-    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 4, good.rsplit("\t", 2)[0])  # two fields short
-    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:4: malformed row: 17 tab-separated fields"):
-        read_xnli_tsv(bad)
-    bad = _copy_with_line(tmp_path, "xnli.dev.tsv", 5, good.replace("\tneutral\t", "\tmaybe\t", 1))
-    with pytest.raises(NliFormatError, match=r"xnli\.dev\.tsv:5: unknown label 'maybe'"):
-        read_xnli_tsv(bad)
-    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 7, '{"gold_label": "neutral", "sentence1": ')
-    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:7: malformed JSON line"):
-        read_multinli_jsonl(bad)
-    bad = _copy_with_line(tmp_path, "multinli_1.0_train.jsonl", 2,
-                          '{"gold_label": "entails", "sentence1": "a", "sentence2": "b"}')
-    with pytest.raises(NliFormatError, match=r"multinli_1\.0_train\.jsonl:2: unknown label 'entails'"):
-        read_multinli_jsonl(bad)
-    bad = _copy_with_line(tmp_path, "multinli.train.es.tsv", 1, "premise\thypothesis\tlabel")
-    with pytest.raises(NliFormatError, match=r"multinli\.train\.es\.tsv:1: header lacks column\(s\) \['hypo'\]"):
-        read_xnli_mt_tsv(bad, "es")
-    with pytest.raises(NliFormatError, match=r"xnli\.test\.tsv: no rows for language\(s\) \['ny'\]"):
-        read_xnli_tsv(str(FIXTURES / "xnli.test.tsv"), ["en", "ny"])
 
 
 # ---------------------------------------------------------------- samples, head, criterion
@@ -249,6 +181,31 @@ def pretrained_ny(bible_ny_databin, tmp_path_factory, pkg_dir, run_fairseq):
                      run_fairseq)
 
 
+@pytest.fixture(scope="module")
+def genre_data(bible_ny_databin, tmp_path_factory):
+    """DATA (dict.txt, spm.model of the en/es/ny data-bin) with DATA/genre made by recipes/xnli.sh stages 1-2
+    (400 / 80 / 80 verses per language)."""
+    data = tmp_path_factory.mktemp("genre_data")
+    for name in ("dict.txt", "spm.model"):
+        os.symlink(bible_ny_databin / name, data / name)
+    env = dict(os.environ, WORK=str(data / "work"), LANGS="en,es,ny", GENRE_VERSES="400,80,80",
+               PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), "--stop-stage", "2", str(data), "unused.pt"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return data
+
+
+def _recipe(data, ckpt, work, *stage_args, **env):
+    """recipes/xnli.sh with ``env`` settings (default LANGS en,es,ny); returns the finished process."""
+    full = dict(os.environ, WORK=str(work), LANGS="en,es,ny", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    full.update(env)
+    proc = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), *stage_args, str(data), str(ckpt)],
+                          env=full, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def _task(data, **overrides):
     cfg = OmegaConf.structured(XlmXnliConfig(data=str(data), langs="en,es"))
     for key, value in overrides.items():
@@ -270,6 +227,8 @@ def test_binarized_pairs_match_the_text(nli_data):
     s2 = sp.encode("A man went to the city.", out_type=str)
     assert words == ["</s>", *s1, "</s>", *s2, "</s>"]
     assert (first["label"], first["lang"]) == (1, 0)  # entailment, en
+    # train.es (XNLI-MT, tokenized in the file) gets the very tokens of its raw dev twin
+    assert task.dataset("train")[14]["tokens"].tolist() == task.dataset("valid")[8]["tokens"].tolist()
 
 
 def test_zero_shot_and_translate_train_languages(nli_data):
@@ -380,20 +339,18 @@ def _accuracy_one_by_one(checkpoint, data, raw, langs, max_tokens=256):
     return scores
 
 
-def test_bible_genres_zero_shot_recipe(bible_ny_databin, pretrained_ny, tmp_path):
-    """recipes/xnli.sh on an en/es/ny pretraining: Bible genres, fine-tune on en only, zero-shot table for es, ny."""
+def test_bible_genres_zero_shot_recipe(genre_data, pretrained_ny):
+    """recipes/xnli.sh on an en/es/ny pretraining: Bible genres, fine-tune on en only, zero-shot table for es, ny
+    (stages 1-2 ran in the fixture: this run skips them)."""
     langs = ["en", "es", "ny"]
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("dict.txt", "spm.model"):
-        os.symlink(bible_ny_databin / name, data / name)
-    env = dict(os.environ, WORK=str(tmp_path / "work"), LANGS="en,es,ny", GENRE_VERSES="400,80,80",
+    data, work = genre_data, genre_data / "work"
+    env = dict(os.environ, WORK=str(work), LANGS="en,es,ny", GENRE_VERSES="400,80,80",
                MAX_UPDATE="4", BATCH="32", VALIDATE_EVERY="2", RUN="tiny", PYTHON=sys.executable,
                OMP_NUM_THREADS="1")
     recipe = ["bash", str(REPO / "recipes" / "xnli.sh"), str(data), str(pretrained_ny)]
     proc = subprocess.run(recipe, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = (tmp_path / "work" / "table.md").read_text().splitlines()
+    table = (work / "table.md").read_text().splitlines()
     assert table[0] == "| model | en | es | ny | avg |" and len(table) == 3
     row = re.fullmatch(r"\| tiny \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", table[2])
     assert row, table[2]
@@ -402,8 +359,8 @@ def test_bible_genres_zero_shot_recipe(bible_ny_databin, pretrained_ny, tmp_path
     assert (data / "genre" / "labels.txt").read_text().split() == [
         "Law", "History", "Poetry", "Prophets", "Gospels", "Acts", "Letters", "Revelation"]
     # the table's numbers are the test accuracies of checkpoint_best, recounted from the raw text
-    save = tmp_path / "work" / "checkpoints" / "tiny"
-    recount = _accuracy_one_by_one(save / "checkpoint_best.pt", data, tmp_path / "work" / "raw-genre", langs)
+    save = work / "checkpoints" / "tiny"
+    recount = _accuracy_one_by_one(save / "checkpoint_best.pt", data, work / "raw-genre", langs)
     for lang, acc in zip(langs, accs):
         assert abs(recount[lang] - acc) <= 0.051, (lang, recount, table[2])
 
@@ -421,20 +378,106 @@ def test_bible_genres_zero_shot_recipe(bible_ny_databin, pretrained_ny, tmp_path
 
     rerun = subprocess.run(recipe, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0 and "skipping" in rerun.stdout
-    assert len((tmp_path / "work" / "table.md").read_text().splitlines()) == 3  # no duplicate row
+    assert len((work / "table.md").read_text().splitlines()) == 3  # no duplicate row
     bad = subprocess.run(recipe[:-1], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+    bad = subprocess.run(recipe, env=dict(env, EPOCH_SIZE="-3"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "EPOCH_SIZE=-3" in bad.stderr
+
+
+def _light_or_water(genre_data, tmp_path, subdir, swap):
+    """DATA/SUBDIR: 80 texts of 'light ...' (A) or 'water ...' (B), 4 copies for train, 1 for valid and test,
+    whose labels are mapped through ``swap``."""
+    raw, data = tmp_path / f"raw-{subdir}", tmp_path / "data"
+    raw.mkdir()
+    data.mkdir(exist_ok=True)
+    for name in ("dict.txt", "spm.model"):
+        if not (data / name).exists():
+            os.symlink(genre_data / name, data / name)
+    texts = [(" ".join([word] * (3 + i % 5)), label) for word, label in (("light", "A"), ("water", "B"))
+             for i in range(40)]
+    (raw / "labels.txt").write_text("A\nB\n")
+    for split, copies, mapping in (("train", 4, {}), ("valid", 1, swap), ("test", 1, swap)):
+        (raw / f"{split}.en.input0").write_text("".join(t + "\n" for t, _ in texts) * copies)
+        (raw / f"{split}.en.label").write_text("".join(mapping.get(g, g) + "\n" for _, g in texts) * copies)
+    prepare_xnli.main(["binarize", "--raw", str(raw), "--data", str(data), "--subdir", subdir])
+    return data
+
+
+def test_checkpoint_best_is_the_best_validation(genre_data, pretrained_ny, tmp_path):
+    """An epoch longer than the run, validated every 2 updates: checkpoint_best.pt holds the best validation's
+    model and mean accuracy, checkpoint_last.pt the last one's, and no other checkpoint stays. The valid set
+    is the training texts with their labels swapped, so learning drives its accuracy to 0: the best
+    validation comes before the last."""
+    data = _light_or_water(genre_data, tmp_path, "swapped", {"A": "B", "B": "A"})
+    # 320 training texts in batches of 8: the epoch (40 updates) is longer than the run (12)
+    work = tmp_path / "work"
+    _recipe(data, pretrained_ny, work, "--stage", "3", "--stop-stage", "3", SUBDIR="swapped",
+            RUN="swapped", EPOCH_SIZE="-1", MAX_UPDATE="12", VALIDATE_EVERY="2", BATCH="8", LR="0.003")
+    save = work / "checkpoints" / "swapped"
+    log = (save / "train.log").read_text()
+    valid = _stats(log, "valid")
+    updates = [int(v["num_updates"]) for v in valid]
+    accuracy = [float(v["accuracy"]) for v in valid]
+    assert updates == [2, 4, 6, 8, 10, 12]
+    assert accuracy[-1] == 0.0 < max(accuracy), accuracy  # the premise: learning made validation worse
+    # fairseq keeps the latest of equal bests (>=)
+    best_at = max(i for i, a in enumerate(accuracy) if a == max(accuracy))
+    best, last = (checkpoint_utils.load_checkpoint_to_cpu(str(save / f"checkpoint_{k}.pt")) for k in ("best", "last"))
+    assert best["extra_state"]["val_loss"] == best["extra_state"]["best"] == max(accuracy)
+    assert best["optimizer_history"][-1]["num_updates"] == updates[best_at]
+    assert last["extra_state"]["val_loss"] == 0.0 and last["optimizer_history"][-1]["num_updates"] == 12
+    assert last["extra_state"]["train_iterator"]["iterations_in_epoch"] == 12  # still inside epoch 1
+    head = "classification_heads.xnli.out_proj.weight"
+    assert not torch.equal(best["model"][head], last["model"][head])
+    # recounted apart from the criterion: checkpoint_best scores the best validation's accuracy
+    assert evaluate_xnli.evaluate(str(save / "checkpoint_best.pt"), str(data), split="valid") == {"en": max(accuracy)}
+    assert sorted(p.name for p in save.glob("*.pt")) == ["checkpoint_best.pt", "checkpoint_last.pt"]
+
+
+def test_sweep_selects_by_mean_valid_accuracy(genre_data, pretrained_ny, tmp_path):
+    """SWEEP=1 over two learning rates, in epochs of 48 sentences (6 updates of 8), 2 epochs: both runs
+    validate at each epoch end, the sweep table shows each run's best mean valid accuracy (the one its
+    checkpoint_best.pt records) and test accuracy, and the run that learns is selected into the main table."""
+    data = _light_or_water(genre_data, tmp_path, "plain", {})
+    work = tmp_path / "work"
+    settings = dict(SUBDIR="plain", RUN="sw", SWEEP="1", SWEEP_LRS="0.000001,0.003", SWEEP_BATCHES="8",
+                    EPOCH_SIZE="48", MAX_EPOCH="2")
+    _recipe(data, pretrained_ny, work, "--stage", "3", **settings)
+    names = ["sw-lr0.000001-bs8", "sw-lr0.003-bs8"]
+    best = {}
+    for name in names:
+        valid = _stats((work / "checkpoints" / name / "train.log").read_text(), "valid")
+        assert [(v["epoch"], v["num_updates"]) for v in valid] == [("001", "6"), ("002", "12")]
+        best[name] = checkpoint_utils.load_checkpoint_to_cpu(str(work / "checkpoints" / name / "checkpoint_best.pt"))
+    sweep = (work / "sweep-sw.md").read_text().splitlines()
+    assert sweep[0] == "| run | lr | batch | valid avg | test en | test avg |" and len(sweep) == 5
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in sweep[2:]]
+    assert [row[0] for row in cells[:2]] == ["sw-lr0.000001-bs8", "**sw-lr0.003-bs8** (selected: best valid avg)"]
+    assert [row[1:3] for row in cells[:2]] == [["1e-06", "8"], ["0.003", "8"]]
+    for name, row in zip(names, cells):
+        assert abs(float(row[3]) - best[name]["extra_state"]["best"]) <= 0.051
+    assert best[names[1]]["extra_state"]["best"] > best[names[0]]["extra_state"]["best"]  # lr 0.003 learns
+    assert cells[2][0].startswith("per-language best of sweep") and cells[2][4] == cells[1][4]  # one language
+    table = (work / "table.md").read_text().splitlines()
+    assert table[0] == "| model | en | avg |" and table[2] == f"| sw-lr0.003-bs8 | {cells[1][4]} | {cells[1][4]} |"
+    rerun = _recipe(data, pretrained_ny, work, "--stage", "3", **settings)
+    assert rerun.stdout.count("finished exists, skipping") == 2 and "already in" in rerun.stdout
 
 
 def test_translate_train_on_xnli_format_pairs(nli_data, pretrained, pkg_dir, run_fairseq, tmp_path, capsys):
+    """One model on both training sets, in the authors' epochs: 26 pairs in batches of 4 are 7 batches of
+    4, 4, 4, 4, 4, 3, 3, and an epoch of 10 sentences stops at the third, whatever their order."""
     save = tmp_path / "ckpt"
     proc = run_fairseq("fairseq_cli.train", [
         nli_data, "--user-dir", pkg_dir, "--task", "xnli", "--langs", "en,es", "--translate-train",
-        "--pretrained-xlm-checkpoint", pretrained, "--criterion", "xlm_classification", "--max-update", "4",
-        "--batch-size", "8", "--save-dir", save, "--best-checkpoint-metric", "accuracy",
+        "--pretrained-xlm-checkpoint", pretrained, "--criterion", "xlm_classification", "--epoch-size", "10",
+        "--max-epoch", "2", "--batch-size", "4", "--save-dir", save, "--best-checkpoint-metric", "accuracy",
         "--maximize-best-checkpoint-metric", *TRAIN_COMMON], cwd=tmp_path)
     train = _stats(proc.stdout + proc.stderr, "train")
-    assert train and all("accuracy_en" in s and "accuracy_es" in s for s in train)  # both training sets
+    assert len(train) == 2 and all("accuracy_en" in s and "accuracy_es" in s for s in train)  # both training sets
+    assert [(s["epoch"], s["num_updates"]) for s in _stats(proc.stdout + proc.stderr, "valid")] == [
+        ("001", "3"), ("002", "6")]
     assert "initialised the encoder from" in proc.stdout + proc.stderr
 
     out = tmp_path / "table.md"
@@ -451,8 +494,28 @@ def test_translate_train_on_xnli_format_pairs(nli_data, pretrained, pkg_dir, run
         evaluate_xnli.main([str(save / "checkpoint_best.pt"), str(nli_data), "--langs", "fr"])
 
 
+def test_one_model_per_language_with_the_recipe(nli_data, pretrained, tmp_path):
+    """The paper's translate-train row is one model per language: TRAIN_LANGS=es EVAL_LANGS=es trains on the
+    Spanish training set only, selects on Spanish valid, and writes a Spanish-only table."""
+    proc = _recipe(nli_data, pretrained, tmp_path, "--stage", "3", LANGS="en,es", SUBDIR="xnli", RUN="tt-es",
+                   TRAIN_LANGS="es", EVAL_LANGS="es", MAX_UPDATE="2", BATCH="4")
+    log = (tmp_path / "checkpoints" / "tt-es" / "train.log").read_text()
+    assert "train es: 12 examples" in log and "train en" not in log
+    stats = _stats(log, "train") + _stats(log, "valid")
+    assert stats and all("accuracy_es" in s and "accuracy_en" not in s for s in stats)
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[0] == "| model | es | avg |" and table[2].startswith("| tt-es | ")
+    assert "error" not in proc.stderr.lower()
+
+
 def test_two_learning_rates_with_the_composite_optimizer(nli_data, pretrained, pkg_dir, run_fairseq, tmp_path):
-    """recipes/xnli_two_lr.yaml with encoder lr 0: the encoder stays the pretrained one, the head learns."""
+    """recipes/xnli_two_lr.yaml: the authors' values by default; with encoder lr 0 the encoder stays the
+    pretrained one while the head learns."""
+    recipe = OmegaConf.load(REPO / "recipes" / "xnli_two_lr.yaml")
+    groups = recipe.optimizer.groups
+    assert groups.encoder.lr_float == groups.classifier.lr_float == recipe.optimization.lr[0] == 2.5e-5
+    assert (recipe.dataset.batch_size, recipe.task.epoch_size, recipe.optimization.max_epoch) == (8, 20000, 250)
+    assert recipe.task.classifier_dropout == 0.0 and XlmXnliConfig.classifier_dropout == 0.0
     save = tmp_path / "ckpt"
     run_fairseq("fairseq_cli.hydra_train", [
         "--config-dir", REPO / "recipes", "--config-name", "xnli_two_lr", f"common.user_dir={pkg_dir}",
@@ -481,7 +544,7 @@ def test_converted_checkpoint_initialises_the_encoder(nli_data, pretrained, tmp_
 
 
 def test_evaluation_batches_keep_every_example(nli_data):
-    """fairseq's batch_by_size drops the remainder of a batch-size multiple; validation must not."""
+    """fairseq's batch_by_size drops the remainder of a batch-size multiple; validation must not, nor training."""
     task = _task(nli_data, translate_train=True)
     task.load_dataset("train")
     task.load_dataset("valid")
@@ -493,4 +556,4 @@ def test_evaluation_batches_keep_every_example(nli_data):
         return sum(len(batch["id"]) for batch in itr.next_epoch_itr(shuffle=False))
 
     assert seen(valid) == len(valid)
-    assert seen(train) == len(train) // 5 * 5  # training keeps fairseq's behaviour
+    assert seen(train) == len(train)  # training: the authors' batches (np.array_split) drop nothing either

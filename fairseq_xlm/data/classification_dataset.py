@@ -4,9 +4,15 @@ A sentence pair becomes the authors' XNLI input ``</s> s1 </s> s2 </s>`` (positi
 whole pair, not restarted as in TLM) with the language id on every token; a single text is ``</s> s1 </s>``.
 fairseq binarizes each sentence as ``s </s>``, so we only prepend one ``</s>``. Like the authors
 (``--max_len 256``), each ``</s> s </s>`` is cut to ``max_sentence_tokens`` tokens, keeping its final ``</s>``.
+
+Training batches are the authors' (``ParallelDataset.get_iterator(shuffle=True)`` and the epoch loop of
+their ``xnli.py``): every epoch a fresh random permutation, cut into batches, the batches in random order,
+and the epoch stops after the batch that reaches ``epoch_size`` sentences. ``epoch_batches`` draws them
+from (seed, epoch) alone, so data-loader workers, resumed runs and reruns see the same batches.
 """
 
-from typing import List, Sequence
+import math
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +98,48 @@ def collate_classification(samples: Sequence[dict], pad: int) -> dict:
         "target": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "lang": lang,
     }
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for (seed, epoch): a new permutation every epoch, the same one for the same --seed."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def random_batches(sizes: np.ndarray, indices: np.ndarray, rng: np.random.RandomState,
+                   max_sentences: Optional[int] = None, max_tokens: Optional[int] = None,
+                   group_by_size: bool = False) -> List[np.ndarray]:
+    """The authors' ``get_iterator(shuffle=True)`` over ``indices``, with their draws from ``rng``.
+
+    A permutation (stably sorted by size with ``group_by_size``) cut into ``ceil(n / max_sentences)``
+    batches whose sizes differ by at most one (their ``np.array_split``) or, with ``max_tokens``, where the
+    running sum of ``sizes`` passes a multiple of it (then split further to ``max_sentences``); the
+    batches are returned in random order."""
+    if not max_sentences and not max_tokens:
+        raise ValueError("training batches need --batch-size or --max-tokens")
+    order = indices[rng.permutation(len(indices))]
+    if group_by_size:
+        order = order[np.argsort(sizes[order], kind="mergesort")]
+    if max_tokens:
+        _, bounds = np.unique(np.cumsum(sizes[order]) // max_tokens, return_index=True)
+        batches = np.split(order, bounds[1:])
+        if max_sentences:
+            batches = [part for b in batches for part in np.array_split(b, math.ceil(len(b) / max_sentences))]
+    else:
+        batches = np.array_split(order, math.ceil(len(order) / max_sentences))
+    rng.shuffle(batches)
+    return batches
+
+
+def epoch_batches(sizes: np.ndarray, indices: np.ndarray, seed: int, epoch: int, max_sentences: Optional[int],
+                  max_tokens: Optional[int], group_by_size: bool, epoch_size: int) -> List[np.ndarray]:
+    """One training epoch: ``random_batches`` drawn from (seed, epoch), up to and including the batch that
+    brings the sentence count to ``epoch_size`` (the authors' ``ns >= epoch_size``); <= 0 = every batch."""
+    rng = np.random.RandomState(epoch_seed(seed, epoch))
+    batches = random_batches(np.asarray(sizes), np.asarray(indices), rng, max_sentences, max_tokens, group_by_size)
+    if epoch_size > 0:
+        seen = np.cumsum([len(b) for b in batches])
+        batches = batches[: int(np.searchsorted(seen, epoch_size)) + 1]
+    return batches
 
 
 def load_label_set(path: str) -> List[str]:

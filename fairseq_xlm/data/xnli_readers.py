@@ -6,7 +6,8 @@
                                         rows labelled ``-`` (no annotator consensus) are dropped
     XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv
                                         the machine-translated training sets (translate-train): header
-                                        ``premise hypo label``, where the label is spelled ``contradictory``
+                                        ``premise hypo label``, where the label is spelled ``contradictory``;
+                                        Moses-tokenized ("geography ."), unlike the raw dev/test sentences
 
 Every reader returns ``(examples, dropped)``; a malformed line raises ``NliFormatError`` naming the file
 and the line number. The files are read without CSV quoting: XNLI sentences contain bare quotes.
@@ -146,12 +147,26 @@ def read_multinli_jsonl(path: str, language: str = "en") -> Tuple[List[NliExampl
     return _collect(path, candidates())
 
 
-def read_xnli_mt_tsv(path: str, language: str) -> Tuple[List[NliExample], int]:
-    """Examples of a translate-train file ``multinli.train.{lang}.tsv`` (columns premise, hypo, label)."""
+def read_xnli_mt_tsv(path: str, language: str, detokenize: bool = True) -> Tuple[List[NliExample], int]:
+    """Examples of a translate-train file ``multinli.train.{lang}.tsv`` (columns premise, hypo, label).
+
+    Its sentences are Moses-tokenized while XNLI dev/test and the pretraining text are raw, and sentencepiece
+    splits "agua ." and "agua." differently; so they are detokenized (sacremoses, rules of ``language``) to
+    the raw form. The authors went the other way (Moses-tokenizing dev/test): their BPE was learned on
+    tokenized text, ours on raw text."""
+    untok = _detokenizer(language) if detokenize else (lambda text: text)
     return _collect(path, (
-        _example(row["premise"], row["hypo"], _label(row["label"], path, number), language)
+        _example(untok(row["premise"]), untok(row["hypo"]), _label(row["label"], path, number), language)
         for number, row in _read_tsv(path, ("premise", "hypo", "label"))
     ))
+
+
+def _detokenizer(language: str):
+    """Moses detokenization of a space-tokenized sentence (also undoes Moses' &quot; style escapes)."""
+    from sacremoses import MosesDetokenizer
+
+    moses = MosesDetokenizer(lang=language)
+    return lambda text: moses.detokenize(text.split())
 
 
 def by_language(examples: Sequence[NliExample]) -> Dict[str, List[NliExample]]:

@@ -16,6 +16,10 @@ through dropout and ``Linear(dim, n_classes)``, as the authors do. It lives in t
 ``classification_heads["xnli"]``, added by ``build_model`` (fairseq's RoBERTa keeps its heads the same way),
 so fine-tuned checkpoints load with ``checkpoint_utils.load_model_ensemble`` and this task.
 
+Training follows the authors' schedule in their units: an epoch is ``--epoch-size`` sentences (their 20000)
+of a fresh random permutation, in random batches (their ``group_by_size=False``; ``--group-by-size`` sorts
+them), so fairseq's ``--max-epoch`` (their 250 ``n_epochs``), validation and saving at epoch ends are theirs.
+
 Validation on several languages: one combined ``valid`` set whose samples carry their language, and the
 criterion ``xlm_classification`` logs ``accuracy_{lang}`` plus their mean ``accuracy`` (use
 ``--best-checkpoint-metric accuracy --maximize-best-checkpoint-metric``). fairseq's
@@ -34,15 +38,17 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import numpy as np
 from fairseq import checkpoint_utils
-from fairseq.data import ConcatDataset, data_utils
+from fairseq.data import ConcatDataset, data_utils, iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
+from omegaconf.errors import InterpolationResolutionError
 from torch import nn
 
 from ..data import layout
-from ..data.classification_dataset import XlmClassificationDataset, load_label_set, read_labels
+from ..data.classification_dataset import XlmClassificationDataset, epoch_batches, load_label_set, read_labels
 from ..models.xlm_transformer import XlmModel, check_vocab_and_langs
 
 logger = logging.getLogger(__name__)
@@ -74,8 +80,22 @@ class XlmXnliConfig(FairseqDataclass):
     pretrained_xlm_checkpoint: Optional[str] = field(default=None, metadata={
         "help": "xlm_pretrain (or converted authors') checkpoint to initialise the encoder from; it must share "
                 "the data-bin's dictionary and --langs"})
-    classifier_dropout: float = field(default=0.1, metadata={"help": "dropout before the classifier's Linear"})
+    classifier_dropout: float = field(default=0.0, metadata={
+        "help": "dropout before the classifier's Linear (the authors' XNLI --dropout, default 0)"})
+    epoch_size: int = field(default=-1, metadata={
+        "help": "training sentences (examples) per epoch, the authors' --epoch_size: each epoch is a new random "
+                "permutation of the training set, stopped after the batch that reaches this many; -1 or 0 = "
+                "the whole training set"})
+    group_by_size: bool = field(default=False, metadata={
+        "help": "sort each epoch's permutation by length before cutting it into batches (the authors' "
+                "--group_by_size): less padding, but batches of similar length (and often of one genre or "
+                "label); default: random batches, as the authors' XNLI runs"})
     seed: int = II("common.seed")
+    # Read to refuse validations that are never saved (checkpoint_best.pt would miss them).
+    validate_interval_updates: int = II("dataset.validate_interval_updates")
+    save_interval_updates: int = II("checkpoint.save_interval_updates")
+    disable_validation: bool = II("dataset.disable_validation")
+    no_save: bool = II("checkpoint.no_save")
 
 
 class XlmClassificationHead(nn.Module):
@@ -139,6 +159,15 @@ def load_pretrained_encoder(model: XlmModel, path: str, langs: List[str]) -> Non
     logger.info("initialised the encoder from %s", path)
 
 
+def _linked(cfg, name: str, default):
+    """A value linked from another fairseq config group, or ``default`` in a task config built alone."""
+    try:
+        value = getattr(cfg, name, default)
+    except InterpolationResolutionError:
+        return default
+    return default if isinstance(value, str) and value.startswith("${") else value
+
+
 @register_task("xnli", dataclass=XlmXnliConfig)
 class XlmXnliTask(FairseqTask):
     """Cross-lingual classification: zero-shot from --train-langs, or translate-train."""
@@ -152,6 +181,9 @@ class XlmXnliTask(FairseqTask):
         for flag, value in (("--train-langs", cfg.train_langs), ("--eval-langs", cfg.eval_langs)):
             if value:
                 self._check_known(layout.parse_langs(value, flag), flag)
+        if cfg.epoch_size < -1:
+            raise ValueError(f"--epoch-size {cfg.epoch_size}: give sentences per epoch, or -1 (or 0) for the "
+                             f"whole training set")
 
     @classmethod
     def setup_task(cls, cfg: XlmXnliConfig, **kwargs):
@@ -182,6 +214,19 @@ class XlmXnliTask(FairseqTask):
             raise ValueError(
                 f"{where}: language(s) {unknown} are not in --langs {','.join(self.langs)}, so the model has no "
                 f"language embedding for them"
+            )
+
+    def _check_every_validation_is_saved(self) -> None:
+        """fairseq saves at epoch ends and every --save-interval-updates; a validation between two saves is
+        logged and lost, so checkpoint_best.pt would be the best of the saved points only."""
+        every = _linked(self.cfg, "validate_interval_updates", 0)
+        save = _linked(self.cfg, "save_interval_updates", 0)
+        if every <= 0 or _linked(self.cfg, "disable_validation", False) or _linked(self.cfg, "no_save", False):
+            return
+        if save <= 0 or every % save:
+            raise ValueError(
+                f"--validate-interval-updates {every} validates between saves (--save-interval-updates {save}), "
+                f"so checkpoint_best.pt would miss those validations: add --save-interval-updates {every}"
             )
 
     def data_langs(self, split: str) -> List[str]:
@@ -231,6 +276,8 @@ class XlmXnliTask(FairseqTask):
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         """One dataset of every language of the split; each sample carries its language id."""
+        if split == "train":
+            self._check_every_validation_is_saved()
         per_lang = [self._load_language(split, lang) for lang in self.split_langs(split)]
         if len({ds.input1 is None for ds in per_lang}) > 1:
             raise ValueError(f"{self.cls_dir}: some languages of '{split}' have input1 (pairs) and some do not")
@@ -239,12 +286,31 @@ class XlmXnliTask(FairseqTask):
         self.datasets[split] = per_lang[0] if len(per_lang) == 1 else ConcatDataset(per_lang)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
-                           ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
-        """Evaluation sets keep every example: fairseq's batch_by_size drops what a batch-size multiple leaves."""
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
+                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
+                           skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
+        """Training: the authors' random batches and epochs (``classification_dataset.epoch_batches``), drawn
+        from (seed, epoch). Evaluation: fairseq's size-sorted batches, keeping every example."""
         if dataset is not self.datasets.get("train"):
-            required_batch_size_multiple = 1
-        return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
-                                          required_batch_size_multiple, **kwargs)
+            # required_batch_size_multiple 1: fairseq's batch_by_size drops what a batch-size multiple leaves.
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs, 1, seed, num_shards,
+                shard_id, num_workers, epoch, data_buffer_size, disable_iterator_cache, skip_remainder_batch,
+                grouped_shuffling, update_epoch_batch_itr)
+        indices = np.arange(len(dataset), dtype=np.int64)
+        if max_positions is not None:
+            indices = self.filter_indices_by_size(indices, dataset, max_positions, ignore_invalid_inputs)
+        sizes = np.asarray(dataset.sizes)
+
+        def make_batches(ds, ep):
+            return epoch_batches(sizes, indices, seed, ep, max_sentences, max_tokens, self.cfg.group_by_size,
+                                 self.cfg.epoch_size)
+
+        # A callable batch sampler is asked again at every epoch; disable_shuffling keeps its order.
+        return iterators.EpochBatchIterator(
+            dataset=dataset, collate_fn=dataset.collater, batch_sampler=make_batches, seed=seed,
+            num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            buffer_size=data_buffer_size, skip_remainder_batch=skip_remainder_batch, disable_shuffling=True)
 
     def build_model(self, cfg, from_checkpoint=False):
         """The XLM encoder (initialised from --pretrained-xlm-checkpoint) plus the classification head."""
