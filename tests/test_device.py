@@ -80,12 +80,22 @@ def mlm(m, d, dev, gather):
     return lm_loss(d, logits, x, chosen, dev)
 
 
-def clm(padded):
+def clm(padded, flag=None):
+    """``flag``: the collater's host-side ``padded`` (False: no masks at all, SDPA's is_causal)."""
     def path(m, d, dev, gather):
         x = tokens(d, padded)
-        logits, _ = m["enc"](x.to(dev), langs=torch.tensor([1, 0, 1]).to(dev), causal=True)
+        logits, _ = m["enc"](x.to(dev), langs=torch.tensor([1, 0, 1]).to(dev), causal=True, padded=flag)
         return lm_loss(d, logits[:, :-1], x[:, 1:], None, dev)
     return path
+
+
+def mlm_unpadded_flag(m, d, dev, gather):
+    """A stream batch as collate_lm gives it: no padding, padded=False (no masks)."""
+    x = tokens(d, padded=False)
+    chosen = masked(d, x, gather)
+    logits, _ = m["enc"](x.to(dev), langs=torch.tensor([0, 1, 0]).to(dev), padded=False,
+                         masked_tokens=None if chosen is None else chosen.to(dev))
+    return lm_loss(d, logits, x, chosen, dev)
 
 
 def tlm(m, d, dev, gather):
@@ -140,10 +150,11 @@ def xnli(m, d, dev, gather):
 
 PATHS = {
     "mlm": mlm, "clm_full_length": clm(False), "clm_padded": clm(True), "tlm": tlm,
+    "mlm_flagged_unpadded": mlm_unpadded_flag, "clm_flagged_unpadded": clm(False, flag=False),
     "mt_train_full_length": mt_train(False), "mt_train_padded": mt_train(True),
     "incremental_decoding_steps": incremental_steps, "xnli_classification": xnli,
 }
-GATHERS = ("mlm", "tlm")  # logits only at predicted positions: a data-dependent gather, as in the authors' code
+GATHERS = ("mlm", "tlm", "mlm_flagged_unpadded")  # logits only at predicted positions: a data-dependent gather, as in the authors' code
 MODELS_DIR = os.path.dirname(inspect.getsourcefile(XlmEncoder))
 
 
@@ -325,3 +336,26 @@ def test_incremental_decoding_in_half_precision(models, dictionary, dtype):
     for beam in (1, 2):
         hyps = translate(model, net_input, 1, beam=beam)
         assert len(hyps) == B and all(h[-1] == dictionary.eos() and 1 < len(h) <= 1.3 * T + 6 for h in hyps)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_false_skips_masks_with_identical_numbers(models, dictionary, causal):
+    """The collater's host-side ``padded=False`` drops the masks (SDPA may take its flash kernels) and
+    changes no number; collate_lm sets it from the lengths it pads."""
+    from fairseq_xlm.data.lm_datasets import collate_lm
+
+    enc = copy.deepcopy(models["enc"]).eval()
+    x = tokens(dictionary, padded=False)
+    langs = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        masked_out, extra = enc(x, langs=langs, causal=causal)
+        free, free_extra = enc(x, langs=langs, causal=causal, padded=False)
+    torch.testing.assert_close(free, masked_out, rtol=0, atol=1e-5)
+    assert extra["padding_mask"] is not None and free_extra["padding_mask"] is None
+
+    def item(n):
+        t = torch.arange(4, 4 + n)
+        return {"source": t, "target": t, "langs": torch.zeros_like(t), "positions": None}
+
+    assert collate_lm([item(5), item(5)], dictionary.pad(), causal)["net_input"]["padded"] is False
+    assert collate_lm([item(5), item(3)], dictionary.pad(), causal)["net_input"]["padded"] is True

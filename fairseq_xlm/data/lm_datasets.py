@@ -187,6 +187,7 @@ def collate_lm(items, pad: int, causal: bool, step: Optional[str] = None):
     src = stack("source", pad)
     positions = None if items[0]["positions"] is None else stack("positions", 0)
     target = stack("target", pad)
+    lengths = [len(it["source"]) for it in items]
     return {
         "step": step,
         "nsentences": len(items),
@@ -197,6 +198,8 @@ def collate_lm(items, pad: int, causal: bool, step: Optional[str] = None):
             "langs": stack("langs", 0),
             "positions": positions,
             "causal": causal,
+            # known here on the host: lets the model skip masks (and use flash attention) without a sync
+            "padded": min(lengths) < max(lengths),
         },
         "target": target,
     }

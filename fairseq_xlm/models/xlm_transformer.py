@@ -76,13 +76,17 @@ class XlmEncoder(FairseqEncoder):
     def embed_tokens(self) -> nn.Embedding:
         return self.embeddings.embed_tokens
 
-    def embed(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor], offset: int = 0):
+    def embed(self, tokens: Tensor, positions: Optional[Tensor], langs: Optional[Tensor], offset: int = 0,
+              padded: bool = True):
         """Embedded tokens zeroed at padding, the (B, T) padding mask and the (B, T, 1) keep mask.
 
-        Both masks are built even for a batch without padding: asking whether it has any would make the
-        host wait for the device at every forward.
+        Both masks are built unless the caller knows the batch has no padding (``padded=False``, from the
+        collater, on the host): asking the tensor would make the host wait for the device at every forward.
+        Without masks, attention can take SDPA's fastest (flash) kernels.
         """
         x = self.embeddings(tokens, positions, langs, offset)
+        if not padded:
+            return x, None, None
         pad = tokens.eq(self.padding_idx)
         keep = (~pad).unsqueeze(-1).to(x.dtype)
         return x * keep, pad, keep
@@ -94,11 +98,15 @@ class XlmEncoder(FairseqEncoder):
         positions: Optional[Tensor] = None,
         causal: bool = False,
         return_all_hiddens: bool = False,
+        padded: Optional[bool] = None,
     ):
-        """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states)."""
-        x, pad, keep = self.embed(src_tokens, positions, langs)
+        """Final hidden states (B, T, C) and a dict with the padding mask (and every layer's states).
+
+        ``padded=False`` promises a batch without padding (see ``embed``); None = it may have some."""
+        x, pad, keep = self.embed(src_tokens, positions, langs, padded=padded is not False)
         t = src_tokens.size(1)
-        mask = attention_mask(pad, causal, t, t, src_tokens.device)
+        # no padding: no mask at all (a causal batch then uses SDPA's is_causal)
+        mask = None if pad is None else attention_mask(pad, causal, t, t, src_tokens.device)
         states = [x] if return_all_hiddens else []
         for layer in self.layers:
             x = layer(x, mask, keep, causal=causal)
@@ -122,10 +130,11 @@ class XlmEncoder(FairseqEncoder):
         masked_tokens: Optional[Tensor] = None,
         features_only: bool = False,
         return_all_hiddens: bool = False,
+        padded: Optional[bool] = None,
         **unused,
     ):
         """(logits or features, extra); see ``extract_features`` and ``output_layer``."""
-        x, extra = self.extract_features(src_tokens, langs, positions, causal, return_all_hiddens)
+        x, extra = self.extract_features(src_tokens, langs, positions, causal, return_all_hiddens, padded)
         if not features_only:
             x = self.output_layer(x, masked_tokens)
         return x, extra
