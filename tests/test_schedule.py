@@ -40,7 +40,7 @@ def test_cut_batches_is_the_authors_cumsum_rule_by_hand():
     assert [b.tolist() for b in cut_batches(np.arange(6), costs, 10, None)] == [[0, 1], [2], [3, 4, 5]]
     assert [b.tolist() for b in cut_batches(np.arange(6), costs, 10, 2)] == [[0, 1], [2], [3, 4], [5]]
     assert [b.tolist() for b in cut_batches(np.arange(5), costs, None, 2)] == [[0, 1], [2, 3], [4]]
-    with pytest.raises(ValueError, match="--max-tokens or --batch-size"):
+    with pytest.raises(ValueError, match="need --max-tokens or --batch-size"):
         cut_batches(np.arange(5), costs, None, None)
 
 

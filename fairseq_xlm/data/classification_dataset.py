@@ -11,7 +11,6 @@ and the epoch stops after the batch that reaches ``epoch_size`` sentences. ``epo
 from (seed, epoch) alone, so data-loader workers, resumed runs and reruns see the same batches.
 """
 
-import math
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from fairseq.data import data_utils
 
 from .lm_datasets import SizedDataset
+from .schedule import random_batches
 
 
 def read_labels(path: str, label_ids: dict, expected: int) -> np.ndarray:
@@ -105,34 +105,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def random_batches(sizes: np.ndarray, indices: np.ndarray, rng: np.random.RandomState,
-                   max_sentences: Optional[int] = None, max_tokens: Optional[int] = None,
-                   group_by_size: bool = False) -> List[np.ndarray]:
-    """The authors' ``get_iterator(shuffle=True)`` over ``indices``, with their draws from ``rng``.
-
-    A permutation (stably sorted by size with ``group_by_size``) cut into ``ceil(n / max_sentences)``
-    batches whose sizes differ by at most one (their ``np.array_split``) or, with ``max_tokens``, where the
-    running sum of ``sizes`` passes a multiple of it (then split further to ``max_sentences``); the
-    batches are returned in random order."""
-    if not max_sentences and not max_tokens:
-        raise ValueError("training batches need --batch-size or --max-tokens")
-    order = indices[rng.permutation(len(indices))]
-    if group_by_size:
-        order = order[np.argsort(sizes[order], kind="mergesort")]
-    if max_tokens:
-        _, bounds = np.unique(np.cumsum(sizes[order]) // max_tokens, return_index=True)
-        batches = np.split(order, bounds[1:])
-        if max_sentences:
-            batches = [part for b in batches for part in np.array_split(b, math.ceil(len(b) / max_sentences))]
-    else:
-        batches = np.array_split(order, math.ceil(len(order) / max_sentences))
-    rng.shuffle(batches)
-    return batches
-
-
 def epoch_batches(sizes: np.ndarray, indices: np.ndarray, seed: int, epoch: int, max_sentences: Optional[int],
                   max_tokens: Optional[int], group_by_size: bool, epoch_size: int) -> List[np.ndarray]:
-    """One training epoch: ``random_batches`` drawn from (seed, epoch), up to and including the batch that
+    """One training epoch: the authors' ``random_batches`` drawn from (seed, epoch), up to and including the batch that
     brings the sentence count to ``epoch_size`` (the authors' ``ns >= epoch_size``); <= 0 = every batch."""
     rng = np.random.RandomState(epoch_seed(seed, epoch))
     batches = random_batches(np.asarray(sizes), np.asarray(indices), rng, max_sentences, max_tokens, group_by_size)

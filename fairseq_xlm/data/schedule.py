@@ -75,20 +75,32 @@ def smoothed_probs(sizes: Sequence[float], alpha: float) -> Optional[np.ndarray]
 
 def cut_batches(order: np.ndarray, costs: np.ndarray, max_tokens: Optional[int],
                 max_sentences: Optional[int]) -> List[np.ndarray]:
-    """Cut ``order`` into consecutive batches: a new batch when the summed cost would pass ``max_tokens``
-    (the authors' ``cumsum // tokens_per_batch`` rule, so a batch may hold one sample more than the budget
-    only when that sample alone is longer) or when it holds ``max_sentences`` samples."""
+    """The authors' cut of ``order`` (``Dataset.get_iterator``): a new batch where the running sum of
+    ``costs`` passes a multiple of ``max_tokens`` (``cumsum // tokens_per_batch``), and/or
+    ``ceil(n / max_sentences)`` batches whose sizes differ by at most one (their ``np.array_split``)."""
     if not max_tokens and not max_sentences:
-        raise ValueError("give --max-tokens or --batch-size")
+        raise ValueError("training batches need --max-tokens or --batch-size")
+    batches = [np.asarray(order)]
     if max_tokens:
-        batch_ids = np.cumsum(costs[order]) // max_tokens
-        bounds = np.flatnonzero(np.diff(batch_ids)) + 1
-        batches = np.split(order, bounds)
-    else:
-        batches = [order]
+        bounds = np.flatnonzero(np.diff(np.cumsum(costs[order]) // max_tokens)) + 1
+        batches = np.split(np.asarray(order), bounds)
     if max_sentences:
-        batches = [part for b in batches for part in np.split(b, np.arange(max_sentences, len(b), max_sentences))]
+        batches = [part for b in batches if len(b) for part in np.array_split(b, math.ceil(len(b) / max_sentences))]
     return [b for b in batches if len(b)]
+
+
+def random_batches(costs: np.ndarray, indices: np.ndarray, rng: np.random.RandomState,
+                   max_sentences: Optional[int] = None, max_tokens: Optional[int] = None,
+                   group_by_size: bool = False) -> List[np.ndarray]:
+    """The authors' ``get_iterator(shuffle=True)`` over ``indices``, with their draws from ``rng``: a
+    permutation (stably sorted by cost with ``group_by_size``: ties stay random), ``cut_batches``, the
+    batches in random order."""
+    order = indices[rng.permutation(len(indices))]
+    if group_by_size:
+        order = order[np.argsort(costs[order], kind="mergesort")]
+    batches = cut_batches(order, costs, max_tokens, max_sentences)
+    rng.shuffle(batches)
+    return batches
 
 
 class StepBatches:
@@ -108,12 +120,8 @@ class StepBatches:
     def new_pass(self) -> List[np.ndarray]:
         """Batches of the next pass (a fresh permutation, seeded by seed, epoch, step and pass)."""
         self.pass_ += 1
-        rng = np.random.default_rng((self.seed, self.epoch, self.step, self.pass_, 101))
-        order = self.keep[rng.permutation(len(self.keep))]
-        if self.group_by_size:  # the authors' group_by_size: stable sort, ties stay random
-            order = order[np.argsort(self.costs[order], kind="mergesort")]
-        batches = cut_batches(order, self.costs, self.max_tokens, self.max_sentences)
-        return [batches[i] for i in rng.permutation(len(batches))]
+        rng = np.random.RandomState([self.seed % 2**32, self.epoch, self.step, self.pass_])
+        return random_batches(self.costs, self.keep, rng, self.max_sentences, self.max_tokens, self.group_by_size)
 
     def next(self) -> np.ndarray:
         if self.cursor == len(self.batches):
