@@ -22,16 +22,19 @@ def fetch(dataset, index: int, key) -> dict:
 
 
 class StepDataset(FairseqDataset):
-    """Named step datasets with a collater each; ``costs`` (tokens per sample, the authors' batching
-    lengths) and ``keep`` (the samples allowed in training batches) per step."""
+    """Named step datasets with a collater each; per step ``costs`` (tokens per sample, the authors'
+    batching lengths), ``keep`` (the samples allowed in training batches) and ``sentences`` (the size
+    that weighs the step in language sampling: sentences or pairs, as the authors' ``set_sampling_probs``)."""
 
     def __init__(self, steps: "OrderedDict[str, FairseqDataset]", collaters: Dict[str, Callable],
-                 costs: Dict[str, np.ndarray], keep: Optional[Dict[str, np.ndarray]] = None):
+                 costs: Dict[str, np.ndarray], keep: Optional[Dict[str, np.ndarray]] = None,
+                 sentences: Optional[Dict[str, int]] = None):
         self.steps = steps
         self.names = list(steps)
         self.collaters = collaters
         self.costs = {name: np.asarray(costs[name], dtype=np.int64) for name in self.names}
         self.keep = keep or {name: np.arange(len(ds)) for name, ds in steps.items()}
+        self.sentences = sentences or {name: len(ds) for name, ds in steps.items()}
 
     def __getitem__(self, draw: Draw):
         return draw, fetch(self.steps[self.names[draw.step]], draw.index, draw.key)

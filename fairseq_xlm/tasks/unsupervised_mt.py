@@ -317,7 +317,7 @@ class UnsupervisedMtTask(ScheduledStepsTask):
     def _train_dataset(self):
         """One StepDataset: AE and BT steps on monolingual sentences, MT steps on pairs, with the authors'
         batching lengths and length filter."""
-        steps, costs, keep, self.step_sentences = OrderedDict(), {}, {}, {}
+        steps, costs, keep, sentences = OrderedDict(), {}, {}, {}
         for (lang,) in self.steps["ae"]:
             steps[f"ae:{lang}"] = self._ae_dataset("train", lang)
         for a, b, _ in self.steps["bt"]:
@@ -338,12 +338,12 @@ class UnsupervisedMtTask(ScheduledStepsTask):
             if self.cfg.max_len > 0:
                 ok &= np.logical_and.reduce([n <= self.cfg.max_len for n in lengths])
             keep[name] = np.flatnonzero(ok)
-            self.step_sentences[name] = len(ok)
+            sentences[name] = len(ok)
             if not ok.all():
                 logger.warning("train %s: %d of %d sentences removed (empty or longer than --max-len %d)",
                                name, int((~ok).sum()), len(ok), self.cfg.max_len)
         return StepDataset(OrderedDict((k, DrawnPairs(v)) for k, v in steps.items()),
-                           {k: v.collater for k, v in steps.items()}, costs, keep)
+                           {k: v.collater for k, v in steps.items()}, costs, keep, sentences)
 
     def step_groups(self, dataset: StepDataset):
         """The authors' loop: every AE step (random order), min(5, n) sampled MT steps, every BT step."""
@@ -351,7 +351,7 @@ class UnsupervisedMtTask(ScheduledStepsTask):
             return [k for k, name in enumerate(dataset.names) if name.startswith(kind + ":")]
 
         mt = ids("mt")
-        probs = smoothed_probs([self.step_sentences[dataset.names[k]] for k in mt],
+        probs = smoothed_probs([dataset.sentences[dataset.names[k]] for k in mt],
                                self.cfg.lang_sampling_alpha) if mt else None
         return [StepGroup(ids("ae"), False), StepGroup(mt, True, probs), StepGroup(ids("bt"), False)]
 

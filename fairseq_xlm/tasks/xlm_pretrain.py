@@ -192,9 +192,7 @@ class XlmPretrainTask(ScheduledStepsTask):
                                           step=name)
                 costs[name] = np.asarray(ds.sizes)
                 logger.info("%s %s: %d samples", split, name, len(keep[name]))
-        dataset = StepDataset(steps, collaters, costs, keep)
-        dataset.sentences = sentences
-        self.datasets[split] = dataset
+        self.datasets[split] = StepDataset(steps, collaters, costs, keep, sentences)
 
     def step_groups(self, dataset: StepDataset):
         """Per objective (CLM, then MLM/TLM): monolingual steps, then pairs, each sampled as shuf_order."""
