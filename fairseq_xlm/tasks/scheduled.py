@@ -44,6 +44,10 @@ class ScheduleConfig(FairseqDataclass):
 class ScheduledStepsTask(FairseqTask):
     """Training batches in the authors' step order; see the module doc."""
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._epoch_iterations = {}  # iterations per epoch, by dataset and batch settings
+
     def step_groups(self, dataset: StepDataset) -> List[StepGroup]:
         raise NotImplementedError
 
@@ -67,13 +71,17 @@ class ScheduledStepsTask(FairseqTask):
                                 self.cfg.group_by_size, seed, ep) for k, name in enumerate(dataset.names)]
 
         iterations = self.cfg.epoch_iterations
-        if iterations <= 0:
+        key = (id(dataset), seed, max_tokens, max_sentences, replicas, self.cfg.epoch_size)
+        if iterations <= 0 and key in self._epoch_iterations:
+            iterations = self._epoch_iterations[key]
+        elif iterations <= 0:  # measured on epoch 1's batches, the same for every epoch
             passes = [s.new_pass() for s in streams(1)]
             if self.cfg.epoch_size > 0:
                 mean_batch = [sum(map(len, p)) / len(p) for p in passes]
                 iterations = iterations_for_sentences(groups, mean_batch, replicas, self.cfg.epoch_size)
             else:
                 iterations = expected_iterations(groups, [len(p) for p in passes], replicas)
+            self._epoch_iterations[key] = iterations
         schedule = EpochSchedule(groups, streams(epoch),
                                  lambda k, it: self.step_weight(dataset.names[k], it), seed, replicas)
         return schedule.batches(epoch, iterations)
