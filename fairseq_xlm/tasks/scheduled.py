@@ -14,11 +14,21 @@ from fairseq.data import iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II
+from omegaconf.errors import InterpolationResolutionError
 
 from ..data.schedule import EpochSchedule, StepBatches, StepGroup, expected_iterations, iterations_for_sentences
 from ..data.step_dataset import StepDataset
 
 logger = logging.getLogger(__name__)
+
+
+def linked_value(cfg, name: str, default):
+    """A value linked from another fairseq config group, or ``default`` in a task config built alone."""
+    try:
+        value = getattr(cfg, name, default)
+    except InterpolationResolutionError:
+        return default
+    return default if isinstance(value, str) and value.startswith("${") else value
 
 
 @dataclass
@@ -55,10 +65,7 @@ class ScheduledStepsTask(FairseqTask):
         raise NotImplementedError
 
     def _update_freq(self, epoch: int) -> int:
-        freq = self.cfg.update_freq
-        if isinstance(freq, str) or not freq:  # a config built outside fairseq-train: no optimization group
-            return 1
-        freq = list(freq)
+        freq = list(linked_value(self.cfg, "update_freq", None) or [1])
         return int(freq[epoch - 1] if epoch <= len(freq) else freq[-1])
 
     def epoch_batches(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,

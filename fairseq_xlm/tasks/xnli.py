@@ -44,12 +44,12 @@ from fairseq.data import ConcatDataset, data_utils, iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
-from omegaconf.errors import InterpolationResolutionError
 from torch import nn
 
 from ..data import layout
 from ..data.classification_dataset import XlmClassificationDataset, epoch_batches, load_label_set, read_labels
 from ..models.xlm_transformer import XlmModel, check_vocab_and_langs
+from .scheduled import linked_value
 
 logger = logging.getLogger(__name__)
 
@@ -159,15 +159,6 @@ def load_pretrained_encoder(model: XlmModel, path: str, langs: List[str]) -> Non
     logger.info("initialised the encoder from %s", path)
 
 
-def _linked(cfg, name: str, default):
-    """A value linked from another fairseq config group, or ``default`` in a task config built alone."""
-    try:
-        value = getattr(cfg, name, default)
-    except InterpolationResolutionError:
-        return default
-    return default if isinstance(value, str) and value.startswith("${") else value
-
-
 @register_task("xnli", dataclass=XlmXnliConfig)
 class XlmXnliTask(FairseqTask):
     """Cross-lingual classification: zero-shot from --train-langs, or translate-train."""
@@ -219,9 +210,10 @@ class XlmXnliTask(FairseqTask):
     def _check_every_validation_is_saved(self) -> None:
         """fairseq saves at epoch ends and every --save-interval-updates; a validation between two saves is
         logged and lost, so checkpoint_best.pt would be the best of the saved points only."""
-        every = _linked(self.cfg, "validate_interval_updates", 0)
-        save = _linked(self.cfg, "save_interval_updates", 0)
-        if every <= 0 or _linked(self.cfg, "disable_validation", False) or _linked(self.cfg, "no_save", False):
+        every = linked_value(self.cfg, "validate_interval_updates", 0)
+        save = linked_value(self.cfg, "save_interval_updates", 0)
+        off = linked_value(self.cfg, "disable_validation", False) or linked_value(self.cfg, "no_save", False)
+        if every <= 0 or off:
             return
         if save <= 0 or every % save:
             raise ValueError(
