@@ -51,16 +51,9 @@ class LangPairDataset(BaseWrapperDataset):
             batch["net_input"]["tgt_langs"] = torch.full((src.size(0),), self.tgt_lang_id, dtype=torch.long)
         return batch
 
-    def set_epoch(self, epoch):
-        # LanguagePairDataset does not forward the epoch to its sides (the noised source needs it).
-        super().set_epoch(epoch)
-        _set_epoch(self.dataset.src, epoch)
-        if self.dataset.tgt is not None:
-            _set_epoch(self.dataset.tgt, epoch)
-
     @property
     def can_reuse_epoch_itr_across_epochs(self):
-        return True  # only the noise changes, and it is drawn lazily in __getitem__
+        return True  # evaluation sets: fixed noise; training noise comes with each Draw (DrawnPairs)
 
 
 class SourceDataset(BaseWrapperDataset):

@@ -97,8 +97,9 @@ def add_noise(tokens: np.ndarray, boundaries: Optional[WordBoundaries], eos: int
     check_noise(shuffle, dropout, blank_prob)
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or len(tokens) < 2 or tokens[0] != eos or tokens[-1] != eos:
+        shown = tokens.ravel().tolist()[:8] + (["..."] if tokens.size > 8 else [])
         raise ValueError("add_noise expects one sentence laid out as `</s> s </s>` (a 1-d array that starts "
-                         f"and ends with eos={eos}); got {tokens.ravel().tolist()[:8]}{'...' if tokens.size > 8 else ''}")
+                         f"and ends with eos={eos}); got {shown}")
     units = tokens[:-1]  # position 0 is the leading </s>, a unit of its own; the trailing </s> is left out
     if boundaries is None:
         ids = np.arange(len(units))

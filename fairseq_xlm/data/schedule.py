@@ -63,7 +63,8 @@ class StepGroup:
 
 
 def smoothed_probs(sizes: Sequence[float], alpha: float) -> Optional[np.ndarray]:
-    """The authors' ``set_sampling_probs``: ``q_i ∝ (n_i / sum n) ** alpha``; alpha < 0 (their -1) = uniform (None)."""
+    """The authors' ``set_sampling_probs``: ``q_i ∝ (n_i / sum n) ** alpha``; alpha < 0 (their -1) is
+    uniform (None)."""
     if alpha < 0:
         return None
     p = np.asarray(sizes, dtype=np.float64)

@@ -59,9 +59,9 @@ class UnsupervisedMtConfig(ScheduleConfig):
     ae_steps: str = field(default="", metadata={"help": "denoising auto-encoding steps, e.g. 'en,es'"})
     bt_steps: str = field(default="", metadata={"help": "back-translation steps 'a-b-a', e.g. 'en-es-en,es-en-es'"})
     mt_steps: str = field(default="", metadata={"help": "supervised MT steps on parallel data, e.g. 'en-es'"})
-    lambda_ae: str = field(default="1", metadata={"help": "weight of AE steps: constant or 'update:value,...'"})
-    lambda_bt: str = field(default="1", metadata={"help": "weight of BT steps: constant or 'update:value,...'"})
-    lambda_mt: str = field(default="1", metadata={"help": "weight of MT steps: constant or 'update:value,...'"})
+    lambda_ae: str = field(default="1", metadata={"help": "weight of AE steps: constant or 'iteration:value,...'"})
+    lambda_bt: str = field(default="1", metadata={"help": "weight of BT steps: constant or 'iteration:value,...'"})
+    lambda_mt: str = field(default="1", metadata={"help": "weight of MT steps: constant or 'iteration:value,...'"})
     noise_unit: ChoiceEnum(["token", "word"]) = field(default="token", metadata={
         "help": "what AE noise shuffles, drops and blanks: BPE tokens (the authors') or whole words (▁ or @@ "
                 "vocabularies)"})
