@@ -147,13 +147,13 @@ unpack() {
 }
 
 binarize() {
-    "$PYTHON" -m fairseq_xlm.prepare --raw "$RAW" --destdir "$OUT" --langs "$LANGS" --vocab-size "$VOCAB"
+    "$PYTHON" -m fairseq_xlm.cli.prepare --raw "$RAW" --destdir "$OUT" --langs "$LANGS" --vocab-size "$VOCAB"
     echo "  genre classification text (train: English verses; valid/test: the $PAIR verses, both sides)"
     rm -rf "$RUNS/genre/raw-genre" "$RUNS/genre/raw-genre.tmp"
-    "$PYTHON" -m fairseq_xlm.demo genre-raw --sample "$RAW" --out "$RUNS/genre/raw-genre.tmp" --train-lang en \
+    "$PYTHON" -m fairseq_xlm.cli.demo genre-raw --sample "$RAW" --out "$RUNS/genre/raw-genre.tmp" --train-lang en \
         --pair "$PAIR"
     mv "$RUNS/genre/raw-genre.tmp" "$RUNS/genre/raw-genre"
-    "$PYTHON" -m fairseq_xlm.prepare_xnli binarize --raw "$RUNS/genre/raw-genre" --data "$OUT" --subdir genre
+    "$PYTHON" -m fairseq_xlm.cli.prepare_xnli binarize --raw "$RUNS/genre/raw-genre" --data "$OUT" --subdir genre
 }
 
 PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --langs "$LANGS" --mlm-steps "en,es,$PAIR"
@@ -185,7 +185,7 @@ pretrain() {
     fi
     echo "  the random-init baseline: the same model, untrained"
     [ -f "$RUNS/random/checkpoint_init.pt" ] ||
-        "$PYTHON" -m fairseq_xlm.demo random-init "$RUNS/random/checkpoint_init.pt" "$OUT" "${PRETRAIN_ARGS[@]}" \
+        "$PYTHON" -m fairseq_xlm.cli.demo random-init "$RUNS/random/checkpoint_init.pt" "$OUT" "${PRETRAIN_ARGS[@]}" \
             > "$RUNS/random-init.log" 2>&1
     echo "  perplexity on the test split (MLM per language, TLM on the pair)"
     validate_ppl xlm "$dir/checkpoint_last.pt"
@@ -250,7 +250,7 @@ genre_run() {
 genre() { side_by_side genre_run; }
 
 report() {
-    "$PYTHON" -m fairseq_xlm.demo report --dir "$OUT" --langs "$LANGS" --train-lang en --vocab "$VOCAB" \
+    "$PYTHON" -m fairseq_xlm.cli.demo report --dir "$OUT" --langs "$LANGS" --train-lang en --vocab "$VOCAB" \
         --beam "$BEAM" --pretrain-updates "$PRETRAIN_UPDATES" --umt-updates "$UMT_UPDATES" \
         --genre-updates "$GENRE_UPDATES" > /dev/null
 }

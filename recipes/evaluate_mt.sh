@@ -7,7 +7,7 @@
 #     int(1.5 * len + 10) of evaluator.py counts the </s> that starts and the one that ends the output)
 #   with BEAM=N > 1, a second row: beam search N (LENPEN) under the same cap
 # The paper's tables report tokenized BLEU (multi-bleu.perl on Moses-tokenized text); sacreBLEU is the one
-# to compare with papers that report sacreBLEU. Both: python -m fairseq_xlm.bleu (a <<unk>> in the
+# to compare with papers that report sacreBLEU. Both: python -m fairseq_xlm.cli.bleu (a <<unk>> in the
 # reference never matches).
 # env: SPLIT=test  BEAM=1  LENPEN=1.0  MAX_TOKENS=4000
 #      SCORE_ONLY=bleu|tok_bleu  print only that number, for the BEAM protocol alone (for scripts)
@@ -85,7 +85,7 @@ score_row() {
             --required-batch-size-multiple 1 --post-process sentencepiece --num-workers 0 \
         | grep '^H-' | sed 's/^H-//' | sort -t$'\t' -k1,1n | cut -f3 \
         | tee "$WORKDIR/hyp.$SPLIT.$SRC-$TGT.beam$beam.$TGT" \
-        | "$PYTHON" -m fairseq_xlm.bleu "$REF" --lang "$TGT" --name "$name" "$@"
+        | "$PYTHON" -m fairseq_xlm.cli.bleu "$REF" --lang "$TGT" --name "$name" "$@"
 }
 
 if [ -n "$SCORE_ONLY" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real Bible text (en/es/ny, verse-aligned) -> raw splits by chapter -> data-bin/NAME with one shared BPE.
 #   recipes/prepare_bible.sh [--stage N] [--stop-stage N]
-#   stage 1: extract raw text (fairseq_xlm.bible)   stage 2: BPE + joined dict + binarize (fairseq_xlm.prepare)
+#   stage 1: extract raw text (fairseq_xlm.cli.bible)   stage 2: BPE + joined dict + binarize (fairseq_xlm.cli.prepare)
 # Every variable below can be set from the environment, e.g. LANGS=en,es,ny PAIRS=en-es,en-ny VOCAB=16000.
 set -euo pipefail
 
@@ -46,7 +46,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         [ -n "$TSV" ] && extra+=(--tsv "$TSV")
         [ "$DISJOINT" = 1 ] && extra+=(--disjoint-para)
         rm -rf "$RAW.tmp"
-        "$PYTHON" -m fairseq_xlm.bible --out "$RAW.tmp" --langs "$LANGS" --pairs "$PAIRS" \
+        "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.tmp" --langs "$LANGS" --pairs "$PAIRS" \
             --split-by "$SPLIT_BY" --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --labels --ids \
             --train-verses "${MONO_TRAIN:-0}" --valid-verses "${MONO_VALID:-0}" --test-verses "${MONO_TEST:-0}" \
             --para-train-verses "${PARA_TRAIN:-0}" --para-valid-verses "${PARA_VALID:-0}" \
@@ -59,6 +59,6 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     echo "Stage 2: shared BPE ($VOCAB), joined dictionary, binarize into $DATABIN"
     [ -d "$RAW" ] || { echo "error: $RAW missing; run stage 1 first" >&2; exit 1; }
     # prepare skips its own finished sub-stages (markers in $DATABIN/prep)
-    "$PYTHON" -m fairseq_xlm.prepare --raw "$RAW" --destdir "$DATABIN" --langs "$LANGS" \
+    "$PYTHON" -m fairseq_xlm.cli.prepare --raw "$RAW" --destdir "$DATABIN" --langs "$LANGS" \
         --vocab-size "$VOCAB" --alpha "$ALPHA" --sample-lines "$SAMPLE_LINES" --workers "$WORKERS"
 fi

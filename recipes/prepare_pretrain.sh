@@ -43,7 +43,7 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     echo "Stage 2: shared BPE ($VOCAB), joined dictionary, binarize into $DATABIN"
-    "$PYTHON" -m fairseq_xlm.prepare --raw "$RAW" --destdir "$DATABIN" --langs "$LANGS" \
+    "$PYTHON" -m fairseq_xlm.cli.prepare --raw "$RAW" --destdir "$DATABIN" --langs "$LANGS" \
         --vocab-size "$VOCAB" --alpha "$ALPHA" --sample-lines "$SAMPLE_LINES" \
         --character-coverage "$COVERAGE" --max-line-tokens "$MAX_LINE_TOKENS" --workers "$WORKERS"
 fi

@@ -64,7 +64,7 @@ case "$preset" in
   clm) steps_flags=(--clm-steps "$LANGS") ;;
 esac
 
-user_dir=$("$PYTHON" -c 'import fairseq_xlm.userdir as u; print(u.path())')
+user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
 echo "[pretrain] preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH -> $save"
 mkdir -p "$save"
 "$PYTHON" -m fairseq_cli.train "$data" \

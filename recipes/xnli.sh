@@ -4,7 +4,7 @@
 # DATABIN is the pretraining data-bin (its spm.model and dict.txt are applied); PRETRAINED_CKPT an
 # xlm_pretrain checkpoint pretrained on it with --langs $LANGS (same order).
 #   stage 1: raw text. With XNLI_DIR: XNLI 1.0 dev/test (+ MNLI_TRAIN, + XNLI_MT_DIR for translate-train);
-#            otherwise Bible book genres (fairseq_xlm.bible --labels) for every language of $LANGS
+#            otherwise Bible book genres (fairseq_xlm.cli.bible --labels) for every language of $LANGS
 #   stage 2: binarize into DATABIN/$SUBDIR       stage 3: fine-tune (task xnli)
 #   stage 4: evaluate every language's test set and append a row to $TABLE
 # Zero-shot (default) trains on $TRAIN_LANGS only; TRANSLATE_TRAIN=1 trains one model on every language's
@@ -89,7 +89,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         [ -n "$MNLI_TRAIN" ] && extra+=(--mnli-train "$MNLI_TRAIN")
         [ -n "$XNLI_MT_DIR" ] && extra+=(--translate-train-dir "$XNLI_MT_DIR")
         rm -rf "$RAW.tmp"
-        "$PYTHON" -m fairseq_xlm.prepare_xnli extract --out "$RAW.tmp" --langs "$LANGS" \
+        "$PYTHON" -m fairseq_xlm.cli.prepare_xnli extract --out "$RAW.tmp" --langs "$LANGS" \
             --xnli-dir "$XNLI_DIR" ${extra[@]+"${extra[@]}"}
         mv "$RAW.tmp" "$RAW"
     else
@@ -97,10 +97,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         extra=()
         [ -n "$TSV" ] && extra+=(--tsv "$TSV")
         rm -rf "$RAW.tmp" "$RAW.bible"
-        "$PYTHON" -m fairseq_xlm.bible --out "$RAW.bible" --langs "$LANGS" --labels --split-by chapter \
+        "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.bible" --langs "$LANGS" --labels --split-by chapter \
             --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --train-verses "${G_TRAIN:-0}" \
             --valid-verses "${G_VALID:-0}" --test-verses "${G_TEST:-0}" ${extra[@]+"${extra[@]}"}
-        "$PYTHON" -m fairseq_xlm.prepare_xnli extract-bible --bible-raw "$RAW.bible" --out "$RAW.tmp" --langs "$LANGS"
+        "$PYTHON" -m fairseq_xlm.cli.prepare_xnli extract-bible --bible-raw "$RAW.bible" --out "$RAW.tmp" --langs "$LANGS"
         rm -rf "$RAW.bible"
         mv "$RAW.tmp" "$RAW"
     fi
@@ -113,7 +113,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         echo "  $DATABIN/$SUBDIR exists, skipping (remove it to binarize again)"
     else
         # labels.txt is written last: its presence marks a finished binarization
-        "$PYTHON" -m fairseq_xlm.prepare_xnli binarize --raw "$RAW" --data "$DATABIN" --subdir "$SUBDIR"
+        "$PYTHON" -m fairseq_xlm.cli.prepare_xnli binarize --raw "$RAW" --data "$DATABIN" --subdir "$SUBDIR"
     fi
 fi
 
@@ -188,7 +188,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
         echo "  $RUN is already in $TABLE, skipping"
     else
         mkdir -p "$(dirname "$TABLE")" "$SAVE"
-        "$PYTHON" -m fairseq_xlm.evaluate_xnli "${ckpts[@]}" "$DATABIN" "${eval_flags[@]}" --out "$TABLE"
+        "$PYTHON" -m fairseq_xlm.cli.evaluate_xnli "${ckpts[@]}" "$DATABIN" "${eval_flags[@]}" --out "$TABLE"
         touch "$SAVE/evaluated"
     fi
 fi

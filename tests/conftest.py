@@ -1,7 +1,7 @@
 """Shared fixtures: a small real data-bin (Bible en/es), the plugin folder, and a subprocess runner.
 
-    bible_raw      Path of raw text made by fairseq_xlm.bible (mono en, es; parallel en-es; genre labels)
-    bible_databin  Path of that text binarized by fairseq_xlm.prepare (layout of fairseq_xlm.data.layout)
+    bible_raw      Path of raw text made by fairseq_xlm.cli.bible (mono en, es; parallel en-es; genre labels)
+    bible_databin  Path of that text binarized by fairseq_xlm.cli.prepare (layout of fairseq_xlm.data.layout)
     bible_ny_databin  a smaller monolingual en/es/ny data-bin (Chichewa too), for zero-shot transfer to ny
     pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
     run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
@@ -31,7 +31,7 @@ BIBLE_NY_MONO = {"train": 300, "valid": 40, "test": 40}
 
 def bible_tsv() -> Path:
     """The real corpus: $XLM_BIBLE_TSV or shared/data/ beside the checkout (skip the test if absent)."""
-    from fairseq_xlm.bible import default_tsv
+    from fairseq_xlm.cli.bible import default_tsv
 
     path = Path(default_tsv())
     if not path.is_file():
@@ -93,7 +93,7 @@ def pkg_dir() -> Path:
 def bible_raw(tmp_path_factory) -> Path:
     """Raw text of a real Bible slice (split by chapter): {split}.{en,es} (+ .label genres) and
     {split}.en-es.{en,es}; sizes BIBLE_MONO / BIBLE_PARA verses."""
-    from fairseq_xlm import bible
+    from fairseq_xlm.cli import bible
 
     out = tmp_path_factory.mktemp("bible_raw")
     argv = ["--tsv", str(bible_tsv()), "--out", str(out), "--langs", ",".join(BIBLE_LANGS),
@@ -108,7 +108,7 @@ def bible_raw(tmp_path_factory) -> Path:
 def bible_databin(bible_raw, tmp_path_factory) -> Path:
     """A data-bin (dict.txt, spm.model, {split}.{en,es}.bin/idx, {split}.en-es.{en,es}.bin/idx,
     {split}.{en,es}.label) built from ``bible_raw`` with vocab ~1000; built once per session."""
-    from fairseq_xlm import prepare
+    from fairseq_xlm.cli import prepare
 
     out = tmp_path_factory.mktemp("bible_databin")
     prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", ",".join(BIBLE_LANGS),
@@ -120,7 +120,7 @@ def bible_databin(bible_raw, tmp_path_factory) -> Path:
 def bible_ny_databin(tmp_path_factory) -> Path:
     """A data-bin of monolingual en, es, ny (Chichewa) Bible text, BIBLE_NY_MONO verses per language and
     split (with .label genres), vocab ~1000: its own raw slice in DATABIN/raw; built once per session."""
-    from fairseq_xlm import bible, prepare
+    from fairseq_xlm.cli import bible, prepare
 
     out = tmp_path_factory.mktemp("bible_ny_databin")
     argv = ["--tsv", str(bible_tsv()), "--out", str(out / "raw"), "--langs", ",".join(BIBLE_NY_LANGS), "--labels"]

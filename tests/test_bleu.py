@@ -19,7 +19,7 @@ from fairseq import utils
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.logging import metrics
-from fairseq_xlm import bleu as bleu_cli
+from fairseq_xlm.cli import bleu as bleu_cli
 from fairseq_xlm.bleu import REF_UNK, BleuScorer, decode_reference
 from fairseq_xlm.data.backtranslation import translate
 from fairseq_xlm.models.factory import build_model, model_config

@@ -1,4 +1,4 @@
-"""fairseq_xlm.convert against an independent oracle (HF XLMWithLMHeadModel), plus refused input.
+"""fairseq_xlm.cli.convert against an independent oracle (HF XLMWithLMHeadModel), plus refused input.
 
 A randomly initialised HF model is saved to disk, converted, and our XlmModel must give the same logits
 (tokens mapped between the two vocabularies by symbol, through vocab.json and dict.txt). The authors'
@@ -20,7 +20,8 @@ import torch
 import fairseq_xlm  # noqa: F401  (registers models, installs safe loading)
 from fairseq import checkpoint_utils, options
 from omegaconf import OmegaConf
-from fairseq_xlm import convert
+from fairseq_xlm import formats
+from fairseq_xlm.cli import convert
 from fairseq_xlm.data import layout
 from fairseq_xlm.models import factory
 from fairseq_xlm.safe_load import CheckpointLoadError
@@ -36,7 +37,7 @@ MEASURED = {}
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "fairseq_xlm.convert", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fairseq_xlm.cli.convert", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -119,7 +120,7 @@ def test_hf_to_fairseq_matches_hf_logits(tmp_path, variant):
     lines = (out / "dict.txt").read_text().splitlines()
     assert lines[0].split()[0] == "<special0>" and lines[1].split()[0] == "<mask>" and len(lines) == V - 4
 
-    model = convert.load_model(str(out / "checkpoint.pt")).eval()
+    model = formats.load_model(str(out / "checkpoint.pt")).eval()
     assert model.encoder.embeddings.embed_langs.weight.shape == (3, 32)
     ids, langs = hf_batch()
     diff = max_diff(hf, model, ids, langs, langs, causal=variant == "causal")
@@ -160,7 +161,7 @@ def test_authors_checkpoint_matches_hf_logits(tmp_path):
     assert convert.main(["xlm-to-fairseq", str(tmp_path / "mlm.pth"), str(tmp_path / "out")]) == 0
     lines = (tmp_path / "out" / "dict.txt").read_text().splitlines()
     assert lines[:3] == ["<special0> 996", "<mask> 995", "<special2> 994"]  # counts kept, ids >= 4 kept
-    model = convert.load_model(str(tmp_path / "out" / "checkpoint.pt")).eval()
+    model = formats.load_model(str(tmp_path / "out" / "checkpoint.pt")).eval()
     ids, langs = hf_batch()
     diff = max_diff(hf, model, ids, langs, langs)
     MEASURED["xlm-to-fairseq"] = diff
@@ -170,7 +171,7 @@ def test_authors_checkpoint_matches_hf_logits(tmp_path):
     # --langs fr,en keeps two language embeddings in a new order: our 0 = HF 1 (fr), our 1 = HF 0 (en)
     assert convert.main(["xlm-to-fairseq", str(tmp_path / "mlm.pth"), str(tmp_path / "fren"),
                          "--langs", "fr,en"]) == 0
-    model = convert.load_model(str(tmp_path / "fren" / "checkpoint.pt")).eval()
+    model = formats.load_model(str(tmp_path / "fren" / "checkpoint.pt")).eval()
     ids, hf_langs = hf_batch(n_langs=2)
     diff = max_diff(hf, model, ids, hf_langs, 1 - hf_langs)
     MEASURED["xlm-to-fairseq --langs fr,en"] = diff
@@ -269,7 +270,7 @@ def test_text_file_through_every_reader(tmp_path, capsys):
     notes.write_text("hello\n")
     assert convert.main(["fairseq-to-hf", str(notes), str(tmp_path / "o1")]) == 1
     assert convert.main(["hf-to-fairseq", str(tmp_path), str(tmp_path / "o2")]) == 1  # no config.json
-    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("fairseq_xlm.convert: error")]
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("fairseq_xlm.cli.convert: error")]
     assert len(errors) == 2 and str(notes) in errors[0] and "config.json" in errors[1]
 
 
@@ -279,7 +280,7 @@ def test_vocabulary_mismatch_is_refused(tmp_path, capsys):
     other.mkdir()
     (other / "dict.txt").write_text("".join(f"x{i} 1\n" for i in range(30)))
     with pytest.raises(ValueError, match=r"vocabulary of 45 rows but the data dictionary has 35 symbols"):
-        convert.load_model(str(ckpt), data_dir=str(other))
+        formats.load_model(str(ckpt), data_dir=str(other))
     assert convert.main(["fairseq-to-hf", str(ckpt), str(tmp_path / "hf"), "--dict", str(other / "dict.txt")]) == 1
     assert "45 rows" in capsys.readouterr().err and not (tmp_path / "hf").exists()
 
@@ -294,7 +295,7 @@ def test_unknown_arch_and_language_count_mismatches(tmp_path):
     hf = make_hf(tmp_path / "hf")
     assert convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "three")]) == 0
     with pytest.raises(ValueError, match="has 3 language embeddings but the model is built for 2 languages"):
-        convert.load_model(str(tmp_path / "three" / "checkpoint.pt"), langs=["en", "fr"])
+        formats.load_model(str(tmp_path / "three" / "checkpoint.pt"), langs=["en", "fr"])
     assert convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "x"), "--langs", "en,xx"]) == 1
     assert hf is not None
 
@@ -357,7 +358,7 @@ def test_monolingual_hf_model_needs_and_takes_language_names(tmp_path, capsys):
     assert convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "out")]) == 1
     assert "pass --langs" in capsys.readouterr().err
     assert convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "out"), "--langs", "en"]) == 0
-    model = convert.load_model(str(tmp_path / "out" / "checkpoint.pt")).eval()
+    model = formats.load_model(str(tmp_path / "out" / "checkpoint.pt")).eval()
     assert model.encoder.embeddings.embed_langs is None and model.cfg.activation_fn == "relu"
     ids, _ = hf_batch()
     cols = column_map(model.encoder.dictionary)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_xlm import demo
+from fairseq_xlm.cli import demo
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "bible-sample"
-# Genres by book number, typed from shared/data/README.md (not from fairseq_xlm.bible: an independent oracle).
+# Genres by book number, typed from shared/data/README.md (not from fairseq_xlm.cli.bible: an independent oracle).
 BOOK_GENRE = {**{b: "Law" for b in range(1, 6)}, **{b: "History" for b in range(6, 18)},
               **{b: "Poetry" for b in range(18, 23)}, **{b: "Prophets" for b in range(23, 40)},
               **{b: "Gospels" for b in range(40, 44)}, 44: "Acts", **{b: "Letters" for b in range(45, 66)},
@@ -56,7 +56,7 @@ def test_sample_is_small_aligned_labelled_and_chapter_disjoint():
 
 
 def documented_command():
-    """The fairseq_xlm.bible command line of data/bible-sample/README.md, as argv."""
+    """The fairseq_xlm.cli.bible command line of data/bible-sample/README.md, as argv."""
     text = (SAMPLE / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
     command = re.search(r"python -m fairseq_xlm\.bible(.*?)(?<!\\)\n", block, re.S).group(1)
@@ -64,14 +64,14 @@ def documented_command():
 
 
 def test_sample_is_what_the_documented_command_writes(run_fairseq, tmp_path):
-    from fairseq_xlm.bible import default_tsv
+    from fairseq_xlm.cli.bible import default_tsv
 
     tsv = default_tsv()
     if not os.path.isfile(tsv):
         pytest.skip(f"Bible corpus not found at {tsv} (set XLM_BIBLE_TSV)")
     argv = documented_command()
     argv[argv.index("--out") + 1] = str(tmp_path)
-    run_fairseq("fairseq_xlm.bible", argv + ["--tsv", tsv])
+    run_fairseq("fairseq_xlm.cli.bible", argv + ["--tsv", tsv])
     made = sorted(p.name for p in tmp_path.iterdir())
     assert made == sorted(p.name[:-3] for p in SAMPLE.glob("*.gz"))
     for name in made:

@@ -1,4 +1,4 @@
-"""fairseq_xlm.bible and fairseq_xlm.prepare: Bible slices, shared BPE sample, joined dict, data-bin."""
+"""fairseq_xlm.cli.bible and fairseq_xlm.cli.prepare: Bible slices, shared BPE sample, joined dict, data-bin."""
 
 import logging
 import math
@@ -13,7 +13,7 @@ import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary, data_utils
 
-from fairseq_xlm import bible, prepare
+from fairseq_xlm.cli import bible, prepare, prepare_stages
 from fairseq_xlm.data import layout
 
 from conftest import BIBLE_MONO, BIBLE_PARA, REPO, bible_tsv
@@ -43,15 +43,15 @@ def raw_copy(bible_raw, tmp_path):
 
 def test_smoothed_probs_by_hand():
     # p = (0.9, 0.1); sqrt gives (3, 1)/sqrt(10) -> (0.75, 0.25)
-    q = prepare.smoothed_probs({"en": 900, "ny": 100}, 0.5)
+    q = prepare_stages.smoothed_probs({"en": 900, "ny": 100}, 0.5)
     assert q == pytest.approx({"en": 0.75, "ny": 0.25})
-    assert prepare.smoothed_probs([900, 100], 1.0) == pytest.approx([0.9, 0.1])  # alpha 1: proportional
-    assert prepare.smoothed_probs([900, 100, 5], 0.0) == pytest.approx([1 / 3] * 3)  # alpha 0: uniform
+    assert prepare_stages.smoothed_probs([900, 100], 1.0) == pytest.approx([0.9, 0.1])  # alpha 1: proportional
+    assert prepare_stages.smoothed_probs([900, 100, 5], 0.0) == pytest.approx([1 / 3] * 3)  # alpha 0: uniform
     # 0.3 smoothing of (1, 8, 27)/36: p^0.3 ∝ (1, 8^0.3, 27^0.3) -- cube roots (1, 2, 3) to the 0.9th power
     w = np.array([1, 2, 3], dtype=float) ** 0.9
-    assert prepare.smoothed_probs([1, 8, 27], 0.3) == pytest.approx((w / w.sum()).tolist())
+    assert prepare_stages.smoothed_probs([1, 8, 27], 0.3) == pytest.approx((w / w.sum()).tolist())
     with pytest.raises(ValueError, match="non-negative"):
-        prepare.smoothed_probs([0, 0], 0.5)
+        prepare_stages.smoothed_probs([0, 0], 0.5)
 
 
 def _synthetic_raw(root: Path, sizes: dict) -> Path:
@@ -70,10 +70,10 @@ def test_sample_follows_smoothed_probs(tmp_path):
     dest = tmp_path / "bin"
     dest.mkdir()
     cfg = prepare.PrepareConfig(raw=str(raw), destdir=str(dest), langs="aa,bb", sample_lines=4000, seed=3)
-    corpora = prepare.raw_inventory(cfg, ["aa", "bb"])
-    counted = prepare.check(cfg, corpora, ["aa", "bb"])["lines"]
+    corpora = prepare_stages.raw_inventory(cfg, ["aa", "bb"])
+    counted = prepare_stages.check(cfg, corpora, ["aa", "bb"])["lines"]
     out = tmp_path / "sample.txt"
-    result = prepare.draw_sample(cfg, corpora, ["aa", "bb"], counted, str(out))
+    result = prepare_stages.draw_sample(cfg, corpora, ["aa", "bb"], counted, str(out))
     assert result["probs"] == pytest.approx({"aa": 0.75, "bb": 0.25})  # p = 0.9/0.1 -> q = 0.75/0.25
     sample = lines(out)
     assert len(sample) == 4000
@@ -89,9 +89,9 @@ def test_sample_follows_smoothed_probs(tmp_path):
 def test_sample_upsamples_low_resource_by_repetition(tmp_path):
     raw = _synthetic_raw(tmp_path / "raw", {"aa": 900, "bb": 100})
     cfg = prepare.PrepareConfig(raw=str(raw), destdir=str(tmp_path), langs="aa,bb", sample_lines=1000, seed=5)
-    corpora = prepare.raw_inventory(cfg, ["aa", "bb"])
-    counted = prepare.check(cfg, corpora, ["aa", "bb"])["lines"]
-    prepare.draw_sample(cfg, corpora, ["aa", "bb"], counted, str(tmp_path / "s.txt"))
+    corpora = prepare_stages.raw_inventory(cfg, ["aa", "bb"])
+    counted = prepare_stages.check(cfg, corpora, ["aa", "bb"])["lines"]
+    prepare_stages.draw_sample(cfg, corpora, ["aa", "bb"], counted, str(tmp_path / "s.txt"))
     bb = Counter(line for line in lines(tmp_path / "s.txt") if line.startswith("bb"))
     n_bb = sum(bb.values())
     assert abs(n_bb - 250) < 4 * math.sqrt(1000 * 0.25 * 0.75)
@@ -102,8 +102,8 @@ def test_sample_upsamples_low_resource_by_repetition(tmp_path):
 def test_parallel_sides_count_for_their_language(tmp_path):
     corpora = {"train.en": ["train.en"], "train.en-es": ["train.en-es.en", "train.en-es.es"],
                "valid.en": ["valid.en"]}
-    assert prepare.train_files(corpora, "en") == ["train.en", "train.en-es.en"]
-    assert prepare.train_files(corpora, "es") == ["train.en-es.es"]
+    assert prepare_stages.train_files(corpora, "en") == ["train.en", "train.en-es.en"]
+    assert prepare_stages.train_files(corpora, "es") == ["train.en-es.es"]
 
 
 # ---------------------------------------------------------------- the Bible slice
@@ -248,14 +248,14 @@ def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
     dest = tmp_path / "bin"
     prep(raw_copy, dest)
     before = _mtimes(dest)
-    with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
+    with caplog.at_level(logging.INFO, logger="fairseq_xlm.cli.prepare"):
         prep(raw_copy, dest)
     skipped = [r.getMessage() for r in caplog.records if "done already, skipping" in r.getMessage()]
     assert len(skipped) == len(prepare.STAGES)
     assert _mtimes(dest) == before
     # a new vocabulary size redoes spm and what follows, not check/sample
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
+    with caplog.at_level(logging.INFO, logger="fairseq_xlm.cli.prepare"):
         prep(raw_copy, dest, "--vocab-size", "900")
     assert _ran(caplog) == ["spm", "encode", "dict", "binarize"]
     assert len(Dictionary.load(str(dest / "dict.txt"))) == 4 + 899
@@ -264,7 +264,7 @@ def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
         with open(raw_copy / name, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="fairseq_xlm.prepare"):
+    with caplog.at_level(logging.INFO, logger="fairseq_xlm.cli.prepare"):
         prep(raw_copy, dest, "--vocab-size", "900")
     assert _ran(caplog) == list(prepare.STAGES)
     assert len(data_utils.load_indexed_dataset(str(dest / "valid.es"), None)) == 81
@@ -273,7 +273,7 @@ def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
 
 def test_crash_leaves_no_partial_output_and_rerun_finishes(bible_raw, tmp_path, monkeypatch):
     dest = tmp_path / "bin"
-    real = prepare._preprocess
+    real = prepare_stages._preprocess
     calls = []
 
     def crash_second_unit(*args, **kwargs):
@@ -367,7 +367,7 @@ def test_long_lines_warned_or_dropped(raw_copy, tmp_path, caplog):
     for side, text in (("en", long_en), ("es", "En el principio.")):
         with open(raw_copy / f"train.en-es.{side}", "a", encoding="utf-8") as f:
             f.write(text + "\n")
-    with caplog.at_level(logging.WARNING, logger="fairseq_xlm.prepare"):
+    with caplog.at_level(logging.WARNING, logger="fairseq_xlm.cli.prepare"):
         prep(raw_copy, tmp_path / "keep", "--warn-line-tokens", "300")
     warnings = [r.getMessage() for r in caplog.records if "--warn-line-tokens" in r.getMessage()]
     assert len(warnings) == 2 and all("1 line(s) longer than" in w for w in warnings)
@@ -385,7 +385,7 @@ def test_long_lines_warned_or_dropped(raw_copy, tmp_path, caplog):
 def test_cli_exit_code_and_message(raw_copy, tmp_path, run_fairseq):
     import subprocess
 
-    cmd = [sys.executable, "-m", "fairseq_xlm.prepare", "--raw", str(raw_copy), "--destdir", str(tmp_path / "b"),
+    cmd = [sys.executable, "-m", "fairseq_xlm.cli.prepare", "--raw", str(raw_copy), "--destdir", str(tmp_path / "b"),
            "--langs", "en,xx"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 1

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import fairseq_xlm  # noqa: F401  (registers the task, criterion and models)
 from fairseq import checkpoint_utils, metrics
 from fairseq.data import Dictionary
-from fairseq_xlm import evaluate_xnli, prepare_xnli
+from fairseq_xlm.cli import evaluate_xnli, prepare_xnli
 from fairseq_xlm.criterions.xlm_classification import XlmClassificationCriterion
 from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, collate_classification
 from fairseq_xlm.models.factory import build_model
@@ -532,8 +532,8 @@ def test_two_learning_rates_with_the_composite_optimizer(nli_data, pretrained, p
 
 
 def test_converted_checkpoint_initialises_the_encoder(nli_data, pretrained, tmp_path):
-    """A checkpoint converted by fairseq_xlm.convert (here: to HF and back) initialises the same encoder."""
-    from fairseq_xlm import convert
+    """A checkpoint converted by fairseq_xlm.cli.convert (here: to HF and back) initialises the same encoder."""
+    from fairseq_xlm.cli import convert
 
     convert.main(["fairseq-to-hf", str(pretrained), str(tmp_path / "hf"), "--dict", str(nli_data / "dict.txt")])
     convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "converted")])

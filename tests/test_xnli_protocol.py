@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 import fairseq_xlm  # noqa: F401  (registers the task)
 from fairseq.data import Dictionary
-from fairseq_xlm.evaluate_xnli import RunScores, select_run, sweep_lines
+from fairseq_xlm.cli.evaluate_xnli import RunScores, select_run, sweep_lines
 from fairseq_xlm.data.classification_dataset import XlmClassificationDataset, epoch_batches, epoch_seed
 from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_xlm import prepare_xnli
+from fairseq_xlm.cli import prepare_xnli
 from fairseq_xlm.data.xnli_readers import (
     NliFormatError,
     by_language,

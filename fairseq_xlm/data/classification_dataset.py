@@ -124,7 +124,7 @@ def load_label_set(path: str) -> List[str]:
             labels = [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path}: no label list; write the class names one a line (fairseq_xlm.prepare_xnli does)"
+            f"{path}: no label list; write the class names one a line (fairseq_xlm.cli.prepare_xnli does)"
         ) from None
     if len(set(labels)) != len(labels) or len(labels) < 2:
         raise ValueError(f"{path}: needs at least two distinct labels, got {labels}")

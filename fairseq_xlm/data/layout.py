@@ -1,4 +1,4 @@
-"""The data-bin layout shared by every fairseq_xlm task (written by ``fairseq_xlm.prepare``).
+"""The data-bin layout shared by every fairseq_xlm task (written by ``fairseq_xlm.cli.prepare``).
 
     data-bin/NAME/
       dict.txt                        one joined fairseq dictionary for all languages (no <mask>)
@@ -24,7 +24,7 @@ def load_dictionary(data_dir: str) -> Dictionary:
     """The joined dictionary of ``data_dir`` plus ``<mask>`` (a no-op when dict.txt already has it)."""
     path = os.path.join(data_dir, "dict.txt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no dictionary; is {data_dir} a data-bin made by fairseq_xlm.prepare?")
+        raise FileNotFoundError(f"{path}: no dictionary; is {data_dir} a data-bin made by fairseq_xlm.cli.prepare?")
     dictionary = Dictionary.load(path)
     dictionary.add_symbol(MASK)
     return dictionary

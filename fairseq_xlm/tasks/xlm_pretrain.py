@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class XlmPretrainConfig(ScheduleConfig):
     """Data, step language, masking and sampling of XLM pretraining."""
 
-    data: str = field(default="", metadata={"help": "data-bin directory made by fairseq_xlm.prepare"})
+    data: str = field(default="", metadata={"help": "data-bin directory made by fairseq_xlm.cli.prepare"})
     langs: str = field(default="", metadata={"help": "comma-separated languages; their order gives the "
                                                       "language ids (keep it for fine-tuning)"})
     clm_steps: str = field(default="", metadata={"help": "causal LM steps, e.g. 'en,es' (a pair 'en-es' "

@@ -5,7 +5,7 @@ Zero-shot transfer trains on ``--train-langs`` (default ``en``) and validates/te
 pairs (XNLI) and single texts (Bible genres) share one layout under the pretraining data-bin:
 
     DATA/                               the pretraining data-bin: dict.txt (+ <mask>), spm.model
-    DATA/{cls_subdir}/                  default "xnli"; written by ``python -m fairseq_xlm.prepare_xnli``
+    DATA/{cls_subdir}/                  default "xnli"; written by ``python -m fairseq_xlm.cli.prepare_xnli``
         labels.txt                      class names, one a line; the line order gives the class ids
         {split}.{lang}.input0.{bin,idx} first text (premise; the verse for single-text tasks)
         {split}.{lang}.input1.{bin,idx} second text (hypothesis); absent for single-text tasks
@@ -184,7 +184,7 @@ class XlmXnliTask(FairseqTask):
         cls_dir = os.path.join(cfg.data, cfg.cls_subdir)
         if not os.path.isdir(cls_dir):
             raise FileNotFoundError(f"{cls_dir}: no classification data (--cls-subdir {cfg.cls_subdir}); "
-                                    f"make it with python -m fairseq_xlm.prepare_xnli")
+                                    f"make it with python -m fairseq_xlm.cli.prepare_xnli")
         labels = load_label_set(os.path.join(cls_dir, "labels.txt"))
         if cfg.num_classes and cfg.num_classes != len(labels):
             raise ValueError(f"--num-classes {cfg.num_classes} but {cls_dir}/labels.txt has {len(labels)} classes")

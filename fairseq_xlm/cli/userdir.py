@@ -5,7 +5,7 @@ import os
 
 def path() -> str:
     """The folder of the installed ``fairseq_xlm`` package (what ``--user-dir`` expects)."""
-    return os.path.dirname(os.path.abspath(__file__))
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:

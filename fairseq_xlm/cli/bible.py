@@ -1,6 +1,6 @@
-"""Extract raw text from the verse-aligned Bible corpus (en/es/ny) for ``fairseq_xlm.prepare``.
+"""Extract raw text from the verse-aligned Bible corpus (en/es/ny) for ``fairseq_xlm.cli.prepare``.
 
-    python -m fairseq_xlm.bible --out raw/ --langs en,es --pairs en-es [--labels] [--train-verses 600 ...]
+    python -m fairseq_xlm.cli.bible --out raw/ --langs en,es --pairs en-es [--labels] [--train-verses 600 ...]
 
 writes, for each split (train/valid/test):
     {split}.{lang}                 monolingual text, one verse a line (verses where {lang} is non-empty)
@@ -25,9 +25,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import parse_langs
-from fairseq_xlm.prepare import config_parser
+from fairseq_xlm.cli.prepare import config_parser
 
-logger = logging.getLogger("fairseq_xlm.bible")
+logger = logging.getLogger("fairseq_xlm.cli.bible")
 
 SPLITS = ("train", "valid", "test")
 COLUMNS = ["id", "book", "chapter", "verse"]
@@ -58,7 +58,7 @@ def default_tsv() -> str:
     env = os.environ.get("XLM_BIBLE_TSV")
     if env:
         return env
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fairseq_xlm/cli/ -> repo
     return os.path.join(os.path.dirname(repo), "shared", "data", TSV_NAME)
 
 
@@ -275,7 +275,7 @@ def _write_output(cfg: BibleConfig, split: str, out: Output) -> Dict[str, int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """CLI entry point; returns {file name: lines}."""
-    parser = config_parser(BibleConfig, "python -m fairseq_xlm.bible", __doc__)
+    parser = config_parser(BibleConfig, "python -m fairseq_xlm.cli.bible", __doc__)
     cfg = BibleConfig(**vars(parser.parse_args(argv)))
     for split in SPLITS:
         if getattr(cfg, f"{split}_verses") < 0 or getattr(cfg, f"para_{split}_verses") < 0:

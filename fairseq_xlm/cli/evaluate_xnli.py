@@ -1,7 +1,7 @@
 """Accuracy of fine-tuned ``xnli`` checkpoints on every language's test set, as rows of the XNLI table.
 
-    python -m fairseq_xlm.evaluate_xnli CHECKPOINT DATA [--langs en,es] [--split test] [--name RUN] [--out table.md]
-    python -m fairseq_xlm.evaluate_xnli CKPT_1 CKPT_2 ... DATA [--sweep-out sweep.md] [--out table.md]
+    python -m fairseq_xlm.cli.evaluate_xnli CHECKPOINT DATA [--langs en,es] [--split test] [--name RUN] [--out table.md]
+    python -m fairseq_xlm.cli.evaluate_xnli CKPT_1 CKPT_2 ... DATA [--sweep-out sweep.md] [--out table.md]
 
 One checkpoint: prints a markdown table (one column per language, plus ``avg``, the mean over languages)
 and, with ``--out``, appends the row to that file (writing the header first if the file is new; a file whose
@@ -152,7 +152,7 @@ def _sweep(checkpoints: List[str], data: str, langs, batch_size: int) -> Tuple[R
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """CLI entry point; returns {lang: test accuracy} (of the selected run for a sweep)."""
-    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.evaluate_xnli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.cli.evaluate_xnli", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="fine-tuned checkpoint(s) (fairseq-train --task xnli); several = a sweep")
     parser.add_argument("data", help="the data-bin the model was fine-tuned on (with its --cls-subdir)")

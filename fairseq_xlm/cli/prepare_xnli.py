@@ -1,19 +1,19 @@
 """Classification data for task ``xnli``: raw text from XNLI/MultiNLI or Bible genres, then binarized.
 
-    python -m fairseq_xlm.prepare_xnli extract --out RAW --langs en,es \\
+    python -m fairseq_xlm.cli.prepare_xnli extract --out RAW --langs en,es \\
         --xnli-dir XNLI-1.0 [--mnli-train multinli_1.0_train.jsonl] [--translate-train-dir XNLI-MT-1.0/multinli]
-    python -m fairseq_xlm.prepare_xnli extract-bible --bible-raw BIBLE_RAW --out RAW --langs en,es,ny
-    python -m fairseq_xlm.prepare_xnli binarize --raw RAW --data DATA [--subdir xnli]
+    python -m fairseq_xlm.cli.prepare_xnli extract-bible --bible-raw BIBLE_RAW --out RAW --langs en,es,ny
+    python -m fairseq_xlm.cli.prepare_xnli binarize --raw RAW --data DATA [--subdir xnli]
 
 ``extract`` maps XNLI dev -> valid, test -> test (every language of --langs must be in them), MultiNLI train
 -> train.en, and ``multinli.train.{lang}.tsv`` -> train.{lang} (translate-train). ``extract-bible`` renames
-the output of ``python -m fairseq_xlm.bible --labels`` ({split}.{lang} + .label) into the same raw layout:
+the output of ``python -m fairseq_xlm.cli.bible --labels`` ({split}.{lang} + .label) into the same raw layout:
 
     RAW/labels.txt                       class names, one a line (their order gives the class ids)
     RAW/{split}.{lang}.input0 [.input1]  one text a line (input1: the second text of a pair)
     RAW/{split}.{lang}.label             one label a line
 
-``binarize`` applies the pretraining data-bin's spm.model and dict.txt (as ``fairseq_xlm.prepare`` does:
+``binarize`` applies the pretraining data-bin's spm.model and dict.txt (as ``fairseq_xlm.cli.prepare`` does:
 sentencepiece pieces, then fairseq's dictionary with ``</s>`` appended) and writes DATA/SUBDIR in the layout
 read by ``fairseq_xlm.tasks.xnli``. Every output is written under a temporary name and renamed.
 """
@@ -38,7 +38,7 @@ from fairseq_xlm.data.xnli_readers import (
     read_xnli_tsv,
 )
 
-logger = logging.getLogger("fairseq_xlm.prepare_xnli")
+logger = logging.getLogger("fairseq_xlm.cli.prepare_xnli")
 
 SPLITS = ("train", "valid", "test")
 RAW_NAME = re.compile(r"^(train|valid|test)\.([A-Za-z0-9_]+)\.input0$")
@@ -95,8 +95,8 @@ def extract_nli(out: str, langs: List[str], xnli_dir: str, mnli_train: Optional[
 
 
 def extract_bible(out: str, langs: List[str], bible_raw: str) -> Dict[str, int]:
-    """``fairseq_xlm.bible --labels`` output ({split}.{lang}, .label) -> raw layout with input0 only."""
-    from fairseq_xlm.bible import GENRES
+    """``fairseq_xlm.cli.bible --labels`` output ({split}.{lang}, .label) -> raw layout with input0 only."""
+    from fairseq_xlm.cli.bible import GENRES
 
     os.makedirs(out, exist_ok=True)
     counts = {}
@@ -106,7 +106,7 @@ def extract_bible(out: str, langs: List[str], bible_raw: str) -> Dict[str, int]:
             if not os.path.isfile(text):
                 continue
             if not os.path.isfile(label):
-                raise FileNotFoundError(f"{label}: missing; run python -m fairseq_xlm.bible with --labels")
+                raise FileNotFoundError(f"{label}: missing; run python -m fairseq_xlm.cli.bible with --labels")
             for src, ext in ((text, ".input0"), (label, ".label")):
                 dst = os.path.join(out, f"{split}.{lang}{ext}")
                 shutil.copyfile(src, dst + ".tmp")
@@ -181,7 +181,7 @@ def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.prepare_xnli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.cli.prepare_xnli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="XNLI 1.0 dev/test (+ MultiNLI train, + XNLI-MT) -> raw layout")
     p.add_argument("--out", required=True, help="raw output folder")
@@ -190,8 +190,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--mnli-train", default=None, help="multinli_1.0_train.jsonl (English training set)")
     p.add_argument("--translate-train-dir", default=None,
                    help="folder with multinli.train.{lang}.tsv (XNLI-MT-1.0/multinli), for --translate-train")
-    p = sub.add_parser("extract-bible", help="fairseq_xlm.bible --labels output -> raw layout (genres)")
-    p.add_argument("--bible-raw", required=True, help="output folder of python -m fairseq_xlm.bible --labels")
+    p = sub.add_parser("extract-bible", help="fairseq_xlm.cli.bible --labels output -> raw layout (genres)")
+    p.add_argument("--bible-raw", required=True, help="output folder of python -m fairseq_xlm.cli.bible --labels")
     p.add_argument("--out", required=True, help="raw output folder")
     p.add_argument("--langs", required=True, help="languages to take, e.g. en,es,ny")
     p = sub.add_parser("binarize", help="raw layout -> DATA/SUBDIR with DATA's spm.model and dict.txt")

@@ -1,16 +1,16 @@
 """Helpers of ``recipes/demo.sh`` (``make demo``): a random-init baseline checkpoint, the genre classification
 text of the shipped Bible sample, and the results table.
 
-    python -m fairseq_xlm.demo random-init OUT.pt DATA --task xlm_pretrain ...   (fairseq-train flags)
-    python -m fairseq_xlm.demo genre-raw --sample RAW --out DIR [--train-lang en] [--pair en-es]
-    python -m fairseq_xlm.demo report --dir data-bin/demo [--langs en,es] [--pretrain-updates N ...]
+    python -m fairseq_xlm.cli.demo random-init OUT.pt DATA --task xlm_pretrain ...   (fairseq-train flags)
+    python -m fairseq_xlm.cli.demo genre-raw --sample RAW --out DIR [--train-lang en] [--pair en-es]
+    python -m fairseq_xlm.cli.demo report --dir data-bin/demo [--langs en,es] [--pretrain-updates N ...]
 
 ``report`` reads what demo.sh leaves under DIR/runs (one ``xlm`` and one ``random`` file of each kind):
 
     eval/ppl.{run}.log            fairseq-validate of the pretraining checkpoints on the test split
     eval/mtppl.{run}.{src}-{tgt}.log   fairseq-validate of the MT checkpoints, one direction each
     eval/bleu.{run}.{src}-{tgt}   the sacrebleu score printed by recipes/evaluate_mt.sh
-    genre/table.{run}.md          the accuracy row written by python -m fairseq_xlm.evaluate_xnli
+    genre/table.{run}.md          the accuracy row written by python -m fairseq_xlm.cli.evaluate_xnli
     genre/raw-genre/              the classification text (for the majority-class reference)
     done/{N}-{stage}              stage stamps holding the stage's wall time in seconds
 
@@ -74,16 +74,16 @@ def _write(path: str, lines: Sequence[str]) -> None:
 
 def genre_of_id(verse_id: str) -> str:
     """Genre label of a verse id ``BB.CCC.VVV`` (its book number decides)."""
-    from fairseq_xlm.bible import genre
+    from fairseq_xlm.cli.bible import genre
 
     return genre(int(verse_id.split(".")[0]))
 
 
 def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, str] = ("en", "es")) -> Dict[str, int]:
-    """The classification raw layout of ``fairseq_xlm.prepare_xnli`` from the Bible sample: training verses
+    """The classification raw layout of ``fairseq_xlm.cli.prepare_xnli`` from the Bible sample: training verses
     of ``train_lang`` only (zero-shot), and valid/test from the parallel part, so every language is tested
     on the same verses. Labels of parallel verses come from their ids. Returns {file prefix: lines}."""
-    from fairseq_xlm.bible import GENRES
+    from fairseq_xlm.cli.bible import GENRES
 
     os.makedirs(out, exist_ok=True)
     counts = {}
@@ -143,7 +143,7 @@ def read_accuracy_table(path: str) -> Dict[str, float]:
         raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in _read(path) if line.strip()]
     if len(rows) < 3 or rows[0][0] != "model":
-        raise ValueError(f"{path}: not a table of python -m fairseq_xlm.evaluate_xnli")
+        raise ValueError(f"{path}: not a table of python -m fairseq_xlm.cli.evaluate_xnli")
     header, last = rows[0], rows[-1]
     return {lang: float(v) for lang, v in zip(header[1:], last[1:]) if lang != "avg"}
 
@@ -258,13 +258,13 @@ def write_report(directory: str, text: str, out: Optional[str] = None) -> str:
 
 # ------------------------------------------------------------------------------------------ CLI
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fairseq_xlm.cli.demo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("random-init", help="save the untrained model of a fairseq-train command line")
     p.add_argument("out", help="checkpoint to write")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="fairseq-train arguments (data dir first)")
     p = sub.add_parser("genre-raw", help="Bible sample -> raw genre classification text (prepare_xnli layout)")
-    p.add_argument("--sample", required=True, help="folder of the unpacked Bible sample (fairseq_xlm.bible output)")
+    p.add_argument("--sample", required=True, help="folder of the unpacked Bible sample (fairseq_xlm.cli.bible output)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train-lang", default="en", help="the only training language (zero-shot to the others)")
     p.add_argument("--pair", default="en-es", help="parallel pair whose valid/test verses are the eval sets")

@@ -1,0 +1,22 @@
+"""Command-line entry points (``python -m fairseq_xlm.cli.NAME``), thin layers over the library.
+
+    prepare, prepare_xnli   raw text -> data-bins (shared BPE, joined dictionary); classification splits
+    bible                   the shared Bible corpus -> raw splits
+    convert                 the authors' / HF / fairseq_xlm checkpoints, both ways
+    evaluate_xnli, bleu     results tables: accuracy per language, BLEU two ways
+    demo                    the helpers of recipes/demo.sh (random init, genre data, RESULTS.md)
+    userdir                 ``fairseq-xlm-userdir``: the folder to pass to fairseq's --user-dir
+
+Nothing in the library (models, data, tasks, criterions, formats) imports these modules. What they share is
+fairseq-style log lines, below.
+"""
+
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"  # fairseq's own format
+
+
+def setup_logging(level: int = logging.INFO, stream=None) -> None:
+    """Log like fairseq-train does (to stdout by default), replacing handlers set up earlier."""
+    logging.basicConfig(format=LOG_FORMAT, level=level, stream=stream or sys.stdout, force=True)

@@ -1,0 +1,135 @@
+"""Raw text -> one shared sentencepiece BPE -> one joined dictionary -> a fairseq_xlm data-bin.
+
+    python -m fairseq_xlm.cli.prepare --raw RAW --destdir data-bin/NAME --langs en,es [--vocab-size 8000 ...]
+
+RAW holds ``{train,valid,test}.{lang}`` (train required for every language) and optionally parallel
+``{split}.{l1}-{l2}.{l1|l2}`` and genre labels ``{split}.{lang}.label``. The output is the layout of
+``fairseq_xlm.data.layout`` (plus the label files, copied line-aligned). Stages, each skipped when its
+marker in DESTDIR/prep/ matches its settings and its outputs exist:
+
+    check     every file exists, is UTF-8, non-empty; parallel sides and labels are line-aligned
+    sample    BPE training sample, languages drawn with q_i ∝ p_i^alpha (XLM, Section 3.1)
+    spm       one sentencepiece BPE model for all languages -> spm.model, spm.vocab
+    encode    all splits into BPE pieces (DESTDIR/prep/bpe/); long lines counted (or dropped)
+    dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
+    binarize  fairseq-preprocess per language / pair, each in its own temp destdir
+
+Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
+"""
+
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from fairseq_xlm.cli import setup_logging
+from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, build_dict, check,
+                                            draw_sample, encode, raw_inventory, raw_stats, train_spm, write_json)
+from fairseq_xlm.data.layout import parse_langs
+
+logger = logging.getLogger("fairseq_xlm.cli.prepare")
+
+__all__ = ["STAGES", "PrepareConfig", "PrepareError", "Stages", "config_parser", "main", "run"]
+
+
+class Stages:
+    """Runs stages in order; a stage is skipped when its marker holds the same fingerprint (its settings
+    chained with the previous stage's) and the outputs it lists exist."""
+
+    def __init__(self, cfg: PrepareConfig, work: str):
+        self.cfg, self.work, self.chain = cfg, work, ""
+
+    def run(self, name: str, params: dict, fn) -> dict:
+        fingerprint = hashlib.sha1(json.dumps([self.chain, name, params], sort_keys=True).encode()).hexdigest()
+        self.chain = fingerprint
+        marker = os.path.join(self.work, f"{name}.done")
+        if not self.cfg.force and os.path.isfile(marker):
+            with open(marker, encoding="utf-8") as f:
+                done = json.load(f)
+            outputs = [os.path.join(self.cfg.destdir, p) for p in done["result"].get("outputs", [])]
+            if done["fingerprint"] == fingerprint and all(os.path.exists(p) for p in outputs):
+                logger.info(f"stage {name}: done already, skipping ({marker})")
+                return done["result"]
+        if os.path.exists(marker):
+            os.remove(marker)  # a rerun that crashes must not leave the old marker claiming success
+        logger.info(f"stage {name}: running")
+        result = fn()
+        write_json(marker, {"fingerprint": fingerprint, "result": result})
+        return result
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run(cfg: PrepareConfig) -> dict:
+    """Run (or skip) every stage; returns {stage: result}."""
+    langs = parse_langs(cfg.langs)
+    _validate(cfg)
+    work = os.path.join(cfg.destdir, "prep")
+    os.makedirs(work, exist_ok=True)
+    corpora = raw_inventory(cfg, langs)
+    stages, out = Stages(cfg, work), {}
+    out["check"] = stages.run("check", {"langs": langs, "corpora": corpora, "raw": raw_stats(cfg, corpora)},
+                              lambda: check(cfg, corpora, langs))
+    sample = os.path.join(work, "sample.txt")
+    out["sample"] = stages.run(
+        "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
+        lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
+    out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
+                            lambda: train_spm(cfg, sample, work))
+    out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
+                               lambda: encode(cfg, corpora, work))
+    out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
+    out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
+    logger.info(f"data-bin ready: {cfg.destdir}")
+    return out
+
+
+def _validate(cfg: PrepareConfig) -> None:
+    rules = [
+        (cfg.vocab_size > 0, "--vocab-size must be > 0"),
+        (0 < cfg.character_coverage <= 1, "--character-coverage must be in (0, 1]"),
+        (cfg.alpha >= 0, "--alpha must be >= 0 (0: uniform over languages, 1: proportional)"),
+        (cfg.sample_lines > 0, "--sample-lines must be > 0"),
+        (cfg.max_line_tokens >= 0, "--max-line-tokens must be >= 0 (0: keep all lines)"),
+        (cfg.warn_line_tokens > 0, "--warn-line-tokens must be > 0"),
+        (cfg.workers > 0, "--workers must be > 0"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise PrepareError(message)
+
+
+def config_parser(cls, prog: str, doc: str) -> argparse.ArgumentParser:
+    """argparse flags from a config dataclass: one flag per field, help from its metadata."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        parser.add_argument(flag, type=f.type, required=required, help=f.metadata["help"],
+                            **({} if required else {"default": default}))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """CLI entry point: parse flags, run the stages, exit with one clear message on bad input."""
+    parser = config_parser(PrepareConfig, "python -m fairseq_xlm.cli.prepare", __doc__)
+    cfg = PrepareConfig(**vars(parser.parse_args(argv)))
+    try:
+        return run(cfg)
+    except ValueError as e:  # PrepareError and parse_langs' errors: one line, no traceback
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(sys.argv[1:])

@@ -1,0 +1,145 @@
+"""Writers: ``Released`` -> a fairseq_xlm checkpoint directory or an HF ``XLMWithLMHeadModel`` directory,
+each staged in a temporary sibling and moved into place."""
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import List
+
+import torch
+
+from ..data import layout
+from ..models.xlm_transformer import XlmConfig
+from .readers import _load_dict_file
+from .released import CHECKPOINT, DICT, HF_HEAD, N_SPECIALS, SPM, Released, rename
+
+@contextmanager
+def staged_dir(out_dir: str, force: bool):
+    """Yield a temporary sibling of ``out_dir``; on success move it (or each file) into place atomically."""
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
+    try:
+        yield tmp
+        if not os.path.exists(out_dir):
+            os.rename(tmp, out_dir)
+            return
+        if not os.path.isdir(out_dir):
+            raise NotADirectoryError(f"{out_dir}: exists and is not a directory")
+        clash = [n for n in sorted(os.listdir(tmp)) if os.path.exists(os.path.join(out_dir, n))]
+        if clash and not force:
+            raise FileExistsError(f"{out_dir}: would overwrite {clash}; pass --force or choose a new directory")
+        for name in os.listdir(tmp):
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dict_lines(rel: Released) -> List[str]:
+    """dict.txt rows for ids >= 4 (fairseq adds its own four specials); the mask is named <mask>."""
+    rename_mask = layout.MASK not in rel.words and rel.mask_index >= N_SPECIALS
+    lines = []
+    for i in range(N_SPECIALS, len(rel.words)):
+        word = layout.MASK if rename_mask and i == rel.mask_index else rel.words[i]
+        lines.append(f"{word} {rel.counts[i] if rel.counts else 0}\n")
+    return lines
+
+
+def write_fairseq(rel: Released, out_dir: str, force: bool = False, source: str = "") -> str:
+    """OUT_DIR/checkpoint.pt (an ``xlm_transformer`` checkpoint) and OUT_DIR/dict.txt; returns the checkpoint."""
+    shape = rel.shape()
+    if rel.langs is None:
+        raise ValueError(f"{source}: the checkpoint does not name its languages; pass --langs (in id order)")
+    lang_table = "lang_embeddings.weight" in rel.state
+    model_cfg = asdict(XlmConfig())
+    model_cfg.update(
+        _name="xlm_transformer", encoder_embed_dim=shape["emb_dim"], encoder_layers=shape["n_layers"],
+        encoder_attention_heads=rel.n_heads, encoder_ffn_embed_dim=shape["ffn_dim"], dropout=rel.dropout,
+        attention_dropout=rel.attention_dropout, activation_fn="gelu" if rel.gelu else "relu",
+        sinusoidal_embeddings=rel.sinusoidal, no_lang_embeddings=not lang_table, n_langs=len(rel.langs),
+        max_positions=shape["max_positions"], layer_norm_eps=rel.layer_norm_eps,
+    )
+    with staged_dir(out_dir, force) as tmp:
+        state = {
+            "args": None,
+            "cfg": {"model": model_cfg, "task": {
+                # what setup_task needs to rebuild the task around the model (checkpoint_utils loaders)
+                "_name": "xlm_pretrain", "data": os.path.abspath(out_dir), "langs": ",".join(rel.langs),
+                "clm_steps" if rel.causal else "mlm_steps": ",".join(rel.langs)}},
+            "model": rename(rel.state, to_ours=True, where=source),
+            "optimizer_history": [{"criterion_name": "none", "optimizer_name": "none",
+                                   "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+            "last_optimizer_state": None,
+            "extra_state": {"xlm_convert": {"source": source, "causal": rel.causal,
+                                            "lang2id": {lang: i for i, lang in enumerate(rel.langs)}}},
+        }
+        torch.save(state, os.path.join(tmp, CHECKPOINT))
+        _write_dict(rel, os.path.join(tmp, DICT))
+        if SPM in rel.files:
+            shutil.copyfile(rel.files[SPM], os.path.join(tmp, SPM))
+        size = len(layout.load_dictionary(tmp))
+        if size != shape["n_words"]:  # e.g. a vocabulary without any mask symbol: <mask> was appended
+            raise ValueError(f"{source}: dict.txt loads as {size} symbols with <mask>, not the model's "
+                             f"{shape['n_words']}; the vocabulary has no mask symbol at index {rel.mask_index}")
+    return os.path.join(out_dir, CHECKPOINT)
+
+
+def _write_dict(rel: Released, path: str) -> None:
+    lines = _dict_lines(rel)
+    given = rel.files.get(DICT)
+    if given:  # keep a carried dict.txt byte for byte (counts, comments) when it holds the same symbols
+        fairseq_order = ["<s>", "<pad>", "</s>", "<unk>"] + [line.rsplit(" ", 1)[0] for line in lines]
+        if _load_dict_file(given).symbols == fairseq_order:
+            shutil.copyfile(given, path)
+            return
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+
+
+def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "") -> None:
+    """An ``XLMWithLMHeadModel`` directory: config.json, model.safetensors, vocab.json, README.md."""
+    from safetensors.torch import save_file
+
+    shape = rel.shape()
+    if shape["ffn_dim"] != 4 * shape["emb_dim"]:
+        raise ValueError(f"{source}: FFN size {shape['ffn_dim']} is not 4 x {shape['emb_dim']}, which HF's XLM "
+                         f"hard-codes")
+    langs = rel.langs or []
+    config = {
+        "architectures": ["XLMWithLMHeadModel"], "model_type": "xlm", "vocab_size": shape["n_words"],
+        "emb_dim": shape["emb_dim"], "n_layers": shape["n_layers"], "n_heads": rel.n_heads,
+        "dropout": rel.dropout, "attention_dropout": rel.attention_dropout, "gelu_activation": rel.gelu,
+        "sinusoidal_embeddings": rel.sinusoidal, "causal": rel.causal, "asm": False,
+        "n_langs": max(shape["n_langs"], len(langs), 1), "use_lang_emb": shape["n_langs"] > 0,
+        "max_position_embeddings": shape["max_positions"], "layer_norm_eps": rel.layer_norm_eps,
+        "embed_init_std": shape["emb_dim"] ** -0.5, "is_encoder": True, "tie_word_embeddings": True,
+        "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2, "unk_index": 3,
+        "mask_index": rel.mask_index, "mask_token_id": rel.mask_index,
+        "lang2id": {lang: i for i, lang in enumerate(langs)} or None,
+        "id2lang": {str(i): lang for i, lang in enumerate(langs)} or None,
+    }
+    tensors = {(k if k.startswith(HF_HEAD) else "transformer." + k): v.contiguous() for k, v in rel.state.items()}
+    with staged_dir(out_dir, force) as tmp:
+        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        for name, obj in (("config.json", config), ("vocab.json", {w: i for i, w in enumerate(rel.words)})):
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                json.dump(obj, f, ensure_ascii=False, indent=2)
+        for name, path in rel.files.items():
+            shutil.copyfile(path, os.path.join(tmp, name))
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(_HF_README.format(source=source or "a fairseq_xlm checkpoint", langs=",".join(langs) or "-",
+                                      spm="spm.model (included)" if SPM in rel.files else "the spm.model of its data-bin"))
+
+
+_HF_README = """# XLM converted by fairseq_xlm
+
+Converted from {source} by `python -m fairseq_xlm.cli.convert fairseq-to-hf`. Load it with
+`transformers.XLMWithLMHeadModel.from_pretrained(this_dir)`; languages (`langs=` ids, config `lang2id`): {langs}.
+
+Tokenization is **sentencepiece** ({spm}), not HF's XLMTokenizer (Moses + BPE): encode text with
+sentencepiece, then map pieces to ids with `vocab.json`. Ids follow the authors' layout: `<s>`=0, `</s>`=1,
+`<pad>`=2, `<unk>`=3; sentences start with `</s>` as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
+"""
