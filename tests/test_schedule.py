@@ -88,7 +88,7 @@ def test_epoch_length_in_iterations_or_in_sentences(bible_databin):
     # expectation (2 uniform draws of 2), tlm_en-es once
     streams = [len(task.epoch_batches(ds, 1, 1, None, 8, 1)) for _ in range(2)]
     assert streams[0] == streams[1]
-    sizes = {n: len(ds.keep[n]) for n in ds.names}
+    sizes = {n: ds.kept(n) for n in ds.names}
     iterations = max(-(-sizes[n] // 8) for n in ds.names)
     assert streams[0] == 3 * iterations
     task.cfg.epoch_size = 240  # sentences: 3 draws of ~8 samples per iteration (a pass ends with a smaller batch)
@@ -121,7 +121,7 @@ def test_every_use_draws_new_masks_and_validation_masks_stay_fixed(bible_databin
     v1 = [masks_of(valid, b) for b in valid.validation_batches(None, 16)]
     valid.set_epoch(5)
     assert v1 == [masks_of(valid, b) for b in valid.validation_batches(None, 16)]
-    assert sum(len(b) for b in valid.validation_batches(None, 16)) == sum(len(k) for k in valid.keep.values())
+    assert sum(len(b) for b in valid.validation_batches(None, 16)) == sum(valid.kept(n) for n in valid.names)
 
 
 def epoch_sources(task, workers, epochs=2, max_tokens=None, max_sentences=8):

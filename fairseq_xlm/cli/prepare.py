@@ -13,6 +13,7 @@ marker in DESTDIR/prep/ matches its settings and its outputs exist:
     encode    all splits into BPE pieces (DESTDIR/prep/bpe/); long lines counted (or dropped)
     dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
     binarize  fairseq-preprocess per language / pair, each in its own temp destdir
+              (with --shards N: one stage per shard, DESTDIR/shard{i}/, see ``binarize_shard``)
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
@@ -28,8 +29,9 @@ import sys
 from typing import Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
-from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, build_dict, check,
-                                            draw_sample, encode, raw_inventory, raw_stats, train_spm, write_json)
+from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, binarize_shard,
+                                            build_dict, check, draw_sample, encode, raw_inventory, raw_stats,
+                                            train_spm, write_json)
 from fairseq_xlm.data.layout import parse_langs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -85,8 +87,15 @@ def run(cfg: PrepareConfig) -> dict:
     out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
                                lambda: encode(cfg, corpora, work))
     out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
-    out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
-    logger.info(f"data-bin ready: {cfg.destdir}")
+    if cfg.shards == 1:
+        out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
+        logger.info(f"data-bin ready: {cfg.destdir}")
+        return out
+    for i in range(cfg.shards):  # one stage per shard: a crash redoes only the unfinished shards
+        out[f"binarize-shard{i}"] = stages.run(f"binarize-shard{i}", {"shards": cfg.shards},
+                                               lambda i=i: binarize_shard(cfg, corpora, work, i))
+    paths = os.pathsep.join(os.path.join(cfg.destdir, f"shard{i}") for i in range(cfg.shards))
+    logger.info(f"sharded data-bin ready: {paths}")
     return out
 
 
@@ -99,6 +108,7 @@ def _validate(cfg: PrepareConfig) -> None:
         (cfg.max_line_tokens >= 0, "--max-line-tokens must be >= 0 (0: keep all lines)"),
         (cfg.warn_line_tokens > 0, "--warn-line-tokens must be > 0"),
         (cfg.workers > 0, "--workers must be > 0"),
+        (cfg.shards > 0, "--shards must be > 0"),
     ]
     for ok, message in rules:
         if not ok:

@@ -2,6 +2,7 @@
 settings (``PrepareConfig``) and the atomic-file helpers they share; ``prepare.run`` chains them."""
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ class PrepareConfig:
     max_line_tokens: int = field(default=0, metadata={"help": "drop lines (parallel: pairs) longer than this "
                                  "many BPE tokens; 0 keeps all"})
     workers: int = field(default=1, metadata={"help": "threads/processes for sentencepiece and binarizing"})
+    shards: int = field(default=1, metadata={"help": "split the training text into N data-bins DESTDIR/shard0 "
+                        "... shard{N-1} (same dict.txt and BPE; valid/test in shard0); train with the path "
+                        "DESTDIR/shard0:DESTDIR/shard1:... (one shard per epoch)"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
 
 
@@ -340,3 +344,35 @@ def _preprocess(cfg: PrepareConfig, work: str, tmpdir: str, unit: str, langs: Li
         for handler in preprocess.logger.handlers[len(handlers):]:  # main() adds a log file per call
             preprocess.logger.removeHandler(handler)
             handler.close()
+
+
+def binarize_shard(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str, shard: int) -> dict:
+    """Shard ``shard`` of ``cfg.shards``: the ``shard``-th contiguous slice of every training file (parallel
+    sides and labels cut at the same lines), plus valid/test in shard 0, binarized into DESTDIR/shard{i} with
+    the shared dict.txt and BPE model."""
+    name = f"shard{shard}"
+    dest, shard_work = os.path.join(cfg.destdir, name), os.path.join(work, name)
+    os.makedirs(os.path.join(shard_work, "bpe"), exist_ok=True)
+    os.makedirs(dest, exist_ok=True)
+    for shared in ("dict.txt", "spm.model", "spm.vocab"):
+        with atomic_path(os.path.join(dest, shared)) as tmp:
+            shutil.copyfile(os.path.join(cfg.destdir, shared), tmp)
+    mine = {k: v for k, v in corpora.items() if k.startswith("train.") or shard == 0}
+    for corpus, files in mine.items():
+        label = f"{corpus}.label" if os.path.isfile(os.path.join(work, "bpe", f"{corpus}.label")) else None
+        for file in files + ([label] if label else []):
+            src = os.path.join(work, "bpe", file)
+            with open(src, encoding="utf-8") as f:
+                lines = sum(1 for _ in f)
+            lo, hi = (lines * shard // cfg.shards, lines * (shard + 1) // cfg.shards) if corpus.startswith(
+                "train.") else (0, lines)
+            if hi <= lo:
+                raise PrepareError(f"{os.path.join(cfg.raw, file)}: {lines} lines cannot fill {cfg.shards} shards")
+            with open(src, encoding="utf-8") as f, atomic_path(os.path.join(shard_work, "bpe", file)) as tmp, \
+                    open(tmp, "w", encoding="utf-8") as out:
+                for k, line in enumerate(f):
+                    if lo <= k < hi:
+                        out.write(line)
+    result = binarize(dataclasses.replace(cfg, destdir=dest), mine, shard_work)
+    shutil.rmtree(os.path.join(shard_work, "bpe"))
+    return {"outputs": [os.path.join(name, p) for p in ["dict.txt", "spm.model"] + result["outputs"]]}

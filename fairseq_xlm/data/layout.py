@@ -6,6 +6,10 @@
       {split}.{lang}.{bin,idx}        monolingual text, one sentence per line (split: train/valid/test)
       {split}.{l1}-{l2}.{lang}.{bin,idx}   parallel text, lang in (l1, l2), line-aligned
 
+A sharded data-bin is several such folders given as one path, ``data-bin/shard0:data-bin/shard1:...`` (as
+fairseq's own tasks): every shard has the same dict.txt and spm.model, training reads shard ``(epoch - 1) % n``
+in epoch ``epoch``, validation and test the first (``fairseq_xlm.cli.prepare --shards N`` writes them so).
+
 Tasks load the dictionary with ``load_dictionary`` (which appends ``<mask>``) so that all checkpoints of
 one data-bin share one vocabulary size.
 """
@@ -28,6 +32,27 @@ def load_dictionary(data_dir: str) -> Dictionary:
     dictionary = Dictionary.load(path)
     dictionary.add_symbol(MASK)
     return dictionary
+
+
+def shard_dirs(data: str) -> List[str]:
+    """The folders of a (possibly sharded) data path ``dir0:dir1:...``; one clear error for an empty one."""
+    dirs = data.split(os.pathsep)
+    if not all(dirs):
+        raise ValueError(f"data path {data!r} has an empty shard (use dir0{os.pathsep}dir1{os.pathsep}...)")
+    return dirs
+
+
+def split_dir(data: str, split: str, epoch: int = 1) -> str:
+    """The folder that holds ``split`` in ``epoch``: shard ``(epoch - 1) % n`` for train, the first otherwise.
+    A shard whose dict.txt differs from the first shard's is refused (token ids would change meaning)."""
+    dirs = shard_dirs(data)
+    folder = dirs[(epoch - 1) % len(dirs)] if split == "train" else dirs[0]
+    if folder != dirs[0]:
+        with open(os.path.join(dirs[0], "dict.txt"), "rb") as a, open(os.path.join(folder, "dict.txt"), "rb") as b:
+            if a.read() != b.read():
+                raise ValueError(f"{os.path.join(folder, 'dict.txt')} differs from {os.path.join(dirs[0], 'dict.txt')}:"
+                                 " every shard of a data path needs the same dictionary")
+    return folder
 
 
 def parse_langs(langs: str, flag: str = "--langs") -> List[str]:

@@ -24,7 +24,7 @@ reproducibly from (seed, epoch), and data-loader workers (which never see ``set_
 
 import math
 from dataclasses import dataclass
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -74,68 +74,139 @@ def smoothed_probs(sizes: Sequence[float], alpha: float) -> Optional[np.ndarray]
     return q / q.sum()
 
 
-def cut_batches(order: np.ndarray, costs: np.ndarray, max_tokens: Optional[int],
-                max_sentences: Optional[int]) -> List[np.ndarray]:
-    """The authors' cut of ``order`` (``Dataset.get_iterator``): a new batch where the running sum of
-    ``costs`` passes a multiple of ``max_tokens`` (``cumsum // tokens_per_batch``), and/or
-    ``ceil(n / max_sentences)`` batches whose sizes differ by at most one (their ``np.array_split``)."""
+def cut_sizes(costs_in_order: np.ndarray, max_tokens: Optional[int], max_sentences: Optional[int]) -> np.ndarray:
+    """Sizes of the authors' batches over samples of these costs, in order (``Dataset.get_iterator``): a new
+    batch where the running sum passes a multiple of ``max_tokens`` (``cumsum // tokens_per_batch``), and/or
+    each part split into ``ceil(n / max_sentences)`` batches whose sizes differ by at most one (their
+    ``np.array_split``: the first ``n % k`` one larger). Vectorised: no Python loop over batches."""
     if not max_tokens and not max_sentences:
         raise ValueError("training batches need --max-tokens or --batch-size")
-    batches = [np.asarray(order)]
+    n = len(costs_in_order)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    seg = np.array([n], dtype=np.int64)
     if max_tokens:
-        bounds = np.flatnonzero(np.diff(np.cumsum(costs[order]) // max_tokens)) + 1
-        batches = np.split(np.asarray(order), bounds)
+        starts = np.flatnonzero(np.diff(np.cumsum(costs_in_order) // max_tokens)) + 1
+        seg = np.diff(np.concatenate([[0], starts, [n]])).astype(np.int64)
     if max_sentences:
-        batches = [part for b in batches if len(b) for part in np.array_split(b, math.ceil(len(b) / max_sentences))]
-    return [b for b in batches if len(b)]
+        parts = -(-seg // max_sentences)
+        q, r = np.divmod(seg, parts)
+        within = np.arange(int(parts.sum())) - np.repeat(np.cumsum(parts) - parts, parts)
+        seg = np.repeat(q, parts) + (within < np.repeat(r, parts))
+    return seg[seg > 0]
+
+
+def cut_batches(order: np.ndarray, costs, max_tokens: Optional[int],
+                max_sentences: Optional[int]) -> List[np.ndarray]:
+    """``order`` cut into the authors' batches (see ``cut_sizes``)."""
+    order = np.asarray(order)
+    sizes = cut_sizes(costs[order], max_tokens, max_sentences)
+    return np.split(order, np.cumsum(sizes)[:-1]) if len(sizes) else []
+
+
+class Pass:
+    """One pass over a step's samples: the permuted samples, the batch cut and the batches' random order.
+    Batches are sliced on demand, so a pass holds three arrays, never a list of one array per batch."""
+
+    def __init__(self, order: np.ndarray, sizes: np.ndarray, batch_order: np.ndarray):
+        # int32 halves what a pass keeps resident; sample numbers of a step stay far below 2**31
+        self.order = order.astype(np.int32) if len(order) < 2**31 else order
+        self.ends, self.sizes, self.batch_order = np.cumsum(sizes), sizes, batch_order
+
+    def __len__(self):
+        return len(self.batch_order)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        b = self.batch_order[i]
+        return self.order[self.ends[b] - self.sizes[b]:self.ends[b]]
+
+
+def random_pass(costs, indices: Optional[np.ndarray], rng: np.random.RandomState,
+                max_sentences: Optional[int] = None, max_tokens: Optional[int] = None,
+                group_by_size: bool = False) -> Pass:
+    """The authors' ``get_iterator(shuffle=True)`` over ``indices`` (None: all ``len(costs)`` samples), with
+    their draws from ``rng``: a permutation (stably sorted by cost with ``group_by_size``: ties stay random),
+    ``cut_sizes``, the batches in random order."""
+    perm = rng.permutation(len(costs) if indices is None else len(indices))
+    order = perm if indices is None else np.asarray(indices)[perm]
+    if group_by_size:
+        order = order[np.argsort(costs[order], kind="mergesort")]
+    sizes = cut_sizes(costs[order], max_tokens, max_sentences)
+    batch_order = np.arange(len(sizes))
+    rng.shuffle(batch_order)  # the same draws and result as their rng.shuffle of the list of batches
+    return Pass(order, sizes, batch_order)
 
 
 def random_batches(costs: np.ndarray, indices: np.ndarray, rng: np.random.RandomState,
                    max_sentences: Optional[int] = None, max_tokens: Optional[int] = None,
                    group_by_size: bool = False) -> List[np.ndarray]:
-    """The authors' ``get_iterator(shuffle=True)`` over ``indices``, with their draws from ``rng``: a
-    permutation (stably sorted by cost with ``group_by_size``: ties stay random), ``cut_batches``, the
-    batches in random order."""
-    order = indices[rng.permutation(len(indices))]
-    if group_by_size:
-        order = order[np.argsort(costs[order], kind="mergesort")]
-    batches = cut_batches(order, costs, max_tokens, max_sentences)
-    rng.shuffle(batches)
-    return batches
+    """``random_pass`` as a list of batches (the authors' ``get_iterator`` output)."""
+    one = random_pass(costs, indices, rng, max_sentences, max_tokens, group_by_size)
+    return [one[i].astype(np.int64) for i in range(len(one))]
 
 
 class StepBatches:
-    """The endless batch stream of one step: shuffled passes over its samples, cut by summed cost."""
+    """The endless batch stream of one step: shuffled passes over its samples, cut by summed cost.
 
-    def __init__(self, step: int, costs: np.ndarray, keep: np.ndarray, max_tokens, max_sentences,
+    ``costs``: an array, or any object indexable by index arrays (``token_stream.BlockCosts``); ``keep``: the
+    samples to train on, None = all. ``reset(epoch)`` rewinds it to the epoch's first pass; only the current
+    pass is held (``Pass``), and ``advance()`` moves through it without materialising batches.
+    """
+
+    def __init__(self, step: int, costs, keep: Optional[np.ndarray], max_tokens, max_sentences,
                  group_by_size: bool, seed: int, epoch: int):
-        self.step, self.costs, self.keep = step, np.asarray(costs, dtype=np.int64), np.asarray(keep, dtype=np.int64)
-        if len(self.keep) == 0:
+        self.step = step
+        self.costs = costs if hasattr(costs, "sorted_values") else np.asarray(costs, dtype=np.int64)
+        self.keep = None if keep is None else np.asarray(keep, dtype=np.int64)
+        if (len(self.costs) if self.keep is None else len(self.keep)) == 0:
             raise ValueError(f"step {step}: no sample left to train on")
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
-        self.group_by_size, self.seed, self.epoch = group_by_size, seed, epoch
-        self.pass_ = -1
-        self.batches: List[np.ndarray] = []
-        self.cursor = 0
+        self.group_by_size, self.seed = group_by_size, seed
+        self.reset(epoch)
+
+    def reset(self, epoch: int) -> None:
+        self.epoch, self.pass_, self.current, self.cursor = epoch, -1, None, 0
+
+    def _pass(self, pass_: int) -> Pass:
+        rng = np.random.RandomState([self.seed % 2**32, self.epoch, self.step, pass_])
+        return random_pass(self.costs, self.keep, rng, self.max_sentences, self.max_tokens, self.group_by_size)
 
     def new_pass(self) -> List[np.ndarray]:
         """Batches of the next pass (a fresh permutation, seeded by seed, epoch, step and pass)."""
         self.pass_ += 1
-        rng = np.random.RandomState([self.seed % 2**32, self.epoch, self.step, self.pass_])
-        return random_batches(self.costs, self.keep, rng, self.max_sentences, self.max_tokens, self.group_by_size)
+        one = self._pass(self.pass_)
+        return [one[i] for i in range(len(one))]
+
+    def pass_length(self) -> int:
+        """Batches per pass. Length-grouped passes cut the sorted costs whatever the permutation, so no pass
+        is drawn; otherwise the count of this epoch's first pass."""
+        if not self.group_by_size:
+            return len(self._pass(0))
+        if self.keep is None and hasattr(self.costs, "sorted_values"):
+            ordered = self.costs.sorted_values()
+        else:
+            ordered = np.sort(self.costs[np.arange(len(self.costs)) if self.keep is None else self.keep])
+        return len(cut_sizes(ordered, self.max_tokens, self.max_sentences))
+
+    def advance(self) -> int:
+        """Move to the next batch (drawing a new pass when one is used up); its position in ``current``."""
+        if self.current is None or self.cursor == len(self.current):
+            self.pass_ += 1
+            self.current, self.cursor = self._pass(self.pass_), 0
+        self.cursor += 1
+        return self.cursor - 1
 
     def next(self) -> np.ndarray:
-        if self.cursor == len(self.batches):
-            self.batches, self.cursor = self.new_pass(), 0
-        self.cursor += 1
-        return self.batches[self.cursor - 1]
+        return self.current[self.advance()]
 
 
 class EpochSchedule:
-    """Batches of one training epoch in the authors' step order (see the module doc).
+    """Batches of one training epoch in the authors' step order (see the module doc), generated lazily.
 
     ``groups``: the step groups in loop order. ``lambdas(step, iteration)``: the step's weight (0 = skip).
-    ``iterations``: iterations per epoch; global iteration numbers continue across epochs.
+    ``iterations``: iterations per epoch; global iteration numbers continue across epochs. ``draws`` walks the
+    epoch batch by batch and materialises only the batches of one data-parallel rank from a position on;
+    ``batches`` is the whole epoch as a list (the same batches: one walk, two views).
     """
 
     def __init__(self, groups: Sequence[StepGroup], streams: Sequence[StepBatches],
@@ -143,20 +214,35 @@ class EpochSchedule:
         self.groups, self.streams, self.lambdas = list(groups), list(streams), lambdas
         self.seed, self.replicas = seed, replicas
 
-    def batches(self, epoch: int, iterations: int) -> List[List[Draw]]:
+    def _slots(self, epoch: int, iterations: int) -> Iterator[Tuple[int, int]]:
+        """(step, iteration) of every batch of the epoch, in order (``replicas`` per drawn step)."""
         rng = np.random.default_rng((self.seed, epoch, 7919))
-        out = []
         for it in range(iterations):
             iteration = (epoch - 1) * iterations + it
             for group in self.groups:
                 for step in group.order(rng):
-                    if self.lambdas(step, iteration) == 0:
-                        continue
-                    stream = self.streams[step]
-                    for _ in range(self.replicas):
-                        batch = stream.next()
-                        out.append([Draw(step, int(i), epoch, stream.pass_, iteration) for i in batch])
-        return out
+                    if self.lambdas(step, iteration) != 0:
+                        for _ in range(self.replicas):
+                            yield step, iteration
+
+    def count(self, epoch: int, iterations: int) -> int:
+        """Batches in the epoch (a replay of the step draws only: no pass is drawn)."""
+        return sum(1 for _ in self._slots(epoch, iterations))
+
+    def draws(self, epoch: int, iterations: int, rank: int = 0, ranks: int = 1,
+              start: int = 0) -> Iterator[List[Draw]]:
+        """Rank ``rank``'s batches (every ``ranks``-th from ``rank``, as fairseq's ``ShardedIterator``) from its
+        ``start``-th on; the streams advance through every batch, so any start gives the same batches."""
+        for stream in self.streams:
+            stream.reset(epoch)
+        for g, (step, iteration) in enumerate(self._slots(epoch, iterations)):
+            stream = self.streams[step]
+            pos = stream.advance()
+            if g % ranks == rank and g // ranks >= start:
+                yield [Draw(step, int(i), epoch, stream.pass_, iteration) for i in stream.current[pos]]
+
+    def batches(self, epoch: int, iterations: int) -> List[List[Draw]]:
+        return list(self.draws(epoch, iterations))
 
 
 def draws_per_iteration(groups: Sequence[StepGroup], n_steps: int) -> np.ndarray:

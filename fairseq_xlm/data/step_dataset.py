@@ -23,7 +23,8 @@ def fetch(dataset, index: int, key) -> dict:
 
 class StepDataset(FairseqDataset):
     """Named step datasets with a collater each; per step ``costs`` (tokens per sample, the authors'
-    batching lengths), ``keep`` (the samples allowed in training batches) and ``sentences`` (the size
+    batching lengths: an array, or ``token_stream.BlockCosts`` for a stream), ``keep`` (the samples allowed in
+    training batches; a step left out or None keeps all, without an index array) and ``sentences`` (the size
     that weighs the step in language sampling: sentences or pairs, as the authors' ``set_sampling_probs``)."""
 
     def __init__(self, steps: "OrderedDict[str, FairseqDataset]", collaters: Dict[str, Callable],
@@ -32,9 +33,15 @@ class StepDataset(FairseqDataset):
         self.steps = steps
         self.names = list(steps)
         self.collaters = collaters
-        self.costs = {name: np.asarray(costs[name], dtype=np.int64) for name in self.names}
-        self.keep = keep or {name: np.arange(len(ds)) for name, ds in steps.items()}
+        self.costs = {name: costs[name] if hasattr(costs[name], "sorted_values") else
+                      np.asarray(costs[name], dtype=np.int64) for name in self.names}
+        self.keep = {name: (keep or {}).get(name) for name in self.names}
         self.sentences = sentences or {name: len(ds) for name, ds in steps.items()}
+
+    def kept(self, name: str) -> int:
+        """How many samples of step ``name`` training batches may hold."""
+        keep = self.keep[name]
+        return len(self.steps[name]) if keep is None else len(keep)
 
     def __getitem__(self, draw: Draw):
         return draw, fetch(self.steps[self.names[draw.step]], draw.index, draw.key)
@@ -72,6 +79,7 @@ class StepDataset(FairseqDataset):
         out = []
         for k, name in enumerate(self.names):
             costs, keep = self.costs[name], self.keep[name]
+            keep = np.arange(len(self.steps[name])) if keep is None else keep
             order = keep[np.argsort(costs[keep], kind="mergesort")]
             for batch in cut_batches(order, costs, max_tokens, max_sentences):
                 out.append([Draw(k, int(i), 0, 0, -1) for i in batch])

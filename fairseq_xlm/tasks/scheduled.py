@@ -8,7 +8,8 @@ batches are fixed by (seed, epoch), never reshuffled by fairseq, and one fairseq
 
 import logging
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
+from weakref import WeakKeyDictionary
 
 from fairseq.data import iterators
 from fairseq.dataclass import FairseqDataclass
@@ -16,7 +17,9 @@ from fairseq.tasks import FairseqTask
 from omegaconf import II
 from omegaconf.errors import InterpolationResolutionError
 
-from ..data.schedule import EpochSchedule, StepBatches, StepGroup, expected_iterations, iterations_for_sentences
+from ..data.schedule import (Draw, EpochSchedule, StepBatches, StepGroup, expected_iterations,
+                             iterations_for_sentences)
+from ..data.schedule_iterator import ScheduleBatchIterator
 from ..data.step_dataset import StepDataset
 
 logger = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ class ScheduledStepsTask(FairseqTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._epoch_iterations = {}  # iterations per epoch, by dataset and batch settings
+        self._epoch_iterations = WeakKeyDictionary()  # iterations per epoch, by dataset and batch settings
 
     def step_groups(self, dataset: StepDataset) -> List[StepGroup]:
         raise NotImplementedError
@@ -68,29 +71,36 @@ class ScheduledStepsTask(FairseqTask):
         freq = list(linked_value(self.cfg, "update_freq", None) or [1])
         return int(freq[epoch - 1] if epoch <= len(freq) else freq[-1])
 
-    def epoch_batches(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,
-                      replicas: int):
-        """The training batches of ``epoch`` (``replicas`` = workers x --update-freq batches per step draw)."""
+    def epoch_schedule(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,
+                       replicas: int) -> Tuple[EpochSchedule, int]:
+        """The schedule of ``epoch`` and its iterations (``replicas`` = workers x --update-freq batches per
+        step draw); nothing is drawn until it is walked."""
         groups = self.step_groups(dataset)
-
-        def streams(ep):
-            return [StepBatches(k, dataset.costs[name], dataset.keep[name], max_tokens, max_sentences,
-                                self.cfg.group_by_size, seed, ep) for k, name in enumerate(dataset.names)]
-
+        streams = [StepBatches(k, dataset.costs[name], dataset.keep[name], max_tokens, max_sentences,
+                               self.cfg.group_by_size, seed, epoch) for k, name in enumerate(dataset.names)]
         iterations = self.cfg.epoch_iterations
-        key = (id(dataset), seed, max_tokens, max_sentences, replicas, self.cfg.epoch_size)
-        if iterations <= 0 and key in self._epoch_iterations:
-            iterations = self._epoch_iterations[key]
-        elif iterations <= 0:  # measured on epoch 1's batches, the same for every epoch
-            passes = [s.new_pass() for s in streams(1)]
+        key = (seed, max_tokens, max_sentences, replicas, self.cfg.epoch_size)
+        measured = self._epoch_iterations.setdefault(dataset, {})  # weak: a new shard's dataset measures anew
+        if iterations <= 0 and key in measured:
+            iterations = measured[key]
+        elif iterations <= 0:  # the same for every epoch of this dataset
+            for stream in streams:
+                stream.reset(1)
+            lengths = [stream.pass_length() for stream in streams]
             if self.cfg.epoch_size > 0:
-                mean_batch = [sum(map(len, p)) / len(p) for p in passes]
+                mean_batch = [dataset.kept(name) / n for name, n in zip(dataset.names, lengths)]
                 iterations = iterations_for_sentences(groups, mean_batch, replicas, self.cfg.epoch_size)
             else:
-                iterations = expected_iterations(groups, [len(p) for p in passes], replicas)
-            self._epoch_iterations[key] = iterations
-        schedule = EpochSchedule(groups, streams(epoch),
-                                 lambda k, it: self.step_weight(dataset.names[k], it), seed, replicas)
+                iterations = expected_iterations(groups, lengths, replicas)
+            measured[key] = iterations
+        schedule = EpochSchedule(groups, streams, lambda k, it: self.step_weight(dataset.names[k], it), seed,
+                                 replicas)
+        return schedule, iterations
+
+    def epoch_batches(self, dataset: StepDataset, epoch: int, seed: int, max_tokens, max_sentences,
+                      replicas: int) -> List[List[Draw]]:
+        """Every training batch of ``epoch`` as one list (what training walks lazily, see ``epoch_schedule``)."""
+        schedule, iterations = self.epoch_schedule(dataset, epoch, seed, max_tokens, max_sentences, replicas)
         return schedule.batches(epoch, iterations)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
@@ -102,16 +112,16 @@ class ScheduledStepsTask(FairseqTask):
                 dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
                 required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, data_buffer_size,
                 disable_iterator_cache, skip_remainder_batch, grouped_shuffling, update_epoch_batch_itr)
+        common = dict(dataset=dataset, collate_fn=dataset.collater, seed=seed, num_shards=num_shards,
+                      shard_id=shard_id, num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size)
         if dataset is self.datasets.get("train"):
-            def make_batches(ds, ep):
+            def make_schedule(ep):
                 replicas = num_shards * self._update_freq(ep)
-                return self.epoch_batches(ds, ep, seed, max_tokens, max_sentences, replicas)
-        else:
-            def make_batches(ds, ep):
-                return ds.validation_batches(max_tokens, max_sentences)
+                return self.epoch_schedule(dataset, ep, seed, max_tokens, max_sentences, replicas)
+            # each rank generates only its own batches, update by update (see data/schedule_iterator.py)
+            return ScheduleBatchIterator(make_schedule=make_schedule, **common)
+
+        def make_batches(ds, ep):
+            return ds.validation_batches(max_tokens, max_sentences)
         # disable_shuffling: the order of the batches is the schedule.
-        return iterators.EpochBatchIterator(
-            dataset=dataset, collate_fn=dataset.collater, batch_sampler=make_batches, seed=seed,
-            num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
-            buffer_size=data_buffer_size, disable_shuffling=True,
-        )
+        return iterators.EpochBatchIterator(batch_sampler=make_batches, disable_shuffling=True, **common)

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from functools import partial
 
-from fairseq.data import TokenBlockDataset, data_utils
 from fairseq.tasks import register_task
 
 from ..data import layout
 from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDataset, XlmMaskDataset, collate_lm
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
+from ..data.token_stream import SentenceDataset, StreamBlockDataset, TokenStream
 from ..schedules import parse_schedule
 from .scheduled import ScheduleConfig, ScheduledStepsTask
 
@@ -110,7 +110,7 @@ class XlmPretrainTask(ScheduledStepsTask):
     def setup_task(cls, cfg: XlmPretrainConfig, **kwargs):
         if not cfg.data:
             raise ValueError("xlm_pretrain needs the data-bin directory as the first argument of fairseq-train")
-        dictionary = layout.load_dictionary(cfg.data.split(os.pathsep)[0])
+        dictionary = layout.load_dictionary(layout.shard_dirs(cfg.data)[0])
         logger.info("dictionary: %d types (with %s)", len(dictionary), layout.MASK)
         return cls(cfg, dictionary)
 
@@ -125,47 +125,37 @@ class XlmPretrainTask(ScheduledStepsTask):
     def objective(self, name: str) -> str:
         return "clm" if name.startswith("clm") else "mlm"
 
-    def _load_indexed(self, prefix: str, what: str):
-        if not os.path.exists(prefix + ".bin"):
-            return None
-        if os.path.getsize(prefix + ".bin") == 0:  # numpy cannot even mmap it
-            raise ValueError(f"{prefix}.bin: {what} is empty")
-        ds = data_utils.load_indexed_dataset(prefix, self.dictionary, None)
-        if ds is None or len(ds) == 0:
-            raise ValueError(f"{prefix}.bin: {what} is empty")
-        return ds
-
-    def _missing(self, split: str, what: str):
-        mono, pairs = layout.available(self.cfg.data, split)
+    def _missing(self, data_dir: str, split: str, what: str):
+        mono, pairs = layout.available(data_dir, split)
         return ValueError(
-            f"no {what} for split '{split}' in {self.cfg.data} (it has monolingual: {', '.join(mono) or 'none'}; "
+            f"no {what} for split '{split}' in {data_dir} (it has monolingual: {', '.join(mono) or 'none'}; "
             f"parallel: {', '.join(pairs) or 'none'})"
         )
 
-    def _step_dataset(self, split: str, objective: str, l1: str, l2: Optional[str]):
-        """(dataset, sentences for language sampling, training samples to keep)."""
+    def _step_dataset(self, data_dir: str, split: str, objective: str, l1: str, l2: Optional[str]):
+        """(dataset, costs, sentences for language sampling, training samples to keep or None for all)."""
         cfg, d = self.cfg, self.dictionary
         ids = {lang: i for i, lang in enumerate(self.langs)}
         if l2 is None:
-            mono = self._load_indexed(layout.mono_prefix(cfg.data, split, l1), f"monolingual {l1} text")
-            if mono is None:
-                raise self._missing(split, f"monolingual data for '{l1}'")
-            # fairseq's sizes include the </s> that ends each sentence: the stream has separators.
-            blocks = TokenBlockDataset(mono, mono.sizes, cfg.tokens_per_sample, pad=d.pad(), eos=d.eos(),
-                                       break_mode="none")
-            base, sentences = MonoStreamDataset(blocks, ids[l1]), len(mono)
-            keep = np.arange(len(base))
+            prefix = layout.mono_prefix(data_dir, split, l1)
+            if not os.path.exists(prefix + ".bin"):
+                raise self._missing(data_dir, split, f"monolingual data for '{l1}'")
+            # the .bin is the stream (sentences end in </s>); blocks are cut from it, no index array is built
+            stream = TokenStream(prefix, f"monolingual {l1} text")
+            blocks = StreamBlockDataset(stream, cfg.tokens_per_sample)
+            base, costs, sentences, keep = MonoStreamDataset(blocks, ids[l1]), blocks.costs, stream.sentences, None
         else:
-            sides = [layout.para_prefix(cfg.data, split, l1, l2, lang) for lang in (l1, l2)]
+            sides = [layout.para_prefix(data_dir, split, l1, l2, lang) for lang in (l1, l2)]
             if None in sides:
-                raise self._missing(split, f"parallel data for '{l1}-{l2}'")
-            src, tgt = (self._load_indexed(p, f"parallel {l1}-{l2} text") for p in sides)
+                raise self._missing(data_dir, split, f"parallel data for '{l1}-{l2}'")
+            src, tgt = (SentenceDataset(p, f"parallel {l1}-{l2} text") for p in sides)
             base, sentences = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos()), len(src)
+            costs = base.sizes
             keep = self._keep_pairs(split, f"{l1}-{l2}", np.asarray(src.sizes), np.asarray(tgt.sizes))
         if objective == "clm":
-            return CausalTargetDataset(base, d.pad()), sentences, keep
+            return CausalTargetDataset(base, d.pad()), costs, sentences, keep
         return XlmMaskDataset(base, d, self.mask_idx, cfg.seed, cfg.mask_prob, cfg.leave_unmasked_prob,
-                              cfg.random_token_prob, cfg.mask_sample_alpha), sentences, keep
+                              cfg.random_token_prob, cfg.mask_sample_alpha), costs, sentences, keep
 
     def _keep_pairs(self, split: str, pair: str, src_sizes: np.ndarray, tgt_sizes: np.ndarray) -> np.ndarray:
         """Pairs a batch may hold: within --tokens-per-sample; in training also the authors' filter
@@ -182,17 +172,21 @@ class XlmPretrainTask(ScheduledStepsTask):
         return np.flatnonzero(ok)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        """The split's steps from ``layout.split_dir`` (a sharded training set: this epoch's shard)."""
+        data_dir = layout.split_dir(self.cfg.data, split, epoch)
+        if data_dir != self.cfg.data:
+            logger.info("%s: epoch %d reads %s", split, epoch, data_dir)
         steps, collaters, costs, keep, sentences = OrderedDict(), {}, {}, {}, {}
         for objective, pairs in self.steps.items():
             for l1, l2 in pairs:
                 name = step_name(objective, l1, l2)
-                ds, sentences[name], keep[name] = self._step_dataset(split, objective, l1, l2)
-                steps[name] = ds
+                steps[name], costs[name], sentences[name], keep[name] = self._step_dataset(
+                    data_dir, split, objective, l1, l2)
                 collaters[name] = partial(collate_lm, pad=self.dictionary.pad(), causal=objective == "clm",
                                           step=name)
-                costs[name] = np.asarray(ds.sizes)
-                logger.info("%s %s: %d samples", split, name, len(keep[name]))
         self.datasets[split] = StepDataset(steps, collaters, costs, keep, sentences)
+        for name in steps:
+            logger.info("%s %s: %d samples", split, name, self.datasets[split].kept(name))
 
     def step_groups(self, dataset: StepDataset):
         """Per objective (CLM, then MLM/TLM): monolingual steps, then pairs, each sampled as shuf_order."""
