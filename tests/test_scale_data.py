@@ -249,3 +249,17 @@ def test_fairseq_train_reads_one_shard_per_epoch(sharded, pkg_dir, run_fairseq, 
     assert read[:4] == [("1", "shard0"), ("2", "shard1"), ("3", "shard2"), ("4", "shard0")]
     assert all(shard == f"shard{(int(epoch) - 1) % 3}" for epoch, shard in read)
     assert re.findall(r"num_updates (\d+)", out)[-1] == "12"  # 4 epochs of 1 iteration = 3 steps each
+
+
+def test_unsupervised_mt_trains_on_the_epochs_shard(sharded):
+    from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
+
+    paths = os.pathsep.join(str(sharded / f"shard{i}") for i in range(3))
+    task = UnsupervisedMtTask.setup_task(UnsupervisedMtConfig(data=paths, langs="en,es", ae_steps="en,es",
+                                                              mt_steps="en-es", seed=1))
+    for epoch, shard in ((1, "shard0"), (2, "shard1"), (4, "shard0")):
+        task.load_dataset("train", epoch=epoch)
+        assert os.path.basename(task.train_dir) == shard
+        ae = task.datasets["train"].steps["ae:en"]
+        assert len(ae) == len(SentenceDataset(str(sharded / shard / "train.en")))
+    assert os.path.basename(os.path.dirname(task._mono_prefix("valid", "en"))) == "shard0"

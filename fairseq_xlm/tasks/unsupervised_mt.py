@@ -127,6 +127,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.data_dir = utils.split_paths(cfg.data)[0]
+        self.train_dir = self.data_dir  # a sharded data path: this epoch's shard (see load_dataset)
         self.langs = langs
         self.langs_inferred = langs_inferred
         self.mask_idx = dictionary.index(layout.MASK)
@@ -179,12 +180,15 @@ class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
         if src == tgt:
             raise ValueError(f"--source-lang and --target-lang are both {src}: source and target must differ")
 
+    def _split_dir(self, split: str) -> str:
+        return self.train_dir if split == "train" else self.data_dir
+
     def _mono_prefix(self, split: str, lang: str) -> str:
-        return layout.mono_prefix(self.data_dir, split, lang)
+        return layout.mono_prefix(self._split_dir(split), split, lang)
 
     def _para_prefixes(self, split: str, src: str, tgt: str):
-        return (layout.para_prefix(self.data_dir, split, src, tgt, src),
-                layout.para_prefix(self.data_dir, split, src, tgt, tgt))
+        return (layout.para_prefix(self._split_dir(split), split, src, tgt, src),
+                layout.para_prefix(self._split_dir(split), split, src, tgt, tgt))
 
     def _check_train_data(self) -> None:
         """One clear error per step whose training data is missing (before any model is built)."""
@@ -306,6 +310,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
         if self.direction is not None and split != "train":
             dataset = self._direction_dataset(split, *self.direction)
         elif split == "train":
+            self.train_dir = layout.split_dir(self.cfg.data, split, epoch)  # shard (epoch - 1) % n
             dataset = self._train_dataset()
         else:
             dataset = self._valid_dataset(split)
