@@ -17,7 +17,7 @@ A sharded row reads a data path of N shards (``dir0:dir1:...``); its shards are 
 folder under N names (symlinks), which is all the first epoch reads: memory follows the shard, not the corpus.
 
     .venv/bin/python bench/scale.py [--points 2x1.5M,15x3.7M,100x25.7M,100x257M,100x257M/10] [--work DIR]
-    .venv/bin/python bench/scale.py --code ../main   # the same measurements on another checkout
+    .venv/bin/python bench/scale.py --code .,../main   # alternate with another checkout, point by point
 
 The last lines print the slope of data-only RSS and load time per sentence (least squares over the
 unsharded points).
@@ -173,7 +173,8 @@ def main():
     parser.add_argument("--points", default="2x1.5M,15x3.7M,100x25.7M,100x257M,100x257M/10,100x2.57B/100")
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "fairseq_xlm_scale"))
     parser.add_argument("--code", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        help="checkout to measure (its fairseq_xlm is the --user-dir)")
+                        help="comma-separated checkouts to measure, alternated point by point (each one's "
+                             "fairseq_xlm is the --user-dir)")
     parser.add_argument("--child", choices=["data", "train"], help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -182,33 +183,34 @@ def main():
     if unknown:
         raise SystemExit(f"--points: unknown {unknown}; choose from {', '.join(POINTS)}")
     os.makedirs(args.work, exist_ok=True)
-    user_dir = os.path.join(os.path.abspath(args.code), "fairseq_xlm")
-    print("| point | langs / steps | sentences | tokens | to first update | epoch batch build | load_dataset "
+    codes = [os.path.abspath(c) for c in args.code.split(",")]
+    print("| code | point | langs / steps | sentences | tokens | to first update | epoch batch build | load_dataset "
           "| peak RSS train / data (baseline), GiB |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|")
     fit = []
     for name in args.points.split(","):
         n_langs, _, pairs, shards = POINTS[name]
         data = build(name, args.work)
         with open(os.path.join(data.split(os.pathsep)[0], "DONE")) as f:
             info = json.load(f)
-        argv = train_args(data, n_langs, pairs, user_dir)
-        d = run_child("data", argv, args.code)
-        t = run_child("train", argv, args.code)
-        steps = n_langs + (n_langs - 1 if pairs else 0)
-        sentences = info["sentences"] * shards
-        pair_text = f" + {pairs * shards / 1e6:.1f} M pairs" if pairs else ""
-        print(f"| {name} | {n_langs} / {steps} | {sentences / 1e6:.1f} M{pair_text} | "
-              f"{info['tokens'] * shards / 1e9:.2f} B | {t['wall']:.1f} s | {d['epoch']:.2f} s | {d['load']:.2f} s | "
-              f"{t['rss']:.2f} / {d['rss']:.2f} ({d['base']:.2f}) |", flush=True)
-        if shards == 1:
-            fit.append((info["sentences"] + pairs, d["rss"], d["load"]))
+        for code in codes:
+            argv = train_args(data, n_langs, pairs, os.path.join(code, "fairseq_xlm"))
+            d = run_child("data", argv, code)
+            t = run_child("train", argv, code)
+            steps = n_langs + (n_langs - 1 if pairs else 0)
+            sentences = info["sentences"] * shards
+            pair_text = f" + {pairs * shards / 1e6:.1f} M pairs" if pairs else ""
+            print(f"| {os.path.basename(code)} | {name} | {n_langs} / {steps} | {sentences / 1e6:.1f} M{pair_text} | "
+                  f"{info['tokens'] * shards / 1e9:.2f} B | {t['wall']:.1f} s | {d['epoch']:.2f} s | "
+                  f"{d['load']:.2f} s | {t['rss']:.2f} / {d['rss']:.2f} ({d['base']:.2f}) |", flush=True)
+            if shards == 1 and code == codes[0]:
+                fit.append((info["sentences"] + pairs, d["rss"], d["load"]))
     if len(fit) >= 2:
         x = np.array([f[0] for f in fit], dtype=np.float64)
         rss_slope = np.polyfit(x, np.array([f[1] for f in fit]) * 2**30, 1)[0]
         load_slope = np.polyfit(x, np.array([f[2] for f in fit]), 1)[0]
-        print(f"\nslope over unsharded points: {rss_slope:.2f} bytes of data-only RSS and "
-              f"{load_slope * 1e9:.2f} ns of load_dataset per sentence")
+        print(f"\nslope over unsharded points of {os.path.basename(codes[0])}: {rss_slope:.2f} bytes of data-only "
+              f"RSS and {load_slope * 1e9:.2f} ns of load_dataset per sentence")
 
 
 if __name__ == "__main__":

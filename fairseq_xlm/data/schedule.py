@@ -20,8 +20,17 @@ grouped by size, batches in random order); a new pass starts when one is used up
 ``Draw`` tuples ``(step, index, epoch, pass, iteration)``: datasets seed every random choice of a sample
 (masks, noise) from the tuple it is fetched with, so a sample gets new masks each time it is used,
 reproducibly from (seed, epoch), and data-loader workers (which never see ``set_epoch``) draw the same.
+
+The epoch is generated, not stored: ``EpochSchedule.draws`` walks it batch by batch and builds only one
+rank's ``Draw`` lists (``schedule_iterator.py`` hands them to fairseq's data loader), while the step draws
+(a seeded generator per epoch) and the streams' cursors advance through every batch, so a rank, a resumed
+run or the eager ``batches()`` list all see the same batches. What stays per step is the current pass: a
+permutation of the step's samples, its cut and its batch order (``Pass``: 4 bytes a sample), because the
+authors' batches are a random permutation of the whole step, grouped by size; with a sharded data path a
+step holds one shard's samples, so this memory follows the shard size, not the corpus.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -233,10 +242,11 @@ class EpochSchedule:
               start: int = 0) -> Iterator[List[Draw]]:
         """Rank ``rank``'s batches (every ``ranks``-th from ``rank``, as fairseq's ``ShardedIterator``) from its
         ``start``-th on; the streams advance through every batch, so any start gives the same batches."""
-        for stream in self.streams:
+        streams = [copy.copy(stream) for stream in self.streams]  # walks never share cursors
+        for stream in streams:
             stream.reset(epoch)
         for g, (step, iteration) in enumerate(self._slots(epoch, iterations)):
-            stream = self.streams[step]
+            stream = streams[step]
             pos = stream.advance()
             if g % ranks == rank and g // ranks >= start:
                 yield [Draw(step, int(i), epoch, stream.pass_, iteration) for i in stream.current[pos]]

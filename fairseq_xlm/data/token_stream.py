@@ -21,6 +21,8 @@ import torch
 from fairseq.data import FairseqDataset
 from fairseq.data.indexed_dataset import MMapIndexedDataset, _code_to_dtype
 
+from .lm_datasets import SizedDataset
+
 _MAGIC = MMapIndexedDataset.Index._HDR_MAGIC
 
 
@@ -69,7 +71,7 @@ class TokenStream:
         return np.asarray(self._map[start:end], dtype=np.int64)
 
 
-class SentenceDataset(FairseqDataset):
+class SentenceDataset(SizedDataset):
     """Sentence ``i`` of a binarized text (as fairseq's ``MMapIndexedDataset``, without its warm-up read): the
     index arrays are memory maps read as they are used, and nothing is copied to data-loader workers."""
 
@@ -102,16 +104,6 @@ class SentenceDataset(FairseqDataset):
         sizes, pointers = self._index()
         start = int(pointers[index]) // self.stream.dtype.itemsize
         return torch.from_numpy(self.stream.read(start, start + int(sizes[index])))
-
-    def num_tokens(self, index):
-        return int(self.sizes[index])
-
-    def size(self, index):
-        return int(self.sizes[index])
-
-    @property
-    def supports_prefetch(self):
-        return False
 
 
 class BlockCosts:

@@ -2,8 +2,9 @@
 
 A task that mixes step kinds subclasses ``ScheduledStepsTask`` and provides ``step_groups()`` (the order
 of the authors' loop) and ``step_weight(name, iteration)`` (its lambdas); its training split is a
-``StepDataset``. ``get_batch_iterator`` then writes each epoch out with ``schedule.EpochSchedule``: the
-batches are fixed by (seed, epoch), never reshuffled by fairseq, and one fairseq update is one step.
+``StepDataset``. ``get_batch_iterator`` then generates each epoch with ``schedule.EpochSchedule``, each rank
+only its own batches as training asks for them (``data/schedule_iterator.py``): the batches are fixed by
+(seed, epoch), never reshuffled by fairseq, and one fairseq update is one step.
 """
 
 import logging
