@@ -12,6 +12,8 @@ sparse (all tokens 0, no disk used): the data path reads a ``.bin`` only where a
   * epoch batch build the training iterator: ``get_batch_iterator``, its length and its first batch
   * peak RSS          of the training process / of the data-only process (its baseline after imports in
                       parentheses: torch and fairseq alone)
+  * steady data RSS   the data-only process after walking 2,000 batches of the epoch (every step has drawn
+                      its first pass by then), and the time of that walk
 
 A sharded row reads a data path of N shards (``dir0:dir1:...``); its shards are the 25.7 M-sentence point's
 folder under N names (symlinks), which is all the first epoch reads: memory follows the shard, not the corpus.
@@ -147,8 +149,14 @@ def child_data(argv):
     n = len(itr)
     first = itr.first_batch
     build_s = time.perf_counter() - t
+    rss = rss_gib()
+    # steady state: walk 2000 batches of the schedule (every step has drawn its first pass by then)
+    t = time.perf_counter()
+    walk = itr.rank_batches(1) if hasattr(itr, "rank_batches") else itr.frozen_batches
+    walked = sum(1 for _, _ in zip(range(2000), walk))
     print(json.dumps({"load": load, "epoch": build_s, "batches": n, "first": int(first["nsentences"]),
-                      "rss": rss_gib(), "base": base}))
+                      "rss": rss, "base": base, "walked": walked, "walk_s": time.perf_counter() - t,
+                      "steady": rss_gib()}))
 
 
 def child_train(argv):
@@ -185,8 +193,8 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     codes = [os.path.abspath(c) for c in args.code.split(",")]
     print("| code | point | langs / steps | sentences | tokens | to first update | epoch batch build | load_dataset "
-          "| peak RSS train / data (baseline), GiB |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|")
+          "| peak RSS train / data (baseline), GiB | steady data RSS, 2000-batch walk |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
     fit = []
     for name in args.points.split(","):
         n_langs, _, pairs, shards = POINTS[name]
@@ -202,7 +210,8 @@ def main():
             pair_text = f" + {pairs * shards / 1e6:.1f} M pairs" if pairs else ""
             print(f"| {os.path.basename(code)} | {name} | {n_langs} / {steps} | {sentences / 1e6:.1f} M{pair_text} | "
                   f"{info['tokens'] * shards / 1e9:.2f} B | {t['wall']:.1f} s | {d['epoch']:.2f} s | "
-                  f"{d['load']:.2f} s | {t['rss']:.2f} / {d['rss']:.2f} ({d['base']:.2f}) |", flush=True)
+                  f"{d['load']:.2f} s | {t['rss']:.2f} / {d['rss']:.2f} ({d['base']:.2f}) | "
+                  f"{d['steady']:.2f} GiB, {d['walk_s']:.1f} s |", flush=True)
             if shards == 1 and code == codes[0]:
                 fit.append((info["sentences"] + pairs, d["rss"], d["load"]))
     if len(fit) >= 2:

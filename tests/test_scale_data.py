@@ -18,7 +18,7 @@ import fairseq_xlm  # noqa: F401
 from fairseq_xlm.cli import prepare
 from fairseq_xlm.data import layout
 from fairseq_xlm.data.schedule import cut_batches, cut_sizes, random_batches
-from fairseq_xlm.data.token_stream import SentenceDataset, StreamBlockDataset, TokenStream
+from fairseq_xlm.data.token_stream import BlockCosts, SentenceDataset, StreamBlockDataset, TokenStream
 from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
 
 from conftest import BIBLE_LANGS, BIBLE_MONO, BIBLE_PARA, BIBLE_VOCAB
@@ -122,6 +122,22 @@ def test_vectorised_cut_and_pass_equal_the_authors_loop():
         a.shuffle(want)
         got = random_batches(costs, keep, b, max_sentences, max_tokens, group_by_size=True)
         assert [x.tolist() for x in got] == [x.tolist() for x in want]
+
+
+def test_block_costs_sort_and_index_as_the_arrays_they_stand_for():
+    rng = np.random.default_rng(1)
+    for n, size, last in ((1, 5, 5), (7, 256, 256), (50, 256, 3), (9, 64, 63)):
+        costs = BlockCosts(n, size, last)
+        array = np.array([size] * (n - 1) + [last])
+        np.testing.assert_array_equal(costs[np.arange(n)], array)
+        np.testing.assert_array_equal(costs.sorted_values(), np.sort(array))
+        for _ in range(5):
+            order = rng.permutation(n)
+            np.testing.assert_array_equal(costs.stable_sort(order), order[np.argsort(array[order], kind="mergesort")])
+            a, b = np.random.RandomState([n, 2]), np.random.RandomState([n, 2])
+            got = random_batches(costs, None, a, 4, 600, group_by_size=True)
+            want = random_batches(array, np.arange(n), b, 4, 600, group_by_size=True)
+            assert [x.tolist() for x in got] == [x.tolist() for x in want]
 
 
 # ---------------------------------------------------------------- lazy batches and resume

@@ -138,7 +138,9 @@ def random_pass(costs, indices: Optional[np.ndarray], rng: np.random.RandomState
     ``cut_sizes``, the batches in random order."""
     perm = rng.permutation(len(costs) if indices is None else len(indices))
     order = perm if indices is None else np.asarray(indices)[perm]
-    if group_by_size:
+    if group_by_size and hasattr(costs, "stable_sort"):  # stream blocks: the same order without a sort
+        order = costs.stable_sort(order)
+    elif group_by_size:
         order = order[np.argsort(costs[order], kind="mergesort")]
     sizes = cut_sizes(costs[order], max_tokens, max_sentences)
     batch_order = np.arange(len(sizes))

@@ -122,6 +122,14 @@ class BlockCosts:
             return self.last if int(index) == self.n - 1 else self.size
         return np.where(index == self.n - 1, self.last, self.size).astype(np.int64)
 
+    def stable_sort(self, order: np.ndarray) -> np.ndarray:
+        """``order`` stably sorted by cost (``np.argsort(kind="mergesort")``'s result) without a sort: only a
+        shorter last block moves, to the front."""
+        if self.last == self.size:
+            return order
+        is_last = order == self.n - 1
+        return np.concatenate([order[is_last], order[~is_last]])
+
     def sorted_values(self) -> np.ndarray:
         """All costs in increasing order (what a length-grouped pass cuts, whatever its permutation)."""
         out = np.full(self.n, self.size, dtype=np.int64)
