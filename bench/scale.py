@@ -171,8 +171,9 @@ def run_child(mode: str, argv, code: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=code)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, "--", *argv], env=env,
                          capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{mode} child failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    if out.returncode:  # a row of its own (the data path before shards failed on dir0:dir1)
+        lines = (out.stderr or out.stdout).strip().splitlines() or ["no output"]
+        return {"error": lines[-1][:150]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -204,7 +205,10 @@ def main():
         for code in codes:
             argv = train_args(data, n_langs, pairs, os.path.join(code, "fairseq_xlm"))
             d = run_child("data", argv, code)
-            t = run_child("train", argv, code)
+            t = run_child("train", argv, code) if "error" not in d else d
+            if "error" in d:
+                print(f"| {os.path.basename(code)} | {name} | fails: {d['error']} |", flush=True)
+                continue
             steps = n_langs + (n_langs - 1 if pairs else 0)
             sentences = info["sentences"] * shards
             pair_text = f" + {pairs * shards / 1e6:.1f} M pairs" if pairs else ""
