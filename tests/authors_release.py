@@ -13,7 +13,7 @@ maker, not an oracle: tests/test_authors_bpe.py checks our application of the co
 
 import sys
 import unicodedata
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -43,27 +43,35 @@ def learn_bpe(word_lines: Sequence[Sequence[str]], merges: int) -> Tuple[List[Tu
     """(codes, vocab) in the authors' formats from tokenized text."""
     counts = Counter(w for words in word_lines for w in words)
     segs: Dict[str, Tuple[str, ...]] = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in counts}
+    pairs: Counter = Counter()
+    where: Dict[Tuple[str, str], set] = defaultdict(set)  # pair -> words holding it
+    for w, seg in segs.items():
+        for pair in zip(seg, seg[1:]):
+            pairs[pair] += counts[w]
+            where[pair].add(w)
     codes = []
-    for _ in range(merges):
-        pairs: Counter = Counter()
-        for w, seg in segs.items():
-            for a, b in zip(seg, seg[1:]):
-                pairs[a, b] += counts[w]
-        if not pairs:
-            break
+    while len(codes) < merges and pairs:
         (a, b), n = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        if n <= 0:
+            break
         codes.append((a, b, n))
-        for w, seg in segs.items():
-            if a in seg:
-                merged, i = [], 0
-                while i < len(seg):
-                    if i + 1 < len(seg) and seg[i] == a and seg[i + 1] == b:
-                        merged.append(a + b)
-                        i += 2
-                    else:
-                        merged.append(seg[i])
-                        i += 1
-                segs[w] = tuple(merged)
+        for w in list(where.pop((a, b), ())):
+            seg = segs[w]
+            for pair in zip(seg, seg[1:]):
+                pairs[pair] -= counts[w]
+            merged, i = [], 0
+            while i < len(seg):
+                if i + 1 < len(seg) and seg[i] == a and seg[i + 1] == b:
+                    merged.append(a + b)
+                    i += 2
+                else:
+                    merged.append(seg[i])
+                    i += 1
+            segs[w] = tuple(merged)
+            for pair in zip(merged, merged[1:]):
+                pairs[pair] += counts[w]
+                where[pair].add(w)
+        pairs.pop((a, b), None)
     vocab: Counter = Counter()
     for w, seg in segs.items():
         for piece in seg:

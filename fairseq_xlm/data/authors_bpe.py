@@ -143,7 +143,11 @@ def write_folder(codes_path: str, vocab_path: str, out_dir: str, lowercase_accen
 def _moses_tokenizer_class():
     """HF's XLMTokenizer with its Moses pre-processing made the authors' where sacremoses and HF differ from
     the perl scripts their tokenize.sh runs (found by tests/test_authors_bpe.py on real text)."""
-    from transformers.models.xlm.tokenization_xlm import XLMTokenizer, replace_unicode_punct
+    try:
+        from transformers.models.xlm.tokenization_xlm import XLMTokenizer, replace_unicode_punct
+    except ImportError as err:
+        raise ImportError(f"the authors' BPE needs HF transformers and sacremoses (pip install "
+                          f"'fairseq_xlm[authors]'): {err}") from err
 
     between_letters, left_quotes = re.compile("([a-zA-Z])‘([a-zA-Z])"), re.compile("[‘‚]")
 

@@ -21,7 +21,9 @@ class SentencepiecePieces:
 
     def batch(self, lines: Sequence[str], lang: str) -> List[List[str]]:
         """Pieces of every line (unknown characters become the <unk> piece)."""
-        return self.sp.encode(list(lines), out_type=str, num_threads=self.workers)
+        # through ids: out_type=str would keep an unknown character as itself, not as <unk>
+        ids = self.sp.encode(list(lines), out_type=int, num_threads=self.workers)
+        return [self.sp.id_to_piece(x) for x in ids]
 
     def unknown(self, pieces: Sequence[str]) -> int:
         """How many of ``pieces`` are <unk>."""
