@@ -142,11 +142,19 @@ def test_xnli_and_unsupervised_mt_from_the_converted_release(release, authors_da
         "--save-dir", tmp_path / "xnli", *COMMON])
     assert (tmp_path / "xnli" / "checkpoint_last.pt").is_file()
     umt = tmp_path / "umt"
-    run_fairseq("fairseq_cli.train", [
+    proc = run_fairseq("fairseq_cli.train", [
         authors_databin, "--user-dir", pkg_dir, "--task", "unsupervised_mt", "--langs", "en,es,ny",
         "--ae-steps", "en,es", "--bt-steps", "en-es-en", "--bt-max-len-a", "0", "--bt-max-len-b", "8",
         "--arch", "xlm_mt_tiny", "--pretrained-xlm-checkpoint", ckpt, "--criterion", "label_smoothed_cross_entropy",
-        "--max-tokens", "300", "--max-update", "3", "--disable-validation", "--save-dir", umt, *COMMON])
+        "--max-tokens", "300", "--max-update", "3", "--eval-bleu", "--eval-bleu-print-samples", "--save-dir", umt,
+        *COMMON])
+    # validation decodes with the authors' BPE: @@ joined, Moses-detokenized (lowercased as the release)
+    bpe = AuthorsBpe(str(authors_databin / "authors_bpe"))
+    logs = proc.stdout + proc.stderr
+    refs = re.findall(r"en->es hypothesis: .* \| reference: (.*)", logs)
+    valid_es = (bible_raw / "valid.en-es.es").read_text(encoding="utf-8").splitlines()
+    assert refs and refs[0] in {bpe.decode(bpe.pieces(line, "es"), "es") for line in valid_es}
+    assert "@@" not in logs and 0 <= float(re.findall(r'"valid_bleu_en_es": "?([0-9.]+)', logs)[-1]) <= 100
     gen = run_fairseq("fairseq_cli.generate", [
         authors_databin, "--user-dir", pkg_dir, "--task", "unsupervised_mt", "--source-lang", "en",
         "--target-lang", "es", "--path", umt / "checkpoint_last.pt", "--beam", "2", "--max-len-a", "0",
@@ -155,7 +163,6 @@ def test_xnli_and_unsupervised_mt_from_the_converted_release(release, authors_da
     sources = [line.split("\t", 1)[1] for line in gen.stdout.splitlines() if line.startswith("S-")]
     assert len(hyps) == 60 and sources and not any("@@" in s for s in sources)
     # the source shown is the authors' tokenization of the raw test text (lowercased Moses words)
-    bpe = AuthorsBpe(str(authors_databin / "authors_bpe"))
     raw_test = (bible_raw / "test.en-es.en").read_text(encoding="utf-8").splitlines()
     expected = {" ".join(bpe.pieces(line, "en")).replace("@@ ", "") for line in raw_test}
     assert sum(s in expected for s in sources) >= 55, sources[:3]
@@ -192,6 +199,11 @@ def test_mismatched_files_and_unknown_languages_are_refused(release, bible_raw, 
         run("e", release="")
     with pytest.raises(SystemExit, match=r"--codes, --vocab: only with --bpe authors"):
         run("f", bpe="sentencepiece", release="")
+    # a vocabulary without uppercase letters asks for --lowercase-accents, a cased one warns against it
+    vocab = authors_bpe.read_vocab(str(release["vocab"]))
+    assert "pass --lowercase-accents" in authors_bpe.lowercase_hint(vocab, False)
+    assert authors_bpe.lowercase_hint(vocab, True) == ""
+    assert "made from cased text" in authors_bpe.lowercase_hint([("The", 3), ("the", 2)], True)
     # a malformed codes line names file and line
     (tmp_path / "bad_codes").write_text("a b 3\nc d\n", encoding="utf-8")
     with pytest.raises(AuthorsBpeError, match=r"bad_codes:2: expected 'left right count'"):

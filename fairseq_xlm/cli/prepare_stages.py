@@ -249,6 +249,9 @@ def install_authors_bpe(cfg: PrepareConfig, langs: List[str]) -> dict:
     dict_path = os.path.join(cfg.release, "dict.txt")
     vocab = authors_bpe.read_vocab(cfg.vocab)
     authors_bpe.check_dictionary(vocab, Dictionary.load(dict_path).symbols, cfg.vocab, dict_path)
+    hint = authors_bpe.lowercase_hint(vocab, cfg.lowercase_accents)
+    if hint:
+        logger.warning(f"{cfg.vocab}: {hint}")
     info = authors_bpe.write_folder(cfg.codes, cfg.vocab, os.path.join(cfg.destdir, authors_bpe.FOLDER),
                                     cfg.lowercase_accents)
     with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp:

@@ -116,6 +116,19 @@ def check_dictionary(vocab: Sequence[Tuple[str, int]], dict_symbols: Sequence[st
                               f"{len(SPECIALS)} specials: this vocabulary is not the release's")
 
 
+def lowercase_hint(vocab: Sequence[Tuple[str, int]], lowercase_accents: bool) -> str:
+    """A warning when --lowercase-accents looks wrong for this vocabulary ('' when it looks right): a release
+    made from lowercased text has no uppercase piece, and lowercased text never yields its uppercase pieces."""
+    upper = sum(any(c.isupper() for c in w) for w, _ in vocab)
+    if lowercase_accents and upper > 0.01 * len(vocab):
+        return (f"{upper} of {len(vocab)} vocabulary words have uppercase letters, which --lowercase-accents never "
+                f"produces: was this release made from cased text?")
+    if not lowercase_accents and upper == 0:
+        return ("the vocabulary has no uppercase letter: the release was made from lowercased text (the XNLI-15 "
+                "models); pass --lowercase-accents")
+    return ""
+
+
 def write_folder(codes_path: str, vocab_path: str, out_dir: str, lowercase_accents: bool) -> Dict[str, int]:
     """Check CODES and VOCAB, then write OUT_DIR (vocab.json, merges.txt, tokenizer_config.json) atomically."""
     codes, vocab = read_codes(codes_path), read_vocab(vocab_path)
@@ -179,6 +192,7 @@ class AuthorsBpe:
         self.tokenizer = _moses_tokenizer_class()(paths["vocab.json"], paths["merges.txt"],
                                       do_lowercase_and_remove_accent=self.lowercase_accents)
         self.known = set(self.tokenizer.encoder)
+        self._detok: Dict[str, object] = {}
 
     def pieces(self, line: str, lang: str) -> List[str]:
         """One line -> its tokens in the authors' spelling (the words of their vocab and of dict.txt)."""
@@ -189,6 +203,17 @@ class AuthorsBpe:
     def batch(self, lines: Sequence[str], lang: str) -> List[List[str]]:
         """``pieces`` of every line."""
         return [self.pieces(line, lang) for line in lines]
+
+    def decode(self, pieces: Sequence[str], lang: str) -> str:
+        """Tokens -> text: ``@@`` continuations joined, then Moses detokenization of ``lang`` (sacremoses);
+        lowercasing and accent stripping stay."""
+        import sacremoses
+
+        words = " ".join(pieces).replace(CONTINUE + " ", "")
+        words = words[: -len(CONTINUE)] if words.endswith(CONTINUE) else words
+        if lang not in self._detok:
+            self._detok[lang] = sacremoses.MosesDetokenizer(lang=lang)
+        return self._detok[lang].detokenize(words.split())
 
     def unknown(self, pieces: Sequence[str]) -> int:
         """How many of ``pieces`` the vocabulary lacks (they binarize to <unk>)."""
