@@ -21,13 +21,13 @@ import torch
 
 from authors_release import authors_modules, make_release, strip_accents_lower
 from conftest import bible_tsv
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import data_utils
 from fairseq_xlm.cli import convert, prepare, prepare_xnli
-from fairseq_xlm.cli.prepare_stages import PrepareError
 from fairseq_xlm.data import authors_bpe
 from fairseq_xlm.data.authors_bpe import AuthorsBpe, AuthorsBpeError
 
 LANGS = ("en", "es", "ny")
+RERUN = {}  # data-bin -> the prepare arguments that made it
 COMMON = ["--cpu", "--num-workers", "0", "--optimizer", "adam", "--lr", "1e-3", "--no-epoch-checkpoints",
           "--log-format", "json", "--log-interval", "1", "--seed", "1"]
 
@@ -105,9 +105,10 @@ def test_tokenization_equals_the_authors_tools_on_1000_real_verses(release, tmp_
 def authors_databin(release, bible_raw, tmp_path_factory):
     """bible_raw (en, es; mono, parallel, genre labels) through prepare --bpe authors with the release."""
     out = tmp_path_factory.mktemp("authors_databin")
-    prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", "en,es", "--bpe", "authors",
-                  "--release", str(release["conv"]), "--codes", str(release["codes"]), "--vocab",
-                  str(release["vocab"]), "--lowercase-accents"])
+    RERUN[str(out)] = ["--raw", str(bible_raw), "--destdir", str(out), "--langs", "en,es", "--bpe", "authors",
+                       "--release", str(release["conv"]), "--codes", str(release["codes"]), "--vocab",
+                       str(release["vocab"]), "--lowercase-accents"]
+    prepare.main(RERUN[str(out)])
     return out
 
 
@@ -115,9 +116,9 @@ def test_binarized_ids_are_the_release_ids(release, authors_databin):
     """The data-bin's dict.txt is the converted one, and the ids of train.en are what the authors' own
     Dictionary.index_data gives for the same BPE text, up to the known </s>/<pad> swap."""
     assert (authors_databin / "dict.txt").read_bytes() == (release["conv"] / "dict.txt").read_bytes()
-    Dictionary_, _ = authors_modules()
-    dico = Dictionary_.read_vocab(str(release["vocab"]))
-    theirs = Dictionary_.index_data(str(authors_databin / "prep" / "bpe" / "train.en"), None, dico)
+    AuthorsDictionary, _ = authors_modules()
+    dico = AuthorsDictionary.read_vocab(str(release["vocab"]))
+    theirs = AuthorsDictionary.index_data(str(authors_databin / "prep" / "bpe" / "train.en"), None, dico)
     sentences = torch.from_numpy(theirs["sentences"].astype(np.int64))
     swap = torch.arange(len(dico))
     swap[1], swap[2] = 2, 1  # authors' </s>=1, <pad>=2; fairseq's <pad>=1, </s>=2
@@ -127,6 +128,11 @@ def test_binarized_ids_are_the_release_ids(release, authors_databin):
     assert torch.equal(flat, swap[sentences])
     unk = int((flat == 3).sum())
     assert unk < 0.01 * len(flat)  # the Moses + BPE text is covered by the release's vocabulary
+    # a rerun skips every finished stage
+    before = {p.name: p.stat().st_mtime_ns for p in authors_databin.glob("*.bin")}
+    out = prepare.main(RERUN[str(authors_databin)])
+    assert set(out) == {"check", "authors_bpe", "encode", "binarize"}
+    assert {p.name: p.stat().st_mtime_ns for p in authors_databin.glob("*.bin")} == before
 
 
 def test_xnli_and_unsupervised_mt_from_the_converted_release(release, authors_databin, bible_raw, pkg_dir,
