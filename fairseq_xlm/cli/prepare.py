@@ -1,6 +1,8 @@
 """Raw text -> one shared sentencepiece BPE -> one joined dictionary -> a fairseq_xlm data-bin.
 
     python -m fairseq_xlm.cli.prepare --raw RAW --destdir data-bin/NAME --langs en,es [--vocab-size 8000 ...]
+    python -m fairseq_xlm.cli.prepare --raw RAW --destdir data-bin/NAME --langs en,fr --bpe authors \\
+        --release CONVERTED_DIR --codes codes_xnli_15 --vocab vocab_xnli_15 [--lowercase-accents]
 
 RAW holds ``{train,valid,test}.{lang}`` (train required for every language) and optionally parallel
 ``{split}.{l1}-{l2}.{l1|l2}`` and genre labels ``{split}.{lang}.label``. The output is the layout of
@@ -14,6 +16,10 @@ marker in DESTDIR/prep/ matches its settings and its outputs exist:
     dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
     binarize  fairseq-preprocess per language / pair, each in its own temp destdir
               (with --shards N: one stage per shard, DESTDIR/shard{i}/, see ``binarize_shard``)
+
+With ``--bpe authors`` (the authors' released checkpoints) ``authors_bpe`` replaces sample, spm and dict: it
+checks the languages, codes and vocabulary against the converted release and installs DESTDIR/authors_bpe/
+(Moses + BPE, ``fairseq_xlm.data.authors_bpe``) and the release's dict.txt; encode then applies them.
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
@@ -30,7 +36,8 @@ from typing import Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, binarize_shard,
-                                            build_dict, check, draw_sample, encode, raw_inventory, raw_stats,
+                                            build_dict, check, check_release, draw_sample, encode,
+                                            install_authors_bpe, raw_inventory, raw_stats,
                                             train_spm, write_json)
 from fairseq_xlm.data.layout import parse_langs
 
@@ -72,21 +79,30 @@ def run(cfg: PrepareConfig) -> dict:
     """Run (or skip) every stage; returns {stage: result}."""
     langs = parse_langs(cfg.langs)
     _validate(cfg)
+    if cfg.bpe == "authors":
+        check_release(cfg, langs)  # before the raw files: a language the release lacks is the first error
     work = os.path.join(cfg.destdir, "prep")
     os.makedirs(work, exist_ok=True)
     corpora = raw_inventory(cfg, langs)
     stages, out = Stages(cfg, work), {}
     out["check"] = stages.run("check", {"langs": langs, "corpora": corpora, "raw": raw_stats(cfg, corpora)},
                               lambda: check(cfg, corpora, langs))
-    sample = os.path.join(work, "sample.txt")
-    out["sample"] = stages.run(
-        "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
-        lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
-    out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
-                            lambda: train_spm(cfg, sample, work))
+    if cfg.bpe == "authors":
+        files = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (cfg.codes, cfg.vocab, *(
+            os.path.join(cfg.release, name) for name in ("dict.txt", "checkpoint.pt"))) if os.path.isfile(p)]
+        out["authors_bpe"] = stages.run("authors_bpe", {"files": files, "lowercase": cfg.lowercase_accents},
+                                        lambda: install_authors_bpe(cfg, langs))
+    else:
+        sample = os.path.join(work, "sample.txt")
+        out["sample"] = stages.run(
+            "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
+            lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
+        out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
+                                lambda: train_spm(cfg, sample, work))
     out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
                                lambda: encode(cfg, corpora, work))
-    out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
+    if cfg.bpe != "authors":  # the authors' BPE comes with the release's dictionary
+        out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
     if cfg.shards == 1:
         out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
         logger.info(f"data-bin ready: {cfg.destdir}")
@@ -109,7 +125,20 @@ def _validate(cfg: PrepareConfig) -> None:
         (cfg.warn_line_tokens > 0, "--warn-line-tokens must be > 0"),
         (cfg.workers > 0, "--workers must be > 0"),
         (cfg.shards > 0, "--shards must be > 0"),
+        (cfg.bpe in ("sentencepiece", "authors"), f"--bpe {cfg.bpe}: choose sentencepiece or authors"),
+        (cfg.shards == 1 or cfg.bpe != "authors", "--shards: not with --bpe authors (one data-bin per "
+                                                  "release)"),
     ]
+    authors = {"--release": cfg.release, "--codes": cfg.codes, "--vocab": cfg.vocab}
+    if cfg.bpe == "authors":
+        rules += [(bool(value), f"--bpe authors needs {flag}") for flag, value in authors.items()]
+        rules.append((not os.path.exists(os.path.join(cfg.destdir, "spm.model")),
+                      f"{cfg.destdir} holds a sentencepiece data-bin (spm.model); give --bpe authors a new --destdir"))
+    else:
+        given = [flag for flag, value in authors.items() if value] + (["--lowercase-accents"] if cfg.lowercase_accents else [])
+        rules.append((not given, f"{', '.join(given)}: only with --bpe authors"))
+        rules.append((not os.path.isdir(os.path.join(cfg.destdir, "authors_bpe")),
+                      f"{cfg.destdir} holds an authors' BPE data-bin (authors_bpe/); give --bpe sentencepiece a new --destdir"))
     for ok, message in rules:
         if not ok:
             raise PrepareError(message)

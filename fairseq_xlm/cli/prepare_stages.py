@@ -16,11 +16,12 @@ import sentencepiece as spm
 from fairseq.data import Dictionary
 
 from fairseq_xlm.data.layout import MASK
+from fairseq_xlm.data.text_pieces import piece_encoder
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
 SPLITS = ("train", "valid", "test")
-STAGES = ("check", "sample", "spm", "encode", "dict", "binarize")
+STAGES = ("check", "sample", "spm", "encode", "dict", "binarize")  # --bpe authors: check, authors_bpe, encode, binarize
 # fairseq's Dictionary adds these itself; a spm piece spelled the same would make dict.txt unloadable.
 RESERVED = {"<s>", "<pad>", "</s>", "<unk>", MASK}
 
@@ -51,6 +52,15 @@ class PrepareConfig:
     shards: int = field(default=1, metadata={"help": "split the training text into N data-bins DESTDIR/shard0 "
                         "... shard{N-1} (same dict.txt and BPE; valid/test in shard0); train with the path "
                         "DESTDIR/shard0:DESTDIR/shard1:... (one shard per epoch)"})
+    bpe: str = field(default="sentencepiece", metadata={"help": "sentencepiece (learn one shared BPE) or authors "
+                     "(the authors' Moses + BPE codes, for their released checkpoints: needs --release, --codes, "
+                     "--vocab)"})
+    release: str = field(default="", metadata={"help": "--bpe authors: the folder convert xlm-to-fairseq wrote "
+                         "(checkpoint.pt, dict.txt); its dict.txt becomes the data-bin's"})
+    codes: str = field(default="", metadata={"help": "--bpe authors: the release's BPE codes (e.g. codes_xnli_15)"})
+    vocab: str = field(default="", metadata={"help": "--bpe authors: the release's vocabulary (e.g. vocab_xnli_15)"})
+    lowercase_accents: bool = field(default=False, metadata={"help": "--bpe authors: lowercase and strip "
+                                    "accents after Moses, as for the XNLI-15 releases"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
 
 
@@ -213,12 +223,55 @@ def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
     return {"pieces": size, "outputs": ["spm.model", "spm.vocab"]}
 
 
+# ---------------------------------------------------------------- authors_bpe (instead of sample, spm, dict)
+
+
+def check_release(cfg: PrepareConfig, langs: List[str]) -> List[str]:
+    """--bpe authors: --release is a converted release that knows every language of --langs; returns its
+    languages in id order (training must use them all, in this order, as --langs)."""
+    from fairseq_xlm.formats.readers import release_langs
+
+    for name in ("checkpoint.pt", "dict.txt"):
+        if not os.path.isfile(os.path.join(cfg.release, name)):
+            raise PrepareError(f"{os.path.join(cfg.release, name)}: missing; --release must be a folder written by "
+                               f"python -m fairseq_xlm.cli.convert xlm-to-fairseq")
+    known = release_langs(os.path.join(cfg.release, "checkpoint.pt"))
+    unknown = [lang for lang in langs if lang not in known]
+    if unknown:
+        raise PrepareError(f"--langs: {unknown} not among the languages of the release {cfg.release} "
+                           f"({','.join(known)})")
+    return known
+
+
+def install_authors_bpe(cfg: PrepareConfig, langs: List[str]) -> dict:
+    """--bpe authors: VOCAB must be the release's dictionary and CODES the BPE VOCAB was made with; then
+    DESTDIR/authors_bpe/ (the tokenizer) and DESTDIR/dict.txt (the release's, so the binarized ids are the
+    release's ids)."""
+    from fairseq_xlm.data import authors_bpe
+
+    known = check_release(cfg, langs)
+    dict_path = os.path.join(cfg.release, "dict.txt")
+    vocab = authors_bpe.read_vocab(cfg.vocab)
+    authors_bpe.check_dictionary(vocab, Dictionary.load(dict_path).symbols, cfg.vocab, dict_path)
+    hint = authors_bpe.lowercase_hint(vocab, cfg.lowercase_accents)
+    if hint:
+        logger.warning(f"{cfg.vocab}: {hint}")
+    info = authors_bpe.write_folder(cfg.codes, cfg.vocab, os.path.join(cfg.destdir, authors_bpe.FOLDER),
+                                    cfg.lowercase_accents)
+    with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp:
+        shutil.copyfile(dict_path, tmp)
+    logger.info(f"authors' BPE: {info['merges']} merges, {info['words']} words = {dict_path}; release "
+                f"languages {','.join(known)}")
+    return dict(info, release_langs=known, outputs=[authors_bpe.FOLDER, "dict.txt"])
+
+
 # ---------------------------------------------------------------- encode, dict, binarize
 
 
 def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
-    """Every raw file -> space-separated BPE pieces in WORK/bpe (unknown characters become <unk>)."""
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+    """Every raw file -> space-separated BPE pieces in WORK/bpe, with the data-bin's tokenization (its
+    spm.model or authors_bpe/); unknown pieces are counted."""
+    encoder = piece_encoder(cfg.destdir, cfg.workers)
     bpe_dir = os.path.join(work, "bpe")
     os.makedirs(bpe_dir, exist_ok=True)
     stats = {}
@@ -232,7 +285,7 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
             tmps = [stack.enter_context(atomic_path(os.path.join(bpe_dir, f))) for f in ins]
             outs = [stack.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
             for start, rows in _batches(zip(*srcs), 10_000):
-                sides = [sp.encode([row[i].rstrip("\n") for row in rows], out_type=int, num_threads=cfg.workers)
+                sides = [encoder.batch([row[i].rstrip("\n") for row in rows], files[i].rsplit(".", 1)[1])
                          for i in range(len(files))]
                 for j, row in enumerate(rows):
                     ids = [side[j] for side in sides]
@@ -246,8 +299,8 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
                     kept += 1
                     for x, out in zip(ids, outs):
                         tokens += len(x)
-                        unk += x.count(sp.unk_id())
-                        out.write(" ".join(sp.id_to_piece(x)) + "\n")
+                        unk += encoder.unknown(x)
+                        out.write(" ".join(x) + "\n")
                     if len(ins) > len(files):
                         outs[-1].write(row[-1].rstrip("\n") + "\n")
         if long:

@@ -13,8 +13,9 @@ the output of ``python -m fairseq_xlm.cli.bible --labels`` ({split}.{lang} + .la
     RAW/{split}.{lang}.input0 [.input1]  one text a line (input1: the second text of a pair)
     RAW/{split}.{lang}.label             one label a line
 
-``binarize`` applies the pretraining data-bin's spm.model and dict.txt (as ``fairseq_xlm.cli.prepare`` does:
-sentencepiece pieces, then fairseq's dictionary with ``</s>`` appended) and writes DATA/SUBDIR in the layout
+``binarize`` applies the pretraining data-bin's tokenization and dict.txt (as ``fairseq_xlm.cli.prepare`` does:
+sentencepiece pieces, or the authors' Moses + BPE for a data-bin made with ``--bpe authors``, then fairseq's
+dictionary with ``</s>`` appended) and writes DATA/SUBDIR in the layout
 read by ``fairseq_xlm.tasks.xnli``. Every output is written under a temporary name and renamed.
 """
 
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import load_dictionary, parse_langs
+from fairseq_xlm.data.text_pieces import piece_encoder
 from fairseq_xlm.data.xnli_readers import (
     NLI_LABELS,
     NliExample,
@@ -119,8 +121,8 @@ def extract_bible(out: str, langs: List[str], bible_raw: str) -> Dict[str, int]:
     return counts
 
 
-def _binarize_text(src: str, dst_prefix: str, sp, dictionary) -> int:
-    """One text file -> DST.bin/.idx (sentencepiece pieces, then dictionary ids + </s>); returns lines."""
+def _binarize_text(src: str, dst_prefix: str, encoder, lang: str, dictionary) -> int:
+    """One text file of ``lang`` -> DST.bin/.idx (the data-bin's pieces, then dictionary ids + </s>)."""
     from fairseq.data import indexed_dataset
 
     tmp = f"{dst_prefix}.tmp{os.getpid()}"
@@ -128,7 +130,7 @@ def _binarize_text(src: str, dst_prefix: str, sp, dictionary) -> int:
     n = unk = tokens = 0
     with open(src, encoding="utf-8", newline="\n") as f:
         for line in f:
-            pieces = sp.encode(line.rstrip("\n").rstrip("\r"), out_type=str)
+            pieces = encoder.batch([line.rstrip("\n").rstrip("\r")], lang)[0]
             ids = dictionary.encode_line(" ".join(pieces), add_if_not_exist=False, append_eos=True)
             builder.add_item(ids)
             n += 1
@@ -144,15 +146,11 @@ def _binarize_text(src: str, dst_prefix: str, sp, dictionary) -> int:
 
 
 def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
-    """RAW (raw layout) -> DATA/SUBDIR (task layout), with DATA's spm.model and dict.txt."""
-    import sentencepiece as spm
-
+    """RAW (raw layout) -> DATA/SUBDIR (task layout), with DATA's tokenization (spm.model or the authors'
+    BPE in authors_bpe/) and dict.txt."""
     from fairseq_xlm.data.classification_dataset import load_label_set, read_labels
 
-    spm_path = os.path.join(data, "spm.model")
-    if not os.path.isfile(spm_path):
-        raise FileNotFoundError(f"{spm_path}: missing; DATA must be the pretraining data-bin")
-    sp = spm.SentencePieceProcessor(model_file=spm_path)
+    encoder = piece_encoder(data)
     dictionary = load_dictionary(data)
     labels = load_label_set(os.path.join(raw, "labels.txt"))
     label_ids = {name: i for i, name in enumerate(labels)}
@@ -165,9 +163,10 @@ def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
     counts = {}
     for prefix in prefixes:
         src = os.path.join(raw, prefix)
-        n = _binarize_text(src + ".input0", os.path.join(out_dir, prefix + ".input0"), sp, dictionary)
+        lang = prefix.split(".")[1]
+        n = _binarize_text(src + ".input0", os.path.join(out_dir, prefix + ".input0"), encoder, lang, dictionary)
         if os.path.isfile(src + ".input1"):
-            n1 = _binarize_text(src + ".input1", os.path.join(out_dir, prefix + ".input1"), sp, dictionary)
+            n1 = _binarize_text(src + ".input1", os.path.join(out_dir, prefix + ".input1"), encoder, lang, dictionary)
             if n1 != n:
                 raise ValueError(f"{src}.input1: {n1} lines but input0 has {n}; pairs must be line-aligned")
         read_labels(src + ".label", label_ids, n)  # unknown labels / wrong counts: error before copying
@@ -194,9 +193,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bible-raw", required=True, help="output folder of python -m fairseq_xlm.cli.bible --labels")
     p.add_argument("--out", required=True, help="raw output folder")
     p.add_argument("--langs", required=True, help="languages to take, e.g. en,es,ny")
-    p = sub.add_parser("binarize", help="raw layout -> DATA/SUBDIR with DATA's spm.model and dict.txt")
+    p = sub.add_parser("binarize", help="raw layout -> DATA/SUBDIR with DATA's tokenization and dict.txt")
     p.add_argument("--raw", required=True, help="raw folder made by extract / extract-bible")
-    p.add_argument("--data", required=True, help="the pretraining data-bin (spm.model, dict.txt)")
+    p.add_argument("--data", required=True, help="the pretraining data-bin (dict.txt and spm.model or authors_bpe/)")
     p.add_argument("--subdir", default="xnli", help="output folder under DATA (the task's --cls-subdir)")
     return parser
 

@@ -2,7 +2,8 @@
 
     data-bin/NAME/
       dict.txt                        one joined fairseq dictionary for all languages (no <mask>)
-      spm.model, spm.vocab            the shared sentencepiece BPE model
+      spm.model, spm.vocab            the shared sentencepiece BPE model (or authors_bpe/: the authors' BPE,
+                                      for their released checkpoints; see ``authors_bpe``)
       {split}.{lang}.{bin,idx}        monolingual text, one sentence per line (split: train/valid/test)
       {split}.{l1}-{l2}.{lang}.{bin,idx}   parallel text, lang in (l1, l2), line-aligned
 

@@ -227,3 +227,18 @@ def load_model(ckpt: str, data_dir: Optional[str] = None, langs: Optional[Sequen
     model = factory.build_model("xlm_transformer", dictionary, langs, **fields)
     model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     return model
+
+
+def release_langs(ckpt: str) -> list:
+    """The languages (in id order) of a checkpoint ``convert xlm-to-fairseq`` wrote, read without loading
+    its weights into memory (a release's checkpoint can hold gigabytes)."""
+    safe_load.check_checkpoint_file(ckpt)
+    safe_load.install()
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the 2019 legacy format cannot be memory-mapped
+        state = safe_load.torch_load(ckpt)
+    langs = _cfg_get(_cfg_get(state.get("cfg"), "task"), "langs")
+    if not langs:
+        raise ValueError(f"{ckpt}: its cfg.task names no languages; is it a converted release?")
+    return layout.parse_langs(langs) if isinstance(langs, str) else list(langs)

@@ -12,6 +12,7 @@ from fairseq.data import data_utils
 from fairseq.logging import metrics
 
 from ..bleu import FLAVOURS, BleuScorer, bleu_from_stats, decode_reference
+from ..data import authors_bpe
 from ..data.backtranslation import translate
 
 logger = logging.getLogger(__name__)
@@ -23,25 +24,30 @@ class MtEvaluationMixin:
     """BLEU for a translation task with ``dictionary``, ``data_dir`` (its spm.model), ``lang_id`` and the
     ``eval_*`` options; the task sets ``_spm = None`` and ``_scorers = {}``."""
 
-    def decode(self, tokens, reference: bool = False) -> str:
-        """Token ids -> detokenized text with the data-bin's spm.model (fairseq's rule without one); a
-        reference's <unk> becomes the word ``<<unk>>``, which BLEU never matches (the authors' rule)."""
+    def decode(self, tokens, reference: bool = False, lang: str = "en") -> str:
+        """Token ids of ``lang`` -> detokenized text with the data-bin's spm.model or authors' BPE (fairseq's
+        sentencepiece rule without either); a reference's <unk> becomes the word ``<<unk>>``, which BLEU never
+        matches (the authors' rule)."""
         pieces = self.dictionary.string(tokens.int().cpu() if torch.is_tensor(tokens) else tokens,
                                         unk_string="<unk>").split()
         if reference:
-            return decode_reference(pieces, self._decode_pieces, unk="<unk>")
-        return self._decode_pieces(pieces)
+            return decode_reference(pieces, lambda p: self._decode_pieces(p, lang), unk="<unk>")
+        return self._decode_pieces(pieces, lang)
 
-    def _decode_pieces(self, pieces: List[str]) -> str:
+    def _decode_pieces(self, pieces: List[str], lang: str) -> str:
         if self._spm is None:
             spm_path = os.path.join(self.data_dir, "spm.model")
-            if os.path.isfile(spm_path):
+            if os.path.isdir(os.path.join(self.data_dir, authors_bpe.FOLDER)):  # prepare --bpe authors
+                self._spm = authors_bpe.AuthorsBpe(os.path.join(self.data_dir, authors_bpe.FOLDER))
+            elif os.path.isfile(spm_path):
                 import sentencepiece
 
                 self._spm = sentencepiece.SentencePieceProcessor(model_file=spm_path)
             else:
                 logger.warning("%s missing: decoding with fairseq's sentencepiece rule", spm_path)
                 self._spm = False
+        if isinstance(self._spm, authors_bpe.AuthorsBpe):
+            return self._spm.decode(pieces, lang)
         if self._spm:
             return self._spm.decode_pieces(pieces)
         return data_utils.post_process(" ".join(pieces), "sentencepiece")
@@ -52,8 +58,8 @@ class MtEvaluationMixin:
         hyps = translate(model, sample["net_input"], self.lang_id(tgt), self.cfg.eval_bleu_beam,
                          self.cfg.eval_max_len_a, self.cfg.eval_max_len_b)
         pad = self.dictionary.pad()
-        hyp_text = [self.decode(h) for h in hyps]
-        ref_text = [self.decode(utils.strip_pad(t, pad), reference=True) for t in sample["target"]]
+        hyp_text = [self.decode(h, lang=tgt) for h in hyps]
+        ref_text = [self.decode(utils.strip_pad(t, pad), reference=True, lang=tgt) for t in sample["target"]]
         if self.cfg.eval_bleu_print_samples:
             logger.info("%s->%s hypothesis: %s | reference: %s", src, tgt, hyp_text[0], ref_text[0])
         if tgt not in self._scorers:
