@@ -210,7 +210,8 @@ def native_checkpoint(tmp_path, data=None, langs=("en", "es")):
             param.add_(torch.randn_like(param) * 0.3)
     cfg = {**asdict(model.cfg), "_name": "xlm_tiny"}
     torch.save({"args": None, "cfg": {"model": cfg, "task": {"_name": "xlm_pretrain", "data": str(data),
-                                                             "langs": ",".join(langs)}},
+                                                             "langs": ",".join(langs),
+                                                             "mlm_steps": ",".join(langs)}},
                 "model": model.state_dict(), "extra_state": {"epoch": 3},
                 "optimizer_history": [{"criterion_name": "xlm_lm", "optimizer_name": "adam",
                                        "lr_scheduler_state": {"best": 2.5}, "num_updates": 10}]},
