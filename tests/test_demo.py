@@ -60,7 +60,7 @@ def documented_command():
     """The fairseq_xlm.cli.bible command line of data/bible-sample/README.md, as argv."""
     text = (SAMPLE / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    command = re.search(r"python -m fairseq_xlm\.bible(.*?)(?<!\\)\n", block, re.S).group(1)
+    command = re.search(r"python -m fairseq_xlm\.cli\.bible(.*?)(?<!\\)\n", block, re.S).group(1)
     return shlex.split(command.replace("\\\n", " "))
 
 

@@ -21,8 +21,8 @@ from test_convert import native_checkpoint
 transformers = pytest.importorskip("transformers")
 
 N_SENTENCES = 1000  # per language
-EDGE_CASES = ["  two  spaces   inside  ", "ﬁne ＡＢＣ ½ ²", "中文 😀 unknown characters", "tab\tand\u00a0nbsp", "", " ",
-              "¿Qué?  ¡Sí!", "a<b> c</d"]
+EDGE_CASES = ["  two  spaces   inside  ", "ﬁne ＡＢＣ ½ ²", "中文 😀 unknown characters", "tab\tand\u00a0nbsp",
+              "", " ", "¿Qué?  ¡Sí!", "a<b> c</d"]
 SWAP = {1: 2, 2: 1}  # fairseq <pad>=1 </s>=2 <-> HF </s>=1 <pad>=2; every other id is the same
 
 

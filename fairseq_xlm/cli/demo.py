@@ -269,8 +269,8 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
         "training: unsupervised MT needs far more data, model and updates.",
         "Retrieval (beyond the paper, as XTREME's Tatoeba task): each test sentence's nearest neighbour by cosine "
         "among the other side's",
-        "sentences, with the pretraining encoder's last layer mean-pooled (`python -m fairseq_xlm.cli.evaluate_retrieval`); "
-        f"chance is 1/{ret['xlm']['n']}.",
+        "sentences, with the pretraining encoder's last layer mean-pooled "
+        f"(`python -m fairseq_xlm.cli.evaluate_retrieval`); chance is 1/{ret['xlm']['n']}.",
     ]
     if figures:
         lines += ["", "## Learning curves", "",

@@ -21,7 +21,8 @@ def table_lines(name: str, result: dict, layer: int, header: bool = False) -> Li
     src, tgt = result["src"], result["tgt"]
     lines = []
     if header:
-        lines += [f"| model | layer | pairs | {src}→{tgt} P@1 (%) | {tgt}→{src} P@1 (%) |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| model | layer | pairs | {src}→{tgt} P@1 (%) | {tgt}→{src} P@1 (%) |",
+                  "|---|---:|---:|---:|---:|"]
     return lines + [f"| {name} | {layer} | {result['n']} | {100 * result['p_at_1_src_tgt']:.1f} | "
                     f"{100 * result['p_at_1_tgt_src']:.1f} |"]
 

@@ -147,13 +147,13 @@ Ids follow the authors' layout: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3; sentenc
 `</s> a </s> </s> b </s>`) as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
 """
 
-_WITH_TOKENIZER = """Tokenization is **sentencepiece** (spm.model) as in fairseq_xlm: `AutoTokenizer.from_pretrained(this_dir)`
-loads `tokenizer.json`, which gives exactly fairseq_xlm's ids, so `pipeline("fill-mask", model=this_dir)`
-works. HF passes no `langs=` there, so the language embeddings are left out (as `XLMWithLMHeadModel` does
+_WITH_TOKENIZER = """Tokenization is **sentencepiece** (spm.model) as in fairseq_xlm:
+`AutoTokenizer.from_pretrained(this_dir)` loads `tokenizer.json`, which gives exactly fairseq_xlm's ids, so
+`pipeline("fill-mask", model=this_dir)` works. HF passes no `langs=` there, so the language embeddings are left out (as `XLMWithLMHeadModel` does
 without `langs`); call the model with `langs=torch.full_like(input_ids, lang2id[lang])` to include them.
 """
 
-_WITHOUT_TOKENIZER = """Tokenization is **sentencepiece** (the spm.model of its data-bin, not included, so no HF tokenizer was
-written), not HF's XLMTokenizer (Moses + BPE): encode text with sentencepiece, then map pieces to ids with
+_WITHOUT_TOKENIZER = """Tokenization is **sentencepiece** (the spm.model of its data-bin, not included, so no HF tokenizer
+was written), not HF's XLMTokenizer (Moses + BPE): encode text with sentencepiece, then map pieces to ids with
 `vocab.json`.
 """
