@@ -23,7 +23,7 @@ from fairseq_xlm.cli import bleu as bleu_cli
 from fairseq_xlm.bleu import REF_UNK, BleuScorer, decode_reference
 from fairseq_xlm.data.backtranslation import translate
 from fairseq_xlm.models.factory import build_model, model_config
-from fairseq_xlm.tasks import unsupervised_mt
+from fairseq_xlm.tasks import mt_evaluation
 from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ def test_validation_decodes_greedy_with_the_eval_cap_not_the_bt_one(valid_setup,
         calls.append((tgt_lang_id, beam, max_len_a, max_len_b))
         return translate(model, net_input, tgt_lang_id, beam, max_len_a, max_len_b)
 
-    monkeypatch.setattr(unsupervised_mt, "translate", spy)
+    monkeypatch.setattr(mt_evaluation, "translate", spy)
     _, _, out = task.valid_step(batch, model, criterion)
     assert calls == [(task.lang_id("es"), 1, 1.5, 8)]
     assert (task.cfg.bt_max_len_a, task.cfg.bt_max_len_b) == (1.3, 5)  # the BT cap stays apart
@@ -260,7 +260,7 @@ def test_reference_unk_in_validation_and_both_names_reduced(valid_setup, monkeyp
     task, model, criterion, batches = valid_setup
     pad, unk = task.dictionary.pad(), task.dictionary.unk()
     targets = [[utils.strip_pad(t, pad) for t in b["target"]] for b in batches]
-    monkeypatch.setattr(unsupervised_mt, "translate", lambda *a, **k: hyps_now)
+    monkeypatch.setattr(mt_evaluation, "translate", lambda *a, **k: hyps_now)
 
     def unmatched(out, flavour):
         return [out[f"_{flavour}_en_es_totals_{i}"] - out[f"_{flavour}_en_es_counts_{i}"] for i in range(4)]

@@ -285,7 +285,7 @@ def test_crash_leaves_no_partial_output_and_rerun_finishes(bible_raw, tmp_path, 
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare, "_preprocess", crash_second_unit)
+    monkeypatch.setattr(prepare_stages, "_preprocess", crash_second_unit)
     with pytest.raises(KeyboardInterrupt):
         prep(bible_raw, dest)
     leftovers = [p for p in dest.rglob("*") if ".tmp" in p.name or "None" in p.name]
@@ -294,13 +294,13 @@ def test_crash_leaves_no_partial_output_and_rerun_finishes(bible_raw, tmp_path, 
     assert not list(dest.glob("*.en-es.*"))  # the crashed unit wrote nothing in place
 
     # crash inside encode: no bpe file is half-written
-    monkeypatch.setattr(prepare, "_preprocess", real)
+    monkeypatch.setattr(prepare_stages, "_preprocess", real)
 
     def broken_batches(rows, size):
         yield 0, [next(iter(rows))]
         raise OSError("disk full")
 
-    monkeypatch.setattr(prepare, "_batches", broken_batches)
+    monkeypatch.setattr(prepare_stages, "_batches", broken_batches)
     with pytest.raises(OSError):
         prep(bible_raw, dest, "--max-line-tokens", "500")  # changed setting: encode reruns and crashes
     assert not (dest / "prep" / "encode.done").exists()

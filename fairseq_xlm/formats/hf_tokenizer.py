@@ -40,6 +40,10 @@ def build_tokenizer(spm_path: str, words: Sequence[str], mask_index: int, max_le
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import SpmConverter
 
+    if not hasattr(SpmConverter, "build_tokenizer_from_spm_proto"):
+        import transformers
+
+        raise ValueError(f"the HF tokenizer export needs transformers >= 5 (found {transformers.__version__})")
     if list(words[:N_SPECIALS]) != AUTHORS_SPECIALS:
         raise ValueError(f"the vocabulary starts with {list(words[:N_SPECIALS])}, not {AUTHORS_SPECIALS}")
     proto = _read_spm(spm_path)
