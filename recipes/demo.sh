@@ -7,7 +7,8 @@
 #   1 unpack the sample                      2 shared sentencepiece BPE, binarize into OUT (+ genre labels)
 #   3 MLM+TLM pretraining; perplexity of it and of the untrained (random-init) model
 #   4 unsupervised MT (denoising + back-translation) from the pretrained and from a random-init model
-#   5 translate the test set: fairseq-generate + sacrebleu (recipes/evaluate_mt.sh); MT perplexity
+#   5 translate the test set: fairseq-generate + sacrebleu (recipes/evaluate_mt.sh); MT perplexity;
+#     cross-lingual retrieval P@1 of the pretrained and the untrained encoder (fairseq_xlm.cli.evaluate_retrieval)
 #   6 genre classification (recipes/xnli.sh): train on English verses, test on English and Spanish (zero-shot)
 #   7 OUT/RESULTS.md
 # The pretrained and random-init runs of stages 4-6 run side by side (one core each), lines prefixed
@@ -28,6 +29,7 @@ if [ "$SMOKE" = 1 ]; then
     GENRE_UPDATES=${GENRE_UPDATES:-6}
     BEAM=${BEAM:-2}
     LOG_INTERVAL=${LOG_INTERVAL:-2}
+    VALIDATIONS=${VALIDATIONS:-4,2,3}          # per run of pretraining, UMT, genre: points of the curves
 else
     OUT=${OUT:-$ROOT/data-bin/demo}
     SAMPLE_LINES=${SAMPLE_LINES:-0,0,0}
@@ -39,6 +41,7 @@ else
     GENRE_UPDATES=${GENRE_UPDATES:-3000}         # batch 8 (the authors'), ~50-60 updates/s per run
     BEAM=${BEAM:-5}
     LOG_INTERVAL=${LOG_INTERVAL:-100}
+    VALIDATIONS=${VALIDATIONS:-12,4,10}
 fi
 LANGS=en,es
 PAIR=en-es
@@ -62,7 +65,9 @@ usage() {
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
-for n in "$PRETRAIN_UPDATES" "$UMT_UPDATES" "$GENRE_UPDATES" "$VOCAB" "$BEAM" "$THREADS"; do
+IFS=, read -r V_PRETRAIN V_UMT V_GENRE <<< "$VALIDATIONS"
+for n in "$PRETRAIN_UPDATES" "$UMT_UPDATES" "$GENRE_UPDATES" "$VOCAB" "$BEAM" "$THREADS" "${V_PRETRAIN:-}" \
+         "${V_UMT:-}" "${V_GENRE:-}"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done
 [ -x "$PYTHON" ] || { echo "error: $PYTHON not found: run 'make demo' (it creates .venv) or set PYTHON" >&2; exit 1; }
@@ -122,6 +127,9 @@ side_by_side() {
     return "$status"
 }
 prefix() { local line; while IFS= read -r line; do printf '[%s] %s\n' "$1" "$line"; done; }
+# every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
+# learning curves RESULTS.md draws (VALIDATIONS)
+every() { echo $(( $2 / $1 > 0 ? $2 / $1 : 1 )); }
 
 # ------------------------------------------------------------------------------------------ stages
 unpack() {
@@ -177,7 +185,8 @@ pretrain() {
         mkdir -p "$dir"
         # an interrupted run resumes from $dir/checkpoint_last.pt
         OMP_NUM_THREADS=$THREADS "$PYTHON" -m fairseq_cli.train "$OUT" "${PRETRAIN_ARGS[@]}" \
-            --max-update "$PRETRAIN_UPDATES" --validate-interval-updates $(( PRETRAIN_UPDATES / 4 )) \
+            --max-update "$PRETRAIN_UPDATES" \
+            --validate-interval-updates "$(every "$V_PRETRAIN" "$PRETRAIN_UPDATES")" \
             --validate-interval 1000000 --save-interval 1000000 --best-checkpoint-metric avg_ppl \
             --save-dir "$dir" --no-epoch-checkpoints --log-format simple --log-interval "$LOG_INTERVAL" \
             2>&1 | tee "$dir/train.log"
@@ -203,7 +212,7 @@ umt_run() {
         PRETRAINED="$init" ARCH=xlm_tiny L1=en L2=es AE_STEPS=en,es BT_STEPS=en-es-en,es-en-es MT_STEPS= \
         LAMBDA_AE="0:1,$(( UMT_UPDATES / 4 )):0.1" MAX_TOKENS=1500 MAX_UPDATES="$UMT_UPDATES" LR="$UMT_LR" \
         WARMUP=200 \
-        VALID_EVERY=$(( UMT_UPDATES / 2 > 0 ? UMT_UPDATES / 2 : 1 )) \
+        VALID_EVERY="$(every "$V_UMT" "$UMT_UPDATES")" \
         EXTRA="$DEVICE_FLAGS --dropout 0 --attention-dropout 0 --seed 1 --log-format simple
                --log-interval $LOG_INTERVAL" \
         bash "$ROOT/recipes/umt.sh" --stage 3 --stop-stage 3 2>&1 | tee "$dir/train.log"
@@ -211,8 +220,22 @@ umt_run() {
 }
 umt() { side_by_side umt_run; }
 
+# retrieval_run RUN: cross-lingual retrieval P@1 of the pretraining encoder (or the untrained one) on the test
+# pairs -> EVAL/retrieval.RUN.json
+retrieval_run() {
+    local ckpt=$RUNS/pretrain/checkpoint_last.pt out=$EVAL/retrieval.$1.json
+    [ "$1" = random ] && ckpt=$RUNS/random/checkpoint_init.pt
+    if [ ! -f "$out" ]; then
+        OMP_NUM_THREADS=$JOB_THREADS "$PYTHON" -m fairseq_xlm.cli.evaluate_retrieval --checkpoint "$ckpt" \
+            --data "$OUT" --src en --tgt es --split test --json > "$out.tmp"
+        mv "$out.tmp" "$out"
+    fi
+    echo "retrieval P@1 (test pairs, last layer mean-pooled): $(cat "$out")"
+}
+
 evaluate_run() {
     local run=$1 ckpt=$RUNS/umt-$1/checkpoint_last.pt src tgt out
+    retrieval_run "$run"
     for src in en es; do
         tgt=en; [ "$src" = en ] && tgt=es
         out=$EVAL/bleu.$run.$src-$tgt
@@ -243,7 +266,7 @@ genre_run() {
     [ "$1" = random ] && ckpt=$RUNS/random/checkpoint_init.pt
     OMP_NUM_THREADS=$JOB_THREADS WORK="$RUNS/genre" SUBDIR=genre RUN="$1" TABLE="$RUNS/genre/table.$1.md" \
         LANGS="$LANGS" TRAIN_LANGS=en ARCH=xlm_tiny LR="$GENRE_LR" BATCH=8 MAX_UPDATE="$GENRE_UPDATES" \
-        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY=$(( GENRE_UPDATES / 3 > 0 ? GENRE_UPDATES / 3 : 1 )) \
+        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY="$(every "$V_GENRE" "$GENRE_UPDATES")" \
         DEVICE_FLAGS="$DEVICE_FLAGS" \
         PYTHON="$PYTHON" bash "$ROOT/recipes/xnli.sh" --stage 3 "$OUT" "$ckpt"
 }
@@ -260,7 +283,8 @@ run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into
 run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_UPDATES updates" "about 5 min" pretrain
 run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_UPDATES updates, pretrained and random init" \
     "about 5 min, side by side" umt
-run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu) and its perplexity" "about 1 min" evaluate
+run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1 min" \
+    evaluate
 run_stage 6 genre "genre classification, $GENRE_UPDATES updates on English, tested on English and Spanish" \
     "about 1 min" genre
 run_stage 7 report "results table" "about a second" report

@@ -178,22 +178,40 @@ def test_authors_checkpoint_matches_hf_logits(tmp_path):
     assert diff <= TOL
 
 
-def native_checkpoint(tmp_path):
-    """A fairseq_xlm xlm_tiny checkpoint as training writes it: data-bin with dict.txt/spm.model elsewhere."""
-    data, ckpts = tmp_path / "data-bin", tmp_path / "checkpoints"
-    data.mkdir()
+def tiny_spm_model(path, pieces):
+    """A valid sentencepiece BPE model file whose normal pieces are ``pieces`` (no merges between them)."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    proto.trainer_spec.model_type = 2  # BPE
+    proto.trainer_spec.unk_piece = "<unk>"
+    proto.normalizer_spec.add_dummy_prefix = proto.normalizer_spec.escape_whitespaces = True
+    proto.normalizer_spec.remove_extra_whitespaces = True
+    for i, piece in enumerate(["<unk>"] + list(pieces)):
+        proto.pieces.add(piece=piece, score=-float(i), type=2 if i == 0 else 1)
+    path.write_bytes(proto.SerializeToString())
+
+
+def native_checkpoint(tmp_path, data=None, langs=("en", "es")):
+    """A fairseq_xlm xlm_tiny checkpoint as training writes it: data-bin with dict.txt/spm.model elsewhere
+    (``data``: a real data-bin; default: a 40-piece stand-in)."""
+    ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
-    (data / "dict.txt").write_text("".join(f"\u2581p{i} {500 - i}\n" for i in range(40)))
-    (data / "spm.model").write_bytes(b"\x00sentencepiece stand-in\xff")
+    if data is None:
+        data = tmp_path / "data-bin"
+        data.mkdir()
+        (data / "dict.txt").write_text("".join(f"\u2581p{i} {500 - i}\n" for i in range(40)))
+        tiny_spm_model(data / "spm.model", [f"\u2581p{i}" for i in range(40)])
     dictionary = layout.load_dictionary(str(data))
     torch.manual_seed(5)
-    model = factory.build_model("xlm_tiny", dictionary, ["en", "es"])
+    model = factory.build_model("xlm_tiny", dictionary, list(langs))
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.3)
     cfg = {**asdict(model.cfg), "_name": "xlm_tiny"}
     torch.save({"args": None, "cfg": {"model": cfg, "task": {"_name": "xlm_pretrain", "data": str(data),
-                                                             "langs": "en,es"}},
+                                                             "langs": ",".join(langs),
+                                                             "mlm_steps": ",".join(langs)}},
                 "model": model.state_dict(), "extra_state": {"epoch": 3},
                 "optimizer_history": [{"criterion_name": "xlm_lm", "optimizer_name": "adam",
                                        "lr_scheduler_state": {"best": 2.5}, "num_updates": 10}]},

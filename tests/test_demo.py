@@ -3,6 +3,7 @@ demo helpers on hand-made input, and the whole pipeline in its smoke settings ru
 skips every stage)."""
 
 import gzip
+import json
 import os
 import re
 import shlex
@@ -126,6 +127,9 @@ def fake_demo(root: Path, xlm_ppl, random_ppl, bleu, acc):
             write(ev / f"bleu.{run}.{src}-{tgt}", [bleu[run][i]])
             write(ev / f"mtppl.{run}.{src}-{tgt}.log",
                   [FAIRSEQ_LINE.format(tag="test", subset="test", metrics=f"ppl {100 + i + (run == 'random')}")])
+        p1 = {"xlm": (0.5, 0.25), "random": (0.125, 0.0625)}[run]
+        write(ev / f"retrieval.{run}.json", [json.dumps({"src": "en", "tgt": "es", "n": 8, "p_at_1_src_tgt": p1[0],
+                                                         "p_at_1_tgt_src": p1[1]})])
         write(root / "runs" / "genre" / f"table.{run}.md",
               ["| model | en | es | avg |", "|---|---:|---:|---:|", f"| {run} | {acc[run][0]} | {acc[run][1]} | 0 |"])
     raw = root / "runs" / "genre" / "raw-genre"
@@ -157,6 +161,7 @@ def test_report_puts_each_number_next_to_its_baseline(tmp_path):
         "TLM perplexity en-es": (120.0, 3003.0),
         "BLEU en→es (beam 5)": (1.23, 0.1), "BLEU es→en (beam 5)": (0.5, 0.0),
         "translation perplexity en→es": (100.0, 101.0), "translation perplexity es→en": (101.0, 102.0),
+        "retrieval P@1 en→es, %": (50.0, 12.5), "retrieval P@1 es→en, %": (25.0, 6.2),
         "genre accuracy en (trained on it), %": (60.2, 50.0), "genre accuracy es (zero-shot), %": (35.0, 20.0)}
     assert "pretraining for 4000 updates" in text and "(Law) scores 50.0% (en), 50.0% (es)" in text
     assert "| 3-pretrain | 61 |" in text and "| total | 62 |" in text
@@ -168,6 +173,10 @@ def test_report_puts_each_number_next_to_its_baseline(tmp_path):
         demo.build_report(str(tmp_path), ["en", "es"])
     write(tmp_path / "runs" / "eval" / "bleu.random.es-en", ["Traceback (most recent call last):"])
     with pytest.raises(ValueError, match=r"bleu\.random\.es-en: expected one number"):
+        demo.build_report(str(tmp_path), ["en", "es"])
+    write(tmp_path / "runs" / "eval" / "bleu.random.es-en", ["0.5"])
+    write(tmp_path / "runs" / "eval" / "retrieval.xlm.json", ['{"src": "en", "tgt": "fr"}'])
+    with pytest.raises(ValueError, match=r"retrieval\.xlm\.json: no en-es result"):
         demo.build_report(str(tmp_path), ["en", "es"])
 
 
@@ -199,6 +208,7 @@ def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
     rows = table_rows(results)
     assert set(rows) == {"MLM perplexity en", "MLM perplexity es", "TLM perplexity en-es", "BLEU en→es (beam 2)",
                          "BLEU es→en (beam 2)", "translation perplexity en→es", "translation perplexity es→en",
+                         "retrieval P@1 en→es, %", "retrieval P@1 es→en, %",
                          "genre accuracy en (trained on it), %", "genre accuracy es (zero-shot), %"}
     vocab = sum(1 for _ in open(out / "dict.txt")) + 5  # + <s> <pad> </s> <unk> <mask>
     for name, (xlm, random) in rows.items():
@@ -206,6 +216,8 @@ def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
             assert xlm > 1 and random > 1, name
         else:
             assert 0 <= xlm <= 100 and 0 <= random <= 100, name
+    for name in ("curves-pretraining.png", "curves-umt.png", "curves-genre.png"):  # learning curves, linked
+        assert (out / name).stat().st_size > 10_000 and f"]({name})" in results, name
     # an untrained model predicts nearly uniformly: perplexity close to the vocabulary size
     for name in ("MLM perplexity en", "MLM perplexity es", "TLM perplexity en-es"):
         assert 0.5 * vocab < rows[name][1] < 2 * vocab, (name, vocab)

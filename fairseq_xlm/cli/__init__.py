@@ -4,6 +4,8 @@
     bible                   the shared Bible corpus -> raw splits
     convert                 the authors' / HF / fairseq_xlm checkpoints, both ways
     evaluate_xnli, bleu     results tables: accuracy per language, BLEU two ways
+    evaluate_retrieval      cross-lingual retrieval P@1 of an encoder on a parallel split
+    curves                  learning curves (PNG) from fairseq's logs
     demo                    the helpers of recipes/demo.sh (random init, genre data, RESULTS.md)
     userdir                 ``fairseq-xlm-userdir``: the folder to pass to fairseq's --user-dir
 

@@ -10,16 +10,19 @@ text of the shipped Bible sample, and the results table.
     eval/ppl.{run}.log            fairseq-validate of the pretraining checkpoints on the test split
     eval/mtppl.{run}.{src}-{tgt}.log   fairseq-validate of the MT checkpoints, one direction each
     eval/bleu.{run}.{src}-{tgt}   the sacrebleu score printed by recipes/evaluate_mt.sh
+    eval/retrieval.{run}.json     python -m fairseq_xlm.cli.evaluate_retrieval --json of the pretraining checkpoints
     genre/table.{run}.md          the accuracy row written by python -m fairseq_xlm.cli.evaluate_xnli
     genre/raw-genre/              the classification text (for the majority-class reference)
     done/{N}-{stage}              stage stamps holding the stage's wall time in seconds
 
-and writes DIR/RESULTS.md (atomically): every number of the pretrained model next to the random-init one.
+and writes DIR/RESULTS.md (atomically): every number of the pretrained model next to the random-init one, and
+the learning curves of ``fairseq_xlm.cli.curves`` (DIR/curves-*.png) from the runs' train.log files.
 """
 
 import argparse
 import collections
 import glob
+import json
 import os
 import re
 import sys
@@ -137,6 +140,20 @@ def read_score(path: str) -> float:
         raise ValueError(f"{path}: expected one number, found {text[:80]!r}") from None
 
 
+def read_json(path: str) -> dict:
+    """A JSON object written by a demo stage."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            obj = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return obj
+
+
 def read_accuracy_table(path: str) -> Dict[str, float]:
     """{language: accuracy} of the last row of an evaluate_xnli markdown table."""
     if not os.path.isfile(path):
@@ -175,8 +192,10 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", settings: Optional[dict] = None) -> str:
-    """The RESULTS.md text for a finished demo in ``directory`` (see the module docstring for its files)."""
+def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", settings: Optional[dict] = None,
+                 figures: Sequence[Tuple[str, str]] = ()) -> str:
+    """The RESULTS.md text for a finished demo in ``directory`` (see the module docstring for its files);
+    ``figures``: (title, PNG file beside RESULTS.md) learning curves to show below the table."""
     settings = settings or {}
     runs = os.path.join(directory, "runs")
     ev = os.path.join(runs, "eval")
@@ -201,6 +220,14 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
         mt = {r: parse_valid_log(os.path.join(ev, f"mtppl.{r}.{src}-{tgt}.log"), "test") for r in RUNS}
         rows.append((f"translation perplexity {src}→{tgt}", f"test.{pair}", _fmt(mt["xlm"]["ppl"], 1),
                      _fmt(mt["random"]["ppl"], 1), "lower"))
+
+    ret = {r: read_json(os.path.join(ev, f"retrieval.{r}.json")) for r in RUNS}
+    for (src, tgt), key in zip(directions, ("p_at_1_src_tgt", "p_at_1_tgt_src")):
+        for r in RUNS:
+            if (ret[r].get("src"), ret[r].get("tgt")) != (l1, l2) or key not in ret[r]:
+                raise ValueError(f"{ev}/retrieval.{r}.json: no {l1}-{l2} result with {key}")
+        rows.append((f"retrieval P@1 {src}→{tgt}, %", f"test.{pair} ({ret['xlm']['n']} pairs)",
+                     _fmt(100 * ret["xlm"][key], 1), _fmt(100 * ret["random"][key], 1), "higher"))
 
     acc = {r: read_accuracy_table(os.path.join(runs, "genre", f"table.{r}.md")) for r in RUNS}
     for lang in langs:
@@ -240,7 +267,18 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
         + ", ".join(f"{shares[lang]:.1f}% ({lang})" for lang in langs) + ".",
         "Translation perplexity is teacher-forced on the reference. BLEU stays near zero after minutes of CPU "
         "training: unsupervised MT needs far more data, model and updates.",
+        "Retrieval (beyond the paper, as XTREME's Tatoeba task): each test sentence's nearest neighbour by cosine "
+        "among the other side's",
+        "sentences, with the pretraining encoder's last layer mean-pooled "
+        f"(`python -m fairseq_xlm.cli.evaluate_retrieval`); chance is 1/{ret['xlm']['n']}.",
     ]
+    if figures:
+        lines += ["", "## Learning curves", "",
+                  "Validation metrics over updates, read from fairseq's own logs (`python -m fairseq_xlm.cli.curves`);",
+                  "solid: XLM pretrained, dashed: random init.", ""]
+        for title, name in figures:
+            lines += [f"![{title}]({name})", ""]
+        lines.pop()
     times = stage_times(os.path.join(runs, "done"))
     if times:
         lines += ["", "| stage | wall time (s) |", "|---|---:|"]
@@ -299,7 +337,9 @@ def main(argv: Optional[Sequence[str]] = None):
             raise ValueError(f"--langs {args.langs!r}: the demo report compares exactly two languages")
         settings = {k: getattr(args, k) for k in ("vocab", "beam", "pretrain_updates", "umt_updates",
                                                   "genre_updates")}
-        text = build_report(args.dir, langs, args.train_lang, settings)
+        from fairseq_xlm.cli.curves import demo_figures
+
+        text = build_report(args.dir, langs, args.train_lang, settings, figures=demo_figures(args.dir))
         path = write_report(args.dir, text, args.out)
         print(text, end="")
         print(f"(written to {path})")

@@ -13,6 +13,7 @@ import torch
 
 from ..data import layout
 from ..models.xlm_transformer import XlmConfig
+from .hf_tokenizer import build_tokenizer
 from .readers import _load_dict_file
 from .released import CHECKPOINT, DICT, HF_HEAD, N_SPECIALS, SPM, Released, rename
 
@@ -129,9 +130,11 @@ def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "")
                 json.dump(obj, f, ensure_ascii=False, indent=2)
         for name, path in rel.files.items():
             shutil.copyfile(path, os.path.join(tmp, name))
+        if SPM in rel.files:  # tokenizer.json + tokenizer_config.json: AutoTokenizer gives our ids
+            build_tokenizer(rel.files[SPM], rel.words, rel.mask_index, shape["max_positions"]).save_pretrained(tmp)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(_HF_README.format(source=source or "a fairseq_xlm checkpoint", langs=",".join(langs) or "-",
-                                      spm="spm.model (included)" if SPM in rel.files else "the spm.model of its data-bin"))
+                                      tokenizer=_WITH_TOKENIZER if SPM in rel.files else _WITHOUT_TOKENIZER))
 
 
 _HF_README = """# XLM converted by fairseq_xlm
@@ -139,7 +142,18 @@ _HF_README = """# XLM converted by fairseq_xlm
 Converted from {source} by `python -m fairseq_xlm.cli.convert fairseq-to-hf`. Load it with
 `transformers.XLMWithLMHeadModel.from_pretrained(this_dir)`; languages (`langs=` ids, config `lang2id`): {langs}.
 
-Tokenization is **sentencepiece** ({spm}), not HF's XLMTokenizer (Moses + BPE): encode text with
-sentencepiece, then map pieces to ids with `vocab.json`. Ids follow the authors' layout: `<s>`=0, `</s>`=1,
-`<pad>`=2, `<unk>`=3; sentences start with `</s>` as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
+{tokenizer}
+Ids follow the authors' layout: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3; sentences are `</s> s </s>` (pairs
+`</s> a </s> </s> b </s>`) as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
+"""
+
+_WITH_TOKENIZER = """Tokenization is **sentencepiece** (spm.model) as in fairseq_xlm:
+`AutoTokenizer.from_pretrained(this_dir)` loads `tokenizer.json`, which gives exactly fairseq_xlm's ids, so
+`pipeline("fill-mask", model=this_dir)` works. HF passes no `langs=` there, so the language embeddings are left out (as `XLMWithLMHeadModel` does
+without `langs`); call the model with `langs=torch.full_like(input_ids, lang2id[lang])` to include them.
+"""
+
+_WITHOUT_TOKENIZER = """Tokenization is **sentencepiece** (the spm.model of its data-bin, not included, so no HF tokenizer
+was written), not HF's XLMTokenizer (Moses + BPE): encode text with sentencepiece, then map pieces to ids with
+`vocab.json`.
 """
