@@ -41,6 +41,7 @@ from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
 from ..schedules import parse_schedule
 from .mt_evaluation import MtEvaluationMixin, log_bleu_metrics
+from .mt_inference import MtInferenceMixin
 from .scheduled import ScheduleConfig, ScheduledStepsTask
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _exists(prefix: Optional[str]) -> bool:
 
 
 @register_task("unsupervised_mt", dataclass=UnsupervisedMtConfig)
-class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
+class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask):
     """AE + online BT + MT steps, one per update; per-kind losses and BLEU per direction in validation."""
 
     def __init__(self, cfg: UnsupervisedMtConfig, dictionary, langs: List[str], langs_inferred: bool):
