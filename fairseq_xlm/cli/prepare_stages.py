@@ -47,6 +47,8 @@ class PrepareConfig:
     max_line_tokens: int = field(default=0, metadata={"help": "drop lines (parallel: pairs) longer than this "
                                  "many BPE tokens; 0 keeps all"})
     workers: int = field(default=1, metadata={"help": "threads/processes for sentencepiece and binarizing"})
+    valid_optional: bool = field(default=False, metadata={"help": "allow a language without valid.{lang} (training "
+                                 "then has no validation for it: pass --disable-validation or validate on pairs)"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
 
 
@@ -96,6 +98,10 @@ def raw_inventory(cfg: PrepareConfig, langs: List[str]) -> Dict[str, List[str]]:
         for split in SPLITS:
             if os.path.isfile(os.path.join(cfg.raw, f"{split}.{lang}")):
                 corpora[f"{split}.{lang}"] = [f"{split}.{lang}"]
+            elif split == "valid" and not cfg.valid_optional:
+                # training validates every language and would fail only then, after the BPE and binarizing
+                raise PrepareError(f"{os.path.join(cfg.raw, f'valid.{lang}')}: missing; every language needs "
+                                   f"validation text (or pass --valid-optional)")
             else:
                 logger.warning(f"{os.path.join(cfg.raw, f'{split}.{lang}')}: absent, no monolingual {split} for {lang}")
     for split in SPLITS:

@@ -239,7 +239,13 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         path = getattr(cfg, "pretrained_xlm_checkpoint", None)
         if path and not from_checkpoint:
             self._check_pretrained(path)
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        if not hasattr(model, "decoder"):
+            # e.g. fairseq-generate on a pretraining checkpoint: fairseq would fail later in reorder_encoder_out
+            raise ValueError(f"a {getattr(cfg, '_name', type(model).__name__)} model has no decoder: this is a "
+                             f"pretraining checkpoint; MT needs an xlm_mt one (recipes/umt.sh, "
+                             f"recipes/supervised_mt.sh, or --arch xlm_mt_*)")
+        return model
 
     def _check_pretrained(self, path: str) -> None:
         """Refuse a pretrained XLM of another vocabulary or language order, naming the file."""
