@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
 SPLIT=${SPLIT:-test}
