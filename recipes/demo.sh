@@ -18,15 +18,20 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0" "$ROOT/recipes/umt.sh" "$ROOT/recipes/evaluate_mt.sh" "$ROOT/recipes/xnli.sh"
+renamed_var PRETRAIN_UPDATES PRETRAIN_MAX_UPDATE
+renamed_var UMT_UPDATES UMT_MAX_UPDATE
+renamed_var GENRE_UPDATES GENRE_MAX_UPDATE
 SAMPLE=${SAMPLE:-$ROOT/data/bible-sample}
 SMOKE=${DEMO_SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
     OUT=${OUT:-${TMPDIR:-/tmp}/fairseq_xlm_demo_smoke}
     SAMPLE_LINES=${SAMPLE_LINES:-300,40,40}   # lines per file of train,valid,test (0: all)
     VOCAB=${VOCAB:-300}
-    PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-6}
-    UMT_UPDATES=${UMT_UPDATES:-4}
-    GENRE_UPDATES=${GENRE_UPDATES:-6}
+    PRETRAIN_MAX_UPDATE=${PRETRAIN_MAX_UPDATE:-6}
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-4}
+    GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-6}
     BEAM=${BEAM:-2}
     LOG_INTERVAL=${LOG_INTERVAL:-2}
     VALIDATIONS=${VALIDATIONS:-4,2,3}          # per run of pretraining, UMT, genre: points of the curves
@@ -36,9 +41,9 @@ else
     VOCAB=${VOCAB:-3000}
     # One update is one step of one kind (the authors' schedule): pretraining takes 3 per iteration
     # (MLM en, MLM es, TLM en-es), UMT 4 (AE en, AE es, BT en-es-en, BT es-en-es).
-    PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-12000}  # 4000 iterations
-    UMT_UPDATES=${UMT_UPDATES:-2000}             # 500 iterations (back-translation decodes on the fly)
-    GENRE_UPDATES=${GENRE_UPDATES:-3000}         # batch 8 (the authors'), ~50-60 updates/s per run
+    PRETRAIN_MAX_UPDATE=${PRETRAIN_MAX_UPDATE:-12000}  # 4000 iterations
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-2000}             # 500 iterations (back-translation decodes on the fly)
+    GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-3000}         # batch 8 (the authors'), ~50-60 updates/s per run
     BEAM=${BEAM:-5}
     LOG_INTERVAL=${LOG_INTERVAL:-100}
     VALIDATIONS=${VALIDATIONS:-12,4,10}
@@ -59,14 +64,14 @@ stop_stage=${stop_stage:-7}
 
 usage() {
     echo "usage: $0 [--stage N] [--stop-stage N]" \
-         "(env: DEMO_SMOKE=1 OUT PRETRAIN_UPDATES UMT_UPDATES ...; see the top of the file)" >&2
+         "(env: DEMO_SMOKE=1 OUT PRETRAIN_MAX_UPDATE UMT_MAX_UPDATE ...; see the top of the file)" >&2
     exit 2
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 IFS=, read -r V_PRETRAIN V_UMT V_GENRE <<< "$VALIDATIONS"
-for n in "$PRETRAIN_UPDATES" "$UMT_UPDATES" "$GENRE_UPDATES" "$VOCAB" "$BEAM" "$THREADS" "${V_PRETRAIN:-}" \
+for n in "$PRETRAIN_MAX_UPDATE" "$UMT_MAX_UPDATE" "$GENRE_MAX_UPDATE" "$VOCAB" "$BEAM" "$THREADS" "${V_PRETRAIN:-}" \
          "${V_UMT:-}" "${V_GENRE:-}"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done
@@ -81,8 +86,8 @@ export PYTHONUNBUFFERED=1                        # fairseq's log lines appear as
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle OpenMP threads sleep instead of fighting other jobs
 
 # Stamps only mean something for the settings that made them: refuse to mix.
-SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_UPDATES@$PRETRAIN_LR umt=$UMT_UPDATES@$UMT_LR"
-SETTINGS="$SETTINGS genre=$GENRE_UPDATES@$GENRE_LR beam=$BEAM"
+SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR umt=$UMT_MAX_UPDATE@$UMT_LR"
+SETTINGS="$SETTINGS genre=$GENRE_MAX_UPDATE@$GENRE_LR beam=$BEAM"
 mkdir -p "$RUNS/done" "$EVAL"
 if [ -f "$RUNS/settings" ]; then
     if [ "$(cat "$RUNS/settings")" != "$SETTINGS" ]; then
@@ -185,8 +190,8 @@ pretrain() {
         mkdir -p "$dir"
         # an interrupted run resumes from $dir/checkpoint_last.pt
         OMP_NUM_THREADS=$THREADS "$PYTHON" -m fairseq_cli.train "$OUT" "${PRETRAIN_ARGS[@]}" \
-            --max-update "$PRETRAIN_UPDATES" \
-            --validate-interval-updates "$(every "$V_PRETRAIN" "$PRETRAIN_UPDATES")" \
+            --max-update "$PRETRAIN_MAX_UPDATE" \
+            --validate-interval-updates "$(every "$V_PRETRAIN" "$PRETRAIN_MAX_UPDATE")" \
             --validate-interval 1000000 --save-interval 1000000 --best-checkpoint-metric avg_ppl \
             --save-dir "$dir" --no-epoch-checkpoints --log-format simple --log-interval "$LOG_INTERVAL" \
             2>&1 | tee "$dir/train.log"
@@ -210,9 +215,9 @@ umt_run() {
     mkdir -p "$dir"
     OMP_NUM_THREADS=$JOB_THREADS PYTHON="$PYTHON" USER_DIR="$USER_DIR" DATABIN="$OUT" SAVE="$dir" \
         PRETRAINED="$init" ARCH=xlm_tiny L1=en L2=es AE_STEPS=en,es BT_STEPS=en-es-en,es-en-es MT_STEPS= \
-        LAMBDA_AE="0:1,$(( UMT_UPDATES / 4 )):0.1" MAX_TOKENS=1500 MAX_UPDATES="$UMT_UPDATES" LR="$UMT_LR" \
+        LAMBDA_AE="0:1,$(( UMT_MAX_UPDATE / 4 )):0.1" MAX_TOKENS=1500 MAX_UPDATE="$UMT_MAX_UPDATE" LR="$UMT_LR" \
         WARMUP=200 \
-        VALID_EVERY="$(every "$V_UMT" "$UMT_UPDATES")" \
+        VALID_EVERY="$(every "$V_UMT" "$UMT_MAX_UPDATE")" \
         EXTRA="$DEVICE_FLAGS --dropout 0 --attention-dropout 0 --seed 1 --log-format simple
                --log-interval $LOG_INTERVAL" \
         bash "$ROOT/recipes/umt.sh" --stage 3 --stop-stage 3 2>&1 | tee "$dir/train.log"
@@ -265,8 +270,8 @@ genre_run() {
     local ckpt=$RUNS/pretrain/checkpoint_last.pt
     [ "$1" = random ] && ckpt=$RUNS/random/checkpoint_init.pt
     OMP_NUM_THREADS=$JOB_THREADS WORK="$RUNS/genre" SUBDIR=genre RUN="$1" TABLE="$RUNS/genre/table.$1.md" \
-        LANGS="$LANGS" TRAIN_LANGS=en ARCH=xlm_tiny LR="$GENRE_LR" BATCH=8 MAX_UPDATE="$GENRE_UPDATES" \
-        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY="$(every "$V_GENRE" "$GENRE_UPDATES")" \
+        LANGS="$LANGS" TRAIN_LANGS=en ARCH=xlm_tiny LR="$GENRE_LR" BATCH=8 MAX_UPDATE="$GENRE_MAX_UPDATE" \
+        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY="$(every "$V_GENRE" "$GENRE_MAX_UPDATE")" \
         DEVICE_FLAGS="$DEVICE_FLAGS" \
         PYTHON="$PYTHON" bash "$ROOT/recipes/xnli.sh" --stage 3 "$OUT" "$ckpt"
 }
@@ -274,18 +279,18 @@ genre() { side_by_side genre_run; }
 
 report() {
     "$PYTHON" -m fairseq_xlm.cli.demo report --dir "$OUT" --langs "$LANGS" --train-lang en --vocab "$VOCAB" \
-        --beam "$BEAM" --pretrain-updates "$PRETRAIN_UPDATES" --umt-updates "$UMT_UPDATES" \
-        --genre-updates "$GENRE_UPDATES" > /dev/null
+        --beam "$BEAM" --pretrain-updates "$PRETRAIN_MAX_UPDATE" --umt-updates "$UMT_MAX_UPDATE" \
+        --genre-updates "$GENRE_MAX_UPDATE" > /dev/null
 }
 
 run_stage 1 unpack "unpack the Bible sample" "about a second" unpack
 run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into $OUT" "about 30 s" binarize
-run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_UPDATES updates" "about 5 min" pretrain
-run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_UPDATES updates, pretrained and random init" \
+run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE updates" "about 5 min" pretrain
+run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_MAX_UPDATE updates, pretrained and random init" \
     "about 5 min, side by side" umt
 run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1 min" \
     evaluate
-run_stage 6 genre "genre classification, $GENRE_UPDATES updates on English, tested on English and Spanish" \
+run_stage 6 genre "genre classification, $GENRE_MAX_UPDATE updates on English, tested on English and Spanish" \
     "about 1 min" genre
 run_stage 7 report "results table" "about a second" report
 if [ "$stop_stage" -ge 7 ] && [ -f "$OUT/RESULTS.md" ]; then

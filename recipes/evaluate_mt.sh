@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
 SPLIT=${SPLIT:-test}
@@ -49,6 +51,27 @@ case "$SCORE_ONLY" in
 esac
 WORKDIR=${WORKDIR:-$(dirname "$CKPT")}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# An encoder-only (pretraining) checkpoint cannot translate: say so once, before fairseq-generate fails.
+"$PYTHON" - "$CKPT" <<'PY'
+import sys
+
+import torch
+import fairseq_xlm  # noqa: F401  (the allow-list of fairseq checkpoint types)
+from fairseq_xlm.models.xlm_transformer import ENCODER_ARCHS
+
+path = sys.argv[1]
+try:
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+except Exception:  # legacy (non-zip) files cannot be memory-mapped
+    from fairseq_xlm.safe_load import load_checkpoint
+    state = load_checkpoint(path)
+model = (state.get("cfg") or {}).get("model") or {}
+name = model.get("_name") if hasattr(model, "get") else getattr(model, "_name", None)
+if name == "xlm_transformer" or name in ENCODER_ARCHS:  # cfg.model._name is the architecture
+    sys.exit(f"error: {path} is a pretraining checkpoint ({name}, no decoder); MT needs an xlm_mt "
+             f"checkpoint from recipes/umt.sh or recipes/supervised_mt.sh")
+PY
 
 if [ -z "$REF" ]; then
     REF=$WORKDIR/ref.$SPLIT.$SRC-$TGT.$TGT

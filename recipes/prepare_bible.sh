@@ -6,6 +6,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LANGS=${LANGS:-en,es}                # monolingual languages (MLM/CLM streams)
 PAIRS=${PAIRS:-en-es}                # parallel pairs (TLM, MT valid/test); empty for none

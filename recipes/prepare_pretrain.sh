@@ -4,9 +4,13 @@
 # RAW_DIR holds {train,valid,test}.{lang} (one sentence a line; train required for every language) and
 # optionally parallel {split}.{l1}-{l2}.{l1|l2}.
 #   stage 1: list the inputs   stage 2: BPE + joined dict + binarize   stage 3: read the data-bin back
+# LANGS defaults to en,es (the bundled Bible sample's languages): set it for your data, e.g. LANGS=de,en.
+# Every language needs train.{lang} and valid.{lang} (prepare stops on a missing valid split).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LANGS=${LANGS:-en,es}
 VOCAB=${VOCAB:-8000}
@@ -21,7 +25,7 @@ stage=${stage:-1}
 stop_stage=${stop_stage:-3}
 
 usage() {
-    echo "usage: $0 [--stage N] [--stop-stage N] RAW_DIR   (env: LANGS VOCAB ALPHA NAME DATABIN ...)" >&2
+    echo "usage: $0 [--stage N] [--stop-stage N] RAW_DIR   (env: LANGS (default en,es) VOCAB ALPHA NAME DATABIN ...)" >&2
     exit 2
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
@@ -34,7 +38,7 @@ DATABIN=${DATABIN:-data-bin/$NAME}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-    echo "Stage 1: inputs in $RAW for $LANGS"
+    echo "Stage 1: inputs in $RAW for LANGS=$LANGS"
     for lang in ${LANGS//,/ }; do
         [ -f "$RAW/train.$lang" ] || { echo "error: $RAW/train.$lang missing" >&2; exit 1; }
     done

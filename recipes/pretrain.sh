@@ -6,19 +6,27 @@
 # PRESET   mlm      MLM on every language of DATA_BIN (the paper's XLM-MLM)
 #          mlm_tlm  MLM on every language + TLM on every parallel pair found (XLM-MLM+TLM)
 #          clm      causal LM on every language (XLM-CLM)
-# Variables (override from the environment): ARCH, LANGS (default: the languages in DATA_BIN, sorted;
-# keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP, MAX_UPDATE,
-# LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn per iteration with probabilities
-# ∝ sentences**alpha; -1 = uniform draws), PYTHON. One update is one step (one optimiser step), as the
-# authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules iterations.
-# On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically, several
-# machines through torchrun or SLURM (see README: "Scale-out").
+# SCALE    paper (default): the paper's model and length, for GPUs: ARCH=xlm_mlm_enfr_1024, MAX_UPDATE=500000,
+#            BATCH_SIZE=32, TOKENS_PER_SAMPLE=256, LR=1e-4, WARMUP=4000, SAVE_EVERY=5000
+#          small: what `make demo` runs, minutes on a laptop CPU: ARCH=xlm_tiny, MAX_UPDATE=12000,
+#            BATCH_SIZE=16, TOKENS_PER_SAMPLE=128, LR=0.004, WARMUP=300, SAVE_EVERY=1000 (add --cpu)
+# Variables (override from the environment; each overrides its SCALE default): ARCH, LANGS (default: the
+# languages in DATA_BIN, sorted; keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP,
+# MAX_UPDATE, SAVE_EVERY (a checkpoint every N updates, so a stopped run leaves one; only the newest is
+# kept besides checkpoint_best/last), LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn
+# per iteration with probabilities ∝ sentences**alpha; -1 = uniform draws), PYTHON. One update is one step
+# (one optimiser step), as the authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules
+# iterations. On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically,
+# several machines through torchrun or SLURM (see README: "Scale-out").
 set -euo pipefail
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 [ $# -ge 3 ] || usage
 preset=$1 data=$2 save=$3
 shift 3
@@ -26,14 +34,20 @@ case "$preset" in mlm|mlm_tlm|clm) ;; *) echo "unknown PRESET '$preset'" >&2; us
 [ -d "$data" ] || { echo "DATA_BIN '$data' is not a directory" >&2; exit 2; }
 [ -f "$data/dict.txt" ] || { echo "$data/dict.txt missing: not a data-bin from prepare_pretrain.sh" >&2; exit 2; }
 
-PYTHON=${PYTHON:-.venv/bin/python}
-ARCH=${ARCH:-xlm_mlm_enfr_1024}
-BATCH_SIZE=${BATCH_SIZE:-32}
-TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-256}
-LR=${LR:-1e-4}
-WARMUP=${WARMUP:-4000}
-MAX_UPDATE=${MAX_UPDATE:-500000}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+SCALE=${SCALE:-paper}
+case "$SCALE" in
+  paper) ARCH=${ARCH:-xlm_mlm_enfr_1024}; MAX_UPDATE=${MAX_UPDATE:-500000}; BATCH_SIZE=${BATCH_SIZE:-32}
+         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-256}; LR=${LR:-1e-4}; WARMUP=${WARMUP:-4000}
+         SAVE_EVERY=${SAVE_EVERY:-5000} ;;
+  small) ARCH=${ARCH:-xlm_tiny}; MAX_UPDATE=${MAX_UPDATE:-12000}; BATCH_SIZE=${BATCH_SIZE:-16}
+         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-128}; LR=${LR:-0.004}; WARMUP=${WARMUP:-300}
+         SAVE_EVERY=${SAVE_EVERY:-1000} ;;
+  *) echo "error: SCALE=$SCALE: expected paper or small" >&2; exit 2 ;;
+esac
 LANG_ALPHA=${LANG_ALPHA:-0.7}
+[[ "$SAVE_EVERY" =~ ^[0-9]+$ ]] || { echo "error: SAVE_EVERY=$SAVE_EVERY: expected a number of updates" >&2; exit 2; }
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 mono_langs() {
   for f in "$data"/train.*.bin; do
@@ -65,7 +79,10 @@ case "$preset" in
 esac
 
 user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
-echo "[pretrain] preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH -> $save"
+echo "[pretrain] SCALE=$SCALE preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH" \
+     "max_update=$MAX_UPDATE save_every=$SAVE_EVERY -> $save"
+saving=()
+[ "$SAVE_EVERY" -gt 0 ] && saving=(--save-interval-updates "$SAVE_EVERY" --keep-interval-updates 1)
 mkdir -p "$save"
 "$PYTHON" -m fairseq_cli.train "$data" \
   --user-dir "$user_dir" --task xlm_pretrain --criterion xlm_lm --arch "$ARCH" \
@@ -73,5 +90,5 @@ mkdir -p "$save"
   --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size "$BATCH_SIZE" \
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
   --warmup-updates "$WARMUP" --clip-norm 5 --max-update "$MAX_UPDATE" \
-  --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints \
+  --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints ${saving[@]+"${saving[@]}"} \
   --log-format simple --log-interval 50 "$@"

@@ -4,10 +4,12 @@
 # back-translation on top (the paper's "+ BT" rows):
 #   recipes/supervised_mt.sh [--stage N] [--stop-stage N]
 #   BT=1 recipes/supervised_mt.sh      # MT steps + back-translation steps
-# Every variable of recipes/umt.sh applies (L1, L2, DATABIN, ARCH, PRETRAINED, MAX_UPDATES, ...).
+# Every variable of recipes/umt.sh applies (L1, L2, DATABIN, ARCH, PRETRAINED, MAX_UPDATE, ...).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0" "$ROOT/recipes/umt.sh" "$ROOT/recipes/prepare_bible.sh" "$ROOT/recipes/evaluate_mt.sh"
 L1=${L1:-en}
 L2=${L2:-es}
 BT=${BT:-0}

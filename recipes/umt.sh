@@ -8,7 +8,7 @@
 # en-fr run is ARCH=xlm_mlm_enfr_1024 (or PRETRAINED=a converted mlm_enfr_1024 checkpoint), MAX_TOKENS=2000,
 # LR=1e-4 with WARMUP=4000, LAMBDA_AE='0:1,100000:0.1,300000:0', on a GPU, for days.
 # Units, as the authors': one fairseq update is one step of one kind (one optimiser step), so WARMUP,
-# MAX_UPDATES and the learning-rate decay count steps (4 per iteration here: AE L1, AE L2, BT twice), while
+# MAX_UPDATE and the learning-rate decay count steps (4 per iteration here: AE L1, AE L2, BT twice), while
 # the LAMBDA_* schedules count iterations (one pass of the AE, MT, BT step loop).
 # recipes/supervised_mt.sh runs this flow with MT steps (and optional BT steps) instead.
 set -euo pipefail
@@ -16,6 +16,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0" "$ROOT/recipes/prepare_bible.sh" "$ROOT/recipes/evaluate_mt.sh"
+renamed_var MAX_UPDATES MAX_UPDATE        # the old names, before one naming across recipes
+renamed_var PRE_UPDATES PRE_MAX_UPDATE
 L1=${L1:-en}
 L2=${L2:-es}
 NAME=${NAME:-bible}
@@ -26,11 +30,11 @@ ARCH=${ARCH:-xlm_tiny}                 # pretraining architecture; MT uses its t
 PRETRAINED=${PRETRAINED:-}             # an xlm_transformer checkpoint: skips stage 2
 PRE_SAVE=${PRE_SAVE:-checkpoints/$NAME/mlm}
 PRE_STEPS=${PRE_STEPS:-$L1,$L2}        # --mlm-steps of pretraining (add $L1-$L2 for TLM)
-PRE_UPDATES=${PRE_UPDATES:-2000}
+PRE_MAX_UPDATE=${PRE_MAX_UPDATE:-2000}
 AE_STEPS=${AE_STEPS-$L1,$L2}
 BT_STEPS=${BT_STEPS-$L1-$L2-$L1,$L2-$L1-$L2}
 MT_STEPS=${MT_STEPS-}
-LAMBDA_AE=${LAMBDA_AE:-0:1,250:0.1,750:0}  # iterations: 750 = MAX_UPDATES / 4 steps per iteration
+LAMBDA_AE=${LAMBDA_AE:-0:1,250:0.1,750:0}  # iterations: 750 = MAX_UPDATE / 4 steps per iteration
 LAMBDA_BT=${LAMBDA_BT:-1}
 LAMBDA_MT=${LAMBDA_MT:-1}
 WORD_SHUFFLE=${WORD_SHUFFLE:-3}
@@ -38,7 +42,7 @@ WORD_DROPOUT=${WORD_DROPOUT:-0.1}
 WORD_BLANK=${WORD_BLANK:-0.1}
 BT_BEAM=${BT_BEAM:-1}
 MAX_TOKENS=${MAX_TOKENS:-2000}
-MAX_UPDATES=${MAX_UPDATES:-3000}
+MAX_UPDATE=${MAX_UPDATE:-3000}
 LR=${LR:-1e-4}
 WARMUP=${WARMUP:-400}
 VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions)
@@ -84,7 +88,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task xlm_pretrain \
             --langs "$L1,$L2" --mlm-steps "$PRE_STEPS" --criterion xlm_lm --arch "$ARCH" \
             --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
-            --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$PRE_UPDATES" \
+            --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$PRE_MAX_UPDATE" \
             --save-dir "$PRE_SAVE" --no-epoch-checkpoints --num-workers 0 --disable-validation
     fi
 fi
@@ -110,7 +114,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --bt-beam "$BT_BEAM" --arch "$MT_ARCH" ${init[@]+"${init[@]}"} \
         --criterion label_smoothed_cross_entropy --label-smoothing 0 \
         --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
-        --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATES" \
+        --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATE" \
         --eval-bleu "${every[@]}" --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
         --patience "$PATIENCE" \
         --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA

@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0"
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 LANGS=${LANGS:-en,es}                 # pretraining languages, in the pretraining order
 TRAIN_LANGS=${TRAIN_LANGS:-en}

@@ -191,7 +191,8 @@ def run_demo(env, *args, timeout=300):
 def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, DEMO_SMOKE="1", OUT=str(out), PYTHON=sys.executable)
-    env.pop("PRETRAIN_UPDATES", None)
+    for name in ("PRETRAIN_UPDATES", "PRETRAIN_MAX_UPDATE", "FAIRSEQ_XLM_ENV_CHECKED"):
+        env.pop(name, None)
     first, seconds = run_demo(env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = first.stdout
@@ -239,7 +240,7 @@ def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
     assert (out / "RESULTS.md").read_text(encoding="utf-8") == results
 
     # other settings on the same folder would mix stale stages: refused
-    changed, _ = run_demo(dict(env, PRETRAIN_UPDATES="7"), timeout=60)
+    changed, _ = run_demo(dict(env, PRETRAIN_MAX_UPDATE="7"), timeout=60)
     assert changed.returncode == 1 and "made with other settings" in changed.stderr
 
 
@@ -247,6 +248,7 @@ def test_bad_arguments_print_usage(tmp_path):
     env = dict(os.environ, DEMO_SMOKE="1", OUT=str(tmp_path / "demo"), PYTHON=sys.executable)
     proc, _ = run_demo(env, "--bogus", timeout=30)
     assert proc.returncode == 2 and "usage:" in proc.stderr
-    proc, _ = run_demo(dict(env, PRETRAIN_UPDATES="many"), timeout=30)
+    proc, _ = run_demo(dict(env, PRETRAIN_UPDATES="many"), timeout=30)  # the old name still reaches the check
     assert proc.returncode == 2 and "not a positive integer" in proc.stderr
+    assert "PRETRAIN_UPDATES is renamed PRETRAIN_MAX_UPDATE" in proc.stderr
     assert not (tmp_path / "demo").exists()

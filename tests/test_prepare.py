@@ -322,6 +322,15 @@ def test_missing_train_file(raw_copy, tmp_path):
         prep(raw_copy, tmp_path / "bin", langs="en,es,ny")
 
 
+def test_missing_valid_split_stops_unless_optional(raw_copy, tmp_path):
+    (raw_copy / "valid.es").unlink()
+    with pytest.raises(SystemExit, match=r"valid\.es: missing.*--valid-optional"):
+        prep(raw_copy, tmp_path / "bin")
+    assert not (tmp_path / "bin" / "dict.txt").exists()
+    out = prep(raw_copy, tmp_path / "bin", "--valid-optional")
+    assert "valid.es" not in out["check"]["lines"] and "valid.en" in out["check"]["lines"]
+
+
 def test_empty_split(raw_copy, tmp_path):
     (raw_copy / "valid.es").write_text("\n  \n")
     with pytest.raises(SystemExit, match=r"valid\.es: empty split"):

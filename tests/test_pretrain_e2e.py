@@ -146,15 +146,24 @@ def test_long_pairs_are_removed_as_the_authors_and_logged(bible_databin, caplog)
 
 
 def test_pretrain_recipe_presets(bible_databin, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, ARCH="xlm_tiny", BATCH_SIZE="4", TOKENS_PER_SAMPLE="64",
-               WARMUP="1", MAX_UPDATE="2", LANG_ALPHA="0.5")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, SCALE="small", BATCH_SIZE="4",
+               TOKENS_PER_SAMPLE="64", WARMUP="1", MAX_UPDATE="2", SAVE_EVERY="1", LANG_ALPHA="0.5",
+               MAX_UPDATES="7")  # umt.sh's old name: reported, not read
+    env.pop("FAIRSEQ_XLM_ENV_CHECKED", None)
     recipe = str(REPO / "recipes" / "pretrain.sh")
     proc = subprocess.run(["bash", recipe, "mlm_tlm", str(bible_databin), str(tmp_path / "s"), "--cpu",
                            "--num-workers", "0", "--log-interval", "1"],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # not the repo root
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "langs=en,es steps=--mlm-steps en,es,en-es" in proc.stdout
+    assert "SCALE=small preset=mlm_tlm langs=en,es steps=--mlm-steps en,es,en-es arch=xlm_tiny" in proc.stdout
+    assert "warning: MAX_UPDATES is set but pretrain.sh does not read it (read by umt.sh)" in proc.stderr
+    assert "MAX_UPDATE " not in proc.stderr and "LANG_ALPHA" not in proc.stderr  # its own variables: no warning
     assert logged(proc.stdout, "tlm_ppl_en-es") and (tmp_path / "s" / "checkpoint_last.pt").is_file()
+    # SAVE_EVERY: a checkpoint every update, the newest kept (a stopped run leaves one)
+    assert sorted(p.name for p in (tmp_path / "s").glob("checkpoint_*_*.pt")) == ["checkpoint_1_2.pt"]
+    bad_scale = subprocess.run(["bash", recipe, "mlm", str(bible_databin), str(tmp_path / "x")],
+                               env=dict(env, SCALE="huge"), capture_output=True, text=True, cwd=REPO)
+    assert bad_scale.returncode == 2 and "SCALE=huge: expected paper or small" in bad_scale.stderr
     bad = subprocess.run(["bash", recipe, "tlm", str(bible_databin), str(tmp_path / "x")], env=env,
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "unknown PRESET 'tlm'" in bad.stderr

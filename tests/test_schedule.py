@@ -304,7 +304,7 @@ def test_umt_recipe_validates_per_epoch_of_sentences_and_stops_with_patience(bib
         "--num-workers", "0", "--save-dir", pre], env=env)
     run = dict(env, PYTHON=__import__("sys").executable, USER_DIR=str(pkg_dir), DATABIN=str(bible_databin),
                SAVE=str(tmp_path / "umt"), PRETRAINED=str(pre / "checkpoint_last.pt"), EPOCH_SIZE="60",
-               MAX_UPDATES="400", PATIENCE="1", LR="0", WARMUP="1", MAX_TOKENS="300",
+               MAX_UPDATE="400", PATIENCE="1", LR="0", WARMUP="1", MAX_TOKENS="300",
                EXTRA="--cpu --bt-max-len-a 0 --bt-max-len-b 4 --eval-max-len-a 0 --eval-max-len-b 4 "
                      "--log-format simple --dropout 0 --attention-dropout 0")
     proc = subprocess.run(["bash", str(repo / "recipes" / "umt.sh"), "--stage", "3", "--stop-stage", "3"],

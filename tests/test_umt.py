@@ -327,3 +327,10 @@ def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pk
     bad = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, pre / "checkpoint_last.pt",
                           "en", "es"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stdout.strip() == ""
+    assert "is a pretraining checkpoint (xlm_tiny, no decoder); MT needs an xlm_mt" in bad.stderr
+    assert "NotImplementedError" not in bad.stderr and "Traceback" not in bad.stderr
+    # fairseq-generate itself says the same, instead of failing in reorder_encoder_out
+    gen = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", bible_databin, "--user-dir", pkg_dir,
+                          "--task", "unsupervised_mt", "--source-lang", "en", "--target-lang", "es", "--path",
+                          pre / "checkpoint_last.pt", "--cpu"], env=env, capture_output=True, text=True, timeout=300)
+    assert gen.returncode != 0 and "this is a pretraining checkpoint; MT needs an xlm_mt one" in gen.stderr

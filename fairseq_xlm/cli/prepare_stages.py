@@ -61,6 +61,8 @@ class PrepareConfig:
     vocab: str = field(default="", metadata={"help": "--bpe authors: the release's vocabulary (e.g. vocab_xnli_15)"})
     lowercase_accents: bool = field(default=False, metadata={"help": "--bpe authors: lowercase and strip "
                                     "accents after Moses, as for the XNLI-15 releases"})
+    valid_optional: bool = field(default=False, metadata={"help": "allow a language without valid.{lang} (training "
+                                 "then has no validation for it: pass --disable-validation or validate on pairs)"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
 
 
@@ -110,6 +112,10 @@ def raw_inventory(cfg: PrepareConfig, langs: List[str]) -> Dict[str, List[str]]:
         for split in SPLITS:
             if os.path.isfile(os.path.join(cfg.raw, f"{split}.{lang}")):
                 corpora[f"{split}.{lang}"] = [f"{split}.{lang}"]
+            elif split == "valid" and not cfg.valid_optional:
+                # training validates every language and would fail only then, after the BPE and binarizing
+                raise PrepareError(f"{os.path.join(cfg.raw, f'valid.{lang}')}: missing; every language needs "
+                                   f"validation text (or pass --valid-optional)")
             else:
                 logger.warning(f"{os.path.join(cfg.raw, f'{split}.{lang}')}: absent, no monolingual {split} for {lang}")
     for split in SPLITS:

@@ -185,6 +185,23 @@ class XlmMtModel(FairseqEncoderDecoderModel):
         check_vocab_and_langs(state_dict, "encoder.", len(self.encoder.dictionary), self.encoder.n_langs)
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: Optional[str] = None,
+                        data_name_or_path: str = ".", **kwargs):
+        """fairseq's generator hub interface of an ``xlm_mt`` checkpoint in ``model_name_or_path``, with
+        ``translate(["..."], src, tgt, beam=5)`` on raw text; ``data_name_or_path`` holds the data-bin's dict.txt
+        and spm.model (no training data needed)."""
+        from .hub_interface import XlmGeneratorHubInterface, load_hub
+
+        # the training steps would make the task look for training data, which translating does not need
+        kwargs = {"ae_steps": "", "bt_steps": "", "mt_steps": "", **kwargs}
+        x = load_hub(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+        if not all(isinstance(m, XlmMtModel) for m in x["models"]):
+            raise ValueError(f"{model_name_or_path}: not an xlm_mt checkpoint (a pretraining checkpoint has no "
+                             f"decoder: train one with recipes/umt.sh or recipes/supervised_mt.sh; "
+                             f"XlmModel.from_pretrained loads encoders)")
+        return XlmGeneratorHubInterface(x["args"], x["task"], x["models"])
+
 
 # xlm_mt_tiny, xlm_mt_mlm_enfr_1024, ...: shaped like (and initialisable from) the encoder preset.
 MT_ARCHS = _register_presets("xlm_mt", lambda name: "xlm_mt_" + name[len("xlm_"):])

@@ -183,6 +183,20 @@ class XlmModel(FairseqEncoderModel):
         check_vocab_and_langs(state_dict, "encoder.", len(self.encoder.dictionary), self.encoder.n_langs)
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: Optional[str] = None,
+                        data_name_or_path: str = ".", **kwargs):
+        """An ``XlmHubInterface`` (encode, extract_features, embed_sentences, fill_mask) of a checkpoint in
+        ``model_name_or_path``; ``data_name_or_path`` holds its data-bin's dict.txt and spm.model."""
+        from .hub_interface import XlmHubInterface, load_hub
+
+        x = load_hub(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+        model = x["models"][0]
+        if not isinstance(model, XlmModel):
+            raise ValueError(f"{model_name_or_path}: a {type(model).__name__} checkpoint, not an xlm_transformer "
+                             f"one" + ("; use XlmMtModel.from_pretrained" if hasattr(model, "decoder") else ""))
+        return XlmHubInterface(x["args"], x["task"], model)
+
 
 # name: (layers, dim, heads); the authors' released checkpoints (FFN = 4 * dim, GELU).
 XLM_PRESETS = {

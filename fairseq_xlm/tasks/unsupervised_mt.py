@@ -41,6 +41,7 @@ from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
 from ..schedules import parse_schedule
 from .mt_evaluation import MtEvaluationMixin, log_bleu_metrics
+from .mt_inference import MtInferenceMixin
 from .scheduled import ScheduleConfig, ScheduledStepsTask
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _exists(prefix: Optional[str]) -> bool:
 
 
 @register_task("unsupervised_mt", dataclass=UnsupervisedMtConfig)
-class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
+class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask):
     """AE + online BT + MT steps, one per update; per-kind losses and BLEU per direction in validation."""
 
     def __init__(self, cfg: UnsupervisedMtConfig, dictionary, langs: List[str], langs_inferred: bool):
@@ -242,7 +243,13 @@ class UnsupervisedMtTask(MtEvaluationMixin, ScheduledStepsTask):
         path = getattr(cfg, "pretrained_xlm_checkpoint", None)
         if path and not from_checkpoint:
             self._check_pretrained(path)
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        if not hasattr(model, "decoder"):
+            # e.g. fairseq-generate on a pretraining checkpoint: fairseq would fail later in reorder_encoder_out
+            raise ValueError(f"a {getattr(cfg, '_name', type(model).__name__)} model has no decoder: this is a "
+                             f"pretraining checkpoint; MT needs an xlm_mt one (recipes/umt.sh, "
+                             f"recipes/supervised_mt.sh, or --arch xlm_mt_*)")
+        return model
 
     def _check_pretrained(self, path: str) -> None:
         """Refuse a pretrained XLM of another vocabulary or language order, naming the file."""
