@@ -1,0 +1,39 @@
+"""One line, not a traceback, for the errors a user fixes by changing a file or a flag.
+
+fairseq-train and fairseq-generate let every exception escape with a full traceback. Errors of the
+classes below already name the file and what is wrong, so the traceback only hides that line; importing
+``fairseq_xlm`` (as ``--user-dir`` does) installs a ``sys.excepthook`` that prints ``error: MESSAGE`` for
+them (exit status 1, as for any uncaught exception) and leaves every other exception to the default hook.
+Set ``FAIRSEQ_XLM_TRACEBACK=1`` to get the traceback anyway.
+"""
+
+import os
+import sys
+
+
+class DataBinError(ValueError):
+    """A data-bin file that is missing, truncated, corrupted or does not match its manifest or dictionary."""
+
+
+def _user_errors():
+    from fairseq_xlm.safe_load import CheckpointLoadError
+
+    return (CheckpointLoadError, DataBinError)
+
+
+def _hook(previous):
+    def excepthook(kind, value, tb):
+        if issubclass(kind, _user_errors()) and not os.environ.get("FAIRSEQ_XLM_TRACEBACK"):
+            sys.stderr.write(f"error: {value}\n")
+            sys.stderr.flush()
+            return
+        previous(kind, value, tb)
+
+    excepthook._fairseq_xlm = True
+    return excepthook
+
+
+def install_excepthook() -> None:
+    """Print our user-facing errors as one line (idempotent)."""
+    if not getattr(sys.excepthook, "_fairseq_xlm", False):
+        sys.excepthook = _hook(sys.excepthook)
