@@ -29,7 +29,7 @@ from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 from omegaconf import open_dict
 
-from fairseq_xlm.safe_load import CheckpointLoadError
+from .safe_load import CheckpointLoadError
 
 logger = logging.getLogger("fairseq_xlm.checkpoint_files")
 

@@ -16,7 +16,7 @@ class DataBinError(ValueError):
 
 
 def _user_errors():
-    from fairseq_xlm.safe_load import CheckpointLoadError
+    from .safe_load import CheckpointLoadError
 
     return (CheckpointLoadError, DataBinError)
 

@@ -72,21 +72,26 @@ def saved_updates(save: Path) -> int:
 
 
 def kill_during_save(cmd, save: Path, log: Path, rng: random.Random) -> None:
-    """Start training and SIGKILL it: half the time the moment a checkpoint temporary appears (a write or a
-    copy is under way), otherwise at a random time after the first save."""
+    """Start training and SIGKILL it at one of three moments, drawn at random: as soon as a checkpoint
+    temporary appears (a write or one of our copies under way), as soon as a new checkpoint_1_N.pt appears
+    (fairseq then copies it to checkpoint_best/last.pt), or at a random time after the first save."""
+    numbered = re.compile(r"checkpoint_\d+_\d+\.pt$")
+    before = set(os.listdir(save)) if save.is_dir() else set()
+    when, delay = rng.choice(["tmp", "new", "random"]), rng.uniform(0, 0.4)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-    on_tmp, delay = rng.random() < 0.5, rng.uniform(0, 0.4)
     deadline = time.time() + 120
     try:
         while proc.poll() is None and time.time() < deadline:
-            names = os.listdir(save) if save.is_dir() else []
-            if on_tmp and any(n.endswith(".tmp") for n in names):
+            names = set(os.listdir(save)) if save.is_dir() else set()
+            if when == "tmp" and any(n.endswith(".tmp") for n in names):
                 break
-            if not on_tmp and any(n.endswith(".pt") for n in names):
+            if when == "new" and any(numbered.match(n) for n in names - before):
+                break
+            if when == "random" and any(n.endswith(".pt") for n in names):
                 time.sleep(delay)
                 break
-            time.sleep(0.0005)
+            time.sleep(0.0002)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -192,3 +197,109 @@ def test_user_errors_print_one_line(monkeypatch):
     assert stderr.getvalue() == "error: x.pt: refused to load\n" and not seen
     hook(KeyError, KeyError("k"), None)
     assert len(seen) == 1  # other exceptions keep their traceback
+
+
+# ---------------------------------------------------------------- data-bin integrity
+
+
+def pretrain_task(data):
+    from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
+
+    return XlmPretrainTask.setup_task(XlmPretrainConfig(data=str(data), langs="en,es", mlm_steps="en,es,en-es",
+                                                        seed=1))
+
+
+@pytest.fixture
+def databin(bible_databin, tmp_path):
+    """A fresh copy of the session's data-bin (with its manifest.json) to damage."""
+    import shutil
+
+    out = tmp_path / "db"
+    shutil.copytree(bible_databin, out, ignore=shutil.ignore_patterns("prep"))
+    return out
+
+
+def _truncate(path: Path, n: int = 10):
+    path.write_bytes(path.read_bytes()[:-n])
+
+
+def _flip(path: Path, offset: int):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, manifest, message", [
+    (lambda d: _truncate(d / "train.en.bin"), True, r"train\.en\.bin: \d+ bytes, but manifest\.json says \d+"),
+    (lambda d: _truncate(d / "train.en.bin"), False, r"train\.en\.bin: \d+ bytes, but \S+train\.en\.idx indexes"),
+    (lambda d: _truncate(d / "train.en.idx"), True, r"train\.en\.idx: \d+ bytes, but manifest\.json says"),
+    (lambda d: _truncate(d / "train.en.idx"), False, r"train\.en\.idx: \d+ bytes, but its header says 600 sent"),
+    (lambda d: _flip(d / "train.en.idx", 26 + 4 * 7), True, r"train\.en\.idx: corrupted \(sentence sizes and off"),
+    (lambda d: _flip(d / "train.en.idx", 2), True, r"train\.en\.idx: not a fairseq mmap index"),
+    (lambda d: (d / "dict.txt").write_text("".join((d / "dict.txt").read_text().splitlines(True)[:100])), False,
+     r"train\.\S+\.bin: token id \d+ is outside the dictionary \S+dict\.txt \(105 symbols\)"),
+], ids=["bin-cut", "bin-cut-nomanifest", "idx-cut", "idx-cut-nomanifest", "idx-flipped", "idx-magic",
+        "small-dict-nomanifest"])
+def test_damaged_data_bin_is_named_at_load(databin, damage, manifest, message):
+    from fairseq_xlm.errors import DataBinError
+
+    damage(databin)
+    if not manifest:
+        (databin / "manifest.json").unlink()
+    with pytest.raises(DataBinError, match=message):
+        pretrain_task(databin).load_dataset("train")
+
+
+def test_dictionary_of_another_data_bin_is_refused_by_every_task(databin, bible_ny_databin, tmp_path):
+    from fairseq_xlm.cli import prepare_xnli
+    from fairseq_xlm.errors import DataBinError
+    from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
+    from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
+    from omegaconf import OmegaConf
+
+    fixtures = Path(__file__).parent / "fixtures" / "xnli"
+    prepare_xnli.main(["extract", "--out", str(tmp_path / "raw"), "--langs", "en,es", "--xnli-dir", str(fixtures),
+                       "--mnli-train", str(fixtures / "multinli_1.0_train.jsonl")])
+    prepare_xnli.main(["binarize", "--raw", str(tmp_path / "raw"), "--data", str(databin)])
+    assert (databin / "xnli" / "manifest.json").is_file()
+    xnli = XlmXnliTask.setup_task(OmegaConf.structured(XlmXnliConfig(data=str(databin), langs="en,es")))
+    umt_cfg = UnsupervisedMtConfig(data=str(databin), langs="en,es", ae_steps="en,es", mt_steps="en-es")
+    umt_cfg.seed = 1
+    umt = UnsupervisedMtTask.setup_task(umt_cfg)
+    for task in (xnli, umt, pretrain_task(databin)):
+        task.load_dataset("valid")  # the data-bin as prepared loads
+    (databin / "dict.txt").write_bytes((bible_ny_databin / "dict.txt").read_bytes())
+    for task in (xnli, umt, pretrain_task(databin)):
+        with pytest.raises(DataBinError, match=r"dict\.txt: not the dictionary \S+manifest\.json was binarized"):
+            task.load_dataset("valid")
+
+
+def test_parallel_sides_of_different_length_are_named(databin):
+    from fairseq_xlm.errors import DataBinError
+
+    for ext in ("bin", "idx"):  # a side of another split: 60 lines against 300
+        (databin / f"train.en-es.es.{ext}").write_bytes((databin / f"valid.en-es.es.{ext}").read_bytes())
+    (databin / "manifest.json").unlink()
+    with pytest.raises(DataBinError, match=r"train\.en-es\.es\.bin: 60 sentences, but the other side \S+"
+                                           r"train\.en-es\.en\.bin has 300"):
+        pretrain_task(databin).load_dataset("train")
+
+
+def test_plain_fairseq_data_bin_loads_with_a_note(databin, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fairseq_xlm.data.manifest")
+    (databin / "manifest.json").unlink()
+    pretrain_task(databin).load_dataset("valid")
+    assert "no manifest.json (a data-bin not made by fairseq_xlm.prepare)" in caplog.text
+
+
+def test_verify_finds_a_file_corrupted_in_place(databin, capsys):
+    from fairseq_xlm.cli import verify
+
+    assert verify.main([str(databin)]) == 0
+    assert re.search(r"ok: \d+ files of 1 manifest", capsys.readouterr().out)
+    _flip(databin / "train.es.bin", 100)  # same size: the load-time check cannot see it, verify does
+    pretrain_task(databin).load_dataset("train")
+    assert verify.main([str(databin)]) == 1
+    assert f"error: {databin / 'train.es.bin'}: sha256 differs" in capsys.readouterr().out

@@ -13,6 +13,7 @@ marker in DESTDIR/prep/ matches its settings and its outputs exist:
     encode    all splits into BPE pieces (DESTDIR/prep/bpe/); long lines counted (or dropped)
     dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
     binarize  fairseq-preprocess per language / pair, each in its own temp destdir
+    manifest  manifest.json: size and sha256 of every file (tasks check it at load; see data/manifest.py)
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
@@ -29,7 +30,8 @@ from typing import Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, build_dict, check,
-                                            draw_sample, encode, raw_inventory, raw_stats, train_spm, write_json)
+                                            draw_sample, encode, raw_inventory, raw_stats, train_spm, write_json,
+                                            write_manifest)
 from fairseq_xlm.data.layout import parse_langs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -86,6 +88,7 @@ def run(cfg: PrepareConfig) -> dict:
                                lambda: encode(cfg, corpora, work))
     out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
     out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
+    out["manifest"] = stages.run("manifest", {}, lambda: write_manifest(cfg, corpora, langs))
     logger.info(f"data-bin ready: {cfg.destdir}")
     return out
 

@@ -14,12 +14,13 @@ import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
+from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import MASK
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
 SPLITS = ("train", "valid", "test")
-STAGES = ("check", "sample", "spm", "encode", "dict", "binarize")
+STAGES = ("check", "sample", "spm", "encode", "dict", "binarize", "manifest")
 # fairseq's Dictionary adds these itself; a spm piece spelled the same would make dict.txt unloadable.
 RESERVED = {"<s>", "<pad>", "</s>", "<unk>", MASK}
 
@@ -124,15 +125,21 @@ def count_lines(path: str) -> int:
 
 
 def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
-    """Validate every raw file; returns line counts per file name."""
+    """Validate every raw file; returns line counts and empty-line counts per file name."""
     lines: Dict[str, int] = {}
+    empty: Dict[str, int] = {}
     for name, files in corpora.items():
         for file in files:
             path = os.path.join(cfg.raw, file)
             lines[file] = count_lines(path)
             with open(path, encoding="utf-8") as f:
-                if not any(line.strip() for line in f):
-                    raise PrepareError(f"{path}: empty split (no non-blank line)")
+                blank = [n for n, line in enumerate(f, 1) if not line.strip()]
+            if len(blank) == lines[file]:
+                raise PrepareError(f"{path}: empty split (no non-blank line)")
+            if blank:
+                empty[file] = len(blank)
+                logger.warning(f"{path}: {len(blank)} empty line(s) (first: line {blank[0]}); kept, so that "
+                               f"parallel sides and labels stay line-aligned (see README, Failure behaviour)")
         if len({lines[f] for f in files}) > 1:
             raise PrepareError(f"{os.path.join(cfg.raw, files[1])}: {lines[files[1]]} lines but "
                                f"{files[0]} has {lines[files[0]]}; parallel sides must be line-aligned")
@@ -141,7 +148,7 @@ def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -
             lines[f"{name}.label"] = count_lines(label)
             if lines[f"{name}.label"] != lines[files[0]]:
                 raise PrepareError(f"{label}: {lines[f'{name}.label']} labels for {lines[files[0]]} lines")
-    return {"lines": lines}
+    return {"lines": lines, "empty": empty}
 
 
 def raw_stats(cfg: PrepareConfig, corpora: Dict[str, List[str]]) -> list:
@@ -340,3 +347,10 @@ def _preprocess(cfg: PrepareConfig, work: str, tmpdir: str, unit: str, langs: Li
         for handler in preprocess.logger.handlers[len(handlers):]:  # main() adds a log file per call
             preprocess.logger.removeHandler(handler)
             handler.close()
+
+
+def write_manifest(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
+    """DESTDIR/manifest.json: size and sha256 of every file, the languages and pairs (tasks check it)."""
+    pairs = sorted({name.split(".", 1)[1] for name in corpora if "-" in name})
+    manifest.write(cfg.destdir, os.path.join(cfg.destdir, "dict.txt"), langs, pairs)
+    return {"outputs": [manifest.NAME]}

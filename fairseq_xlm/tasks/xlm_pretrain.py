@@ -128,12 +128,7 @@ class XlmPretrainTask(ScheduledStepsTask):
     def _load_indexed(self, prefix: str, what: str):
         if not os.path.exists(prefix + ".bin"):
             return None
-        if os.path.getsize(prefix + ".bin") == 0:  # numpy cannot even mmap it
-            raise ValueError(f"{prefix}.bin: {what} is empty")
-        ds = data_utils.load_indexed_dataset(prefix, self.dictionary, None)
-        if ds is None or len(ds) == 0:
-            raise ValueError(f"{prefix}.bin: {what} is empty")
-        return ds
+        return layout.load_split(prefix, self.dictionary, self.cfg.data.split(os.pathsep)[0])
 
     def _missing(self, split: str, what: str):
         mono, pairs = layout.available(self.cfg.data, split)
@@ -160,6 +155,7 @@ class XlmPretrainTask(ScheduledStepsTask):
             if None in sides:
                 raise self._missing(split, f"parallel data for '{l1}-{l2}'")
             src, tgt = (self._load_indexed(p, f"parallel {l1}-{l2} text") for p in sides)
+            layout.check_parallel(src, tgt, *sides)
             base, sentences = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos()), len(src)
             keep = self._keep_pairs(split, f"{l1}-{l2}", np.asarray(src.sizes), np.asarray(tgt.sizes))
         if objective == "clm":
