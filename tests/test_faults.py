@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BIBLE_LANGS, BIBLE_VOCAB
 
 import fairseq_xlm  # noqa: F401  (the allow-list, the checkpoint patches)
 from fairseq_xlm import checkpoint_files, errors
@@ -303,3 +304,28 @@ def test_verify_finds_a_file_corrupted_in_place(databin, capsys):
     pretrain_task(databin).load_dataset("train")
     assert verify.main([str(databin)]) == 1
     assert f"error: {databin / 'train.es.bin'}: sha256 differs" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- prepare killed mid-stage
+
+
+def test_prepare_killed_mid_stage_reruns_to_identical_bytes(bible_raw, tmp_path):
+    """prepare is SIGKILLed at a random moment, then run to the end: every file equals a build made in one
+    go into the same folder (sentencepiece records its paths in spm.model) with the same settings."""
+    dest, clean, rng = tmp_path / "db", tmp_path / "clean", random.Random(5)
+    cmd = [sys.executable, "-m", "fairseq_xlm.prepare", "--raw", str(bible_raw), "--destdir", str(dest),
+           "--langs", ",".join(BIBLE_LANGS), "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"]
+    run(cmd)
+    dest.rename(clean)
+    for _ in range(max(1, SOAK // 4)):
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (dest / "prep").is_dir():
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run(cmd)
+    made = sorted(p.name for p in dest.iterdir() if p.is_file())
+    assert made == sorted(p.name for p in clean.iterdir() if p.is_file())
+    for name in made:
+        assert (dest / name).read_bytes() == (clean / name).read_bytes(), name

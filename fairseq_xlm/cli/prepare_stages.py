@@ -195,7 +195,9 @@ def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, 
 
 def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
     """One BPE model for all languages -> DESTDIR/spm.model and spm.vocab."""
-    prefix = os.path.join(work, f"spm.tmp{os.getpid()}")
+    # no pid in the name: sentencepiece stores its model_prefix (and input path) in spm.model, and a rerun
+    # into the same DESTDIR must give the same bytes
+    prefix = os.path.join(work, "spm.tmp")
     try:
         spm.SentencePieceTrainer.train(
             input=sample, model_prefix=prefix, model_type="bpe", vocab_size=cfg.vocab_size,
