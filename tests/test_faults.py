@@ -329,3 +329,79 @@ def test_prepare_killed_mid_stage_reruns_to_identical_bytes(bible_raw, tmp_path)
     assert made == sorted(p.name for p in clean.iterdir() if p.is_file())
     for name in made:
         assert (dest / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- a frozen rank
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not SOAK, reason="two gloo ranks for ~20 s: set FAIRSEQ_XLM_SOAK=N")
+def test_frozen_rank_fails_its_peer_within_the_timeout(bible_databin, pkg_dir, tmp_path):
+    """Rank 1 is SIGSTOPped after 3 updates; rank 0 must exit non-zero within the process-group timeout
+    (FAIRSEQ_XLM_DIST_TIMEOUT=5 s, plus start-up slack) with one line naming rank 1."""
+    init, timeout = f"tcp://127.0.0.1:{free_port()}", 5
+    env = dict(_env(), FAIRSEQ_XLM_DIST_TIMEOUT=str(timeout))
+    procs, logs = [], [tmp_path / f"rank{r}.log" for r in (0, 1)]
+    for rank in (0, 1):
+        cmd = train_cmd(bible_databin, tmp_path / "ck", pkg_dir, "--no-save", "--disable-validation",
+                        "--max-update", "100000", "--distributed-world-size", "2", "--distributed-rank", rank,
+                        "--distributed-init-method", init, "--distributed-backend", "gloo",
+                        "--ddp-backend", "legacy_ddp", "--distributed-no-spawn")
+        with open(logs[rank], "w") as out:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.time() + 120
+        while "num_updates=3," not in logs[0].read_text() and time.time() < deadline:
+            assert procs[0].poll() is None, logs[0].read_text()[-2000:]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        procs[0].wait(timeout=timeout + 60)
+        waited = time.time() - stopped
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    text = logs[0].read_text()
+    assert procs[0].returncode != 0 and waited < timeout + 30, (waited, text[-2000:])
+    assert re.search(r"error: rank 0 of 2: rank 1 stopped answering .*FAIRSEQ_XLM_DIST_TIMEOUT=5 s", text)
+    assert "Traceback" not in text
+
+
+def test_dist_timeout_sets_the_process_group_default(monkeypatch):
+    from datetime import timedelta
+
+    from torch.distributed import distributed_c10d
+
+    from fairseq_xlm import dist_timeout
+
+    monkeypatch.setattr(distributed_c10d, "default_pg_timeout", distributed_c10d.default_pg_timeout)
+    monkeypatch.setenv(dist_timeout.ENV, "42")
+    dist_timeout.install()
+    assert distributed_c10d._get_default_timeout("gloo") == timedelta(seconds=42)
+    monkeypatch.setenv(dist_timeout.ENV, "ten")
+    with pytest.raises(ValueError, match="FAIRSEQ_XLM_DIST_TIMEOUT='ten': give the process-group timeout"):
+        dist_timeout.install()
+    assert dist_timeout.explain(RuntimeError("Timed out waiting 1ms")) is None  # no process group: not ours
+
+
+def test_recipes_pass_the_timeouts(tmp_path):
+    """recipes/lib/timeouts.sh: 600 s each by default, 0 turns one off, bad values exit 2."""
+    lib = REPO / "recipes" / "lib" / "timeouts.sh"
+    show = f'source "{lib}"; echo "${{FAIRSEQ_XLM_DIST_TIMEOUT:-unset}} ${{TIMEOUT_FLAGS[*]}}"'
+
+    def sh(**env):
+        base = {k: v for k, v in os.environ.items() if k not in ("DIST_TIMEOUT", "HEARTBEAT_TIMEOUT",
+                                                                  "FAIRSEQ_XLM_DIST_TIMEOUT")}
+        return subprocess.run(["bash", "-c", show], env=dict(base, **env), capture_output=True, text=True)
+
+    assert sh().stdout.strip() == "600 --heartbeat-timeout 600"
+    assert sh(DIST_TIMEOUT="0", HEARTBEAT_TIMEOUT="0").stdout.strip() == "unset --heartbeat-timeout -1"
+    assert sh(DIST_TIMEOUT="5m").returncode == 2
