@@ -292,7 +292,7 @@ def test_plain_fairseq_data_bin_loads_with_a_note(databin, caplog):
     caplog.set_level(logging.INFO, logger="fairseq_xlm.data.manifest")
     (databin / "manifest.json").unlink()
     pretrain_task(databin).load_dataset("valid")
-    assert "no manifest.json (a data-bin not made by fairseq_xlm.prepare)" in caplog.text
+    assert "no manifest.json (a data-bin not made by fairseq_xlm.cli.prepare)" in caplog.text
 
 
 def test_verify_finds_a_file_corrupted_in_place(databin, capsys):
@@ -313,7 +313,7 @@ def test_prepare_killed_mid_stage_reruns_to_identical_bytes(bible_raw, tmp_path)
     """prepare is SIGKILLed at a random moment, then run to the end: every file equals a build made in one
     go into the same folder (sentencepiece records its paths in spm.model) with the same settings."""
     dest, clean, rng = tmp_path / "db", tmp_path / "clean", random.Random(5)
-    cmd = [sys.executable, "-m", "fairseq_xlm.prepare", "--raw", str(bible_raw), "--destdir", str(dest),
+    cmd = [sys.executable, "-m", "fairseq_xlm.cli.prepare", "--raw", str(bible_raw), "--destdir", str(dest),
            "--langs", ",".join(BIBLE_LANGS), "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"]
     run(cmd)
     dest.rename(clean)

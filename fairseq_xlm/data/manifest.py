@@ -1,6 +1,6 @@
 """What a data-bin claims to be, and the checks that hold it to that claim.
 
-``fairseq_xlm.prepare`` (and ``prepare_xnli`` for its sub-folder) write ``manifest.json`` beside the data:
+``fairseq_xlm.cli.prepare`` (and ``prepare_xnli`` for its sub-folder) write ``manifest.json`` beside the data:
 
     {"format": 1, "langs": [...], "pairs": [...],
      "dictionary": {"file": "dict.txt", "sha256": ...},   the dictionary the data was binarized with
@@ -148,7 +148,7 @@ def load(folder: str) -> Optional[dict]:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, ValueError) as err:
-        raise DataBinError(f"{path}: unreadable ({err}); rerun fairseq_xlm.prepare or delete it") from None
+        raise DataBinError(f"{path}: unreadable ({err}); rerun fairseq_xlm.cli.prepare or delete it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "files" not in manifest:
         raise DataBinError(f"{path}: not a fairseq_xlm manifest of format {FORMAT}")
     return manifest
@@ -173,7 +173,7 @@ def check_split(prefix: str, dictionary_file: str, vocab_size: int) -> None:
     if manifest is None:
         if folder not in _noted:
             _noted.add(folder)
-            logger.info("%s: no %s (a data-bin not made by fairseq_xlm.prepare): file sizes and the dictionary "
+            logger.info("%s: no %s (a data-bin not made by fairseq_xlm.cli.prepare): file sizes and the dictionary "
                         "are not checked against one; token ids are", folder, NAME)
         lo, hi = token_range(prefix)
     else:
@@ -183,7 +183,7 @@ def check_split(prefix: str, dictionary_file: str, vocab_size: int) -> None:
             record = manifest["files"].get(name)
             if record is None:
                 raise DataBinError(f"{path}: not listed in {os.path.join(folder, NAME)} (added after prepare?); "
-                                   f"rerun fairseq_xlm.prepare, or delete the manifest to load it unchecked")
+                                   f"rerun fairseq_xlm.cli.prepare, or delete the manifest to load it unchecked")
             if not os.path.isfile(path):
                 raise DataBinError(f"{path}: missing (listed in {os.path.join(folder, NAME)})")
             if os.path.getsize(path) != record["bytes"]:
@@ -202,7 +202,7 @@ def verify(folder: str) -> Tuple[int, List[str]]:
     """Recompute every checksum of ``folder``'s manifest: (files checked, problems, one line each)."""
     manifest = load(folder)
     if manifest is None:
-        return 0, [f"{os.path.join(folder, NAME)}: missing (a data-bin not made by fairseq_xlm.prepare)"]
+        return 0, [f"{os.path.join(folder, NAME)}: missing (a data-bin not made by fairseq_xlm.cli.prepare)"]
     problems = []
     dictionary = os.path.normpath(os.path.join(folder, manifest["dictionary"]["file"]))
     if not os.path.isfile(dictionary) or sha256(dictionary) != manifest["dictionary"]["sha256"]:
