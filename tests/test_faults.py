@@ -287,9 +287,15 @@ def test_parallel_sides_of_different_length_are_named(databin):
 
 
 def test_plain_fairseq_data_bin_loads_with_a_note(databin, caplog):
+    import json
     import logging
 
     caplog.set_level(logging.INFO, logger="fairseq_xlm.data.manifest")
+    manifest = json.loads((databin / "manifest.json").read_text())
+    del manifest["files"]["valid.en.bin"]  # a split added after prepare: loads, its ids read and checked
+    (databin / "manifest.json").write_text(json.dumps(manifest))
+    pretrain_task(databin).load_dataset("valid")
+    assert "valid.en.bin/.idx: not listed in" in caplog.text
     (databin / "manifest.json").unlink()
     pretrain_task(databin).load_dataset("valid")
     assert "no manifest.json (a data-bin not made by fairseq_xlm.cli.prepare)" in caplog.text

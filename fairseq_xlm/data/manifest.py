@@ -166,31 +166,30 @@ def check_dictionary(folder: str, manifest: dict, dictionary: str) -> None:
 
 
 def check_split(prefix: str, dictionary_file: str, vocab_size: int) -> None:
-    """The load-time check of one split ``prefix`` (.bin + .idx) against its folder's manifest (sizes,
-    dictionary checksum, recorded largest id) or, without one, by reading its token ids."""
+    """The load-time check of one split ``prefix`` (.bin + .idx): against its folder's manifest (the
+    dictionary's checksum, sizes, the recorded largest id), its index structure, its token ids (read from
+    the .bin when the manifest does not list it or there is none)."""
     folder = os.path.dirname(os.path.abspath(prefix))
-    manifest = load(folder)
-    if manifest is None:
-        if folder not in _noted:
-            _noted.add(folder)
-            logger.info("%s: no %s (a data-bin not made by fairseq_xlm.cli.prepare): file sizes and the dictionary "
-                        "are not checked against one; token ids are", folder, NAME)
-        lo, hi = token_range(prefix)
-    else:
+    manifest, base = load(folder), os.path.basename(prefix)
+    listed = manifest is not None and all(f"{base}.{ext}" in manifest["files"] for ext in ("bin", "idx"))
+    if manifest is None and folder not in _noted:
+        _noted.add(folder)
+        logger.info("%s: no %s (a data-bin not made by fairseq_xlm.cli.prepare): sizes and the dictionary are "
+                    "not checked against one; token ids are", folder, NAME)
+    if manifest is not None:
         check_dictionary(folder, manifest, dictionary_file)
-        for ext in ("bin", "idx"):
-            path, name = f"{prefix}.{ext}", f"{os.path.basename(prefix)}.{ext}"
-            record = manifest["files"].get(name)
-            if record is None:
-                raise DataBinError(f"{path}: not listed in {os.path.join(folder, NAME)} (added after prepare?); "
-                                   f"rerun fairseq_xlm.cli.prepare, or delete the manifest to load it unchecked")
-            if not os.path.isfile(path):
-                raise DataBinError(f"{path}: missing (listed in {os.path.join(folder, NAME)})")
-            if os.path.getsize(path) != record["bytes"]:
-                raise DataBinError(f"{path}: {os.path.getsize(path)} bytes, but {NAME} says {record['bytes']}: "
-                                   f"truncated or replaced since prepare (python -m fairseq_xlm.cli.verify {folder})")
-        lo, hi = 0, manifest["files"][os.path.basename(prefix) + ".bin"].get("max_id", -1)
+        if not listed:
+            logger.warning("%s.bin/.idx: not listed in %s (added after prepare?): checked by reading its token ids",
+                           prefix, os.path.join(folder, NAME))
+    for ext in ("bin", "idx") if listed else ():
+        path, record = f"{prefix}.{ext}", manifest["files"][f"{base}.{ext}"]
+        if not os.path.isfile(path):
+            raise DataBinError(f"{path}: missing (listed in {os.path.join(folder, NAME)})")
+        if os.path.getsize(path) != record["bytes"]:
+            raise DataBinError(f"{path}: {os.path.getsize(path)} bytes, but {NAME} says {record['bytes']}: "
+                               f"truncated or replaced since prepare (python -m fairseq_xlm.cli.verify {folder})")
     _, sizes, _ = read_index(prefix)
+    lo, hi = (0, manifest["files"][f"{base}.bin"].get("max_id", -1)) if listed else token_range(prefix)
     if lo < 0 or hi >= vocab_size:
         raise DataBinError(f"{prefix}.bin: token id {hi if hi >= vocab_size else lo} is outside the dictionary "
                            f"{dictionary_file} ({vocab_size} symbols): the data was binarized with another one")
