@@ -14,14 +14,16 @@
 # languages in DATA_BIN, sorted; keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP,
 # MAX_UPDATE, SAVE_EVERY (a checkpoint every N updates, so a stopped run leaves one; only the newest is
 # kept besides checkpoint_best/last), LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn
-# per iteration with probabilities ∝ sentences**alpha; -1 = uniform draws), PYTHON. One update is one step
+# per iteration with probabilities ∝ sentences**alpha; -1 = uniform draws), PYTHON, DIST_TIMEOUT /
+# HEARTBEAT_TIMEOUT (600 s, see lib/timeouts.sh). One update is one step
 # (one optimiser step), as the authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules
 # iterations. On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically,
 # several machines through torchrun or SLURM (see README: "Scale-out").
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -91,4 +93,4 @@ mkdir -p "$save"
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
   --warmup-updates "$WARMUP" --clip-norm 5 --max-update "$MAX_UPDATE" \
   --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints ${saving[@]+"${saving[@]}"} \
-  --log-format simple --log-interval 50 "$@"
+  --log-format simple --log-interval 50 "${TIMEOUT_FLAGS[@]}" "$@"

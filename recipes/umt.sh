@@ -62,6 +62,7 @@ usage() {
     exit 2
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 [ "$L1" != "$L2" ] || { echo "error: L1 and L2 are both $L1" >&2; exit 1; }
@@ -85,7 +86,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         echo "  using PRETRAINED=$PRETRAINED, skipping"
     else
         # fairseq resumes from $PRE_SAVE/checkpoint_last.pt, so a finished run returns at once
-        "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task xlm_pretrain \
+        "$PYTHON" -m fairseq_cli.train "$DATABIN" "${TIMEOUT_FLAGS[@]}" --user-dir "$USER_DIR" --task xlm_pretrain \
             --langs "$L1,$L2" --mlm-steps "$PRE_STEPS" --criterion xlm_lm --arch "$ARCH" \
             --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
             --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$PRE_MAX_UPDATE" \
@@ -107,7 +108,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
                --keep-interval-updates 1)
     fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
-    "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$USER_DIR" --task unsupervised_mt \
+    "$PYTHON" -m fairseq_cli.train "$DATABIN" "${TIMEOUT_FLAGS[@]}" --user-dir "$USER_DIR" --task unsupervised_mt \
         --langs "$L1,$L2" --ae-steps "$AE_STEPS" --bt-steps "$BT_STEPS" --mt-steps "$MT_STEPS" \
         --lambda-ae "$LAMBDA_AE" --lambda-bt "$LAMBDA_BT" --lambda-mt "$LAMBDA_MT" \
         --word-shuffle "$WORD_SHUFFLE" --word-dropout "$WORD_DROPOUT" --word-blank "$WORD_BLANK" \

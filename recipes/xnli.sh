@@ -59,6 +59,7 @@ usage() {
     exit 2
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 2 ] || usage
 DATABIN=${POSITIONAL[0]}
@@ -138,7 +139,7 @@ finetune() {
          "and $MAX_UPDATE updates (0: no cap)"
     mkdir -p "$save"
     # an interrupted run resumes from $save/checkpoint_last.pt
-    "$PYTHON" -m fairseq_cli.train "$DATABIN" --user-dir "$ROOT/fairseq_xlm" --task xnli \
+    "$PYTHON" -m fairseq_cli.train "$DATABIN" "${TIMEOUT_FLAGS[@]}" --user-dir "$ROOT/fairseq_xlm" --task xnli \
         --cls-subdir "$SUBDIR" --langs "$LANGS" "${flags[@]}" --pretrained-xlm-checkpoint "$CKPT" \
         --arch "$ARCH" --criterion xlm_classification --optimizer adam --lr "$lr" --batch-size "$batch" \
         --epoch-size "$EPOCH_SIZE" --max-epoch "$MAX_EPOCH" --max-update "$MAX_UPDATE" --patience "$PATIENCE" \

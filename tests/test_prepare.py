@@ -257,7 +257,7 @@ def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="fairseq_xlm.cli.prepare"):
         prep(raw_copy, dest, "--vocab-size", "900")
-    assert _ran(caplog) == ["spm", "encode", "dict", "binarize"]
+    assert _ran(caplog) == ["spm", "encode", "dict", "binarize", "manifest"]
     assert len(Dictionary.load(str(dest / "dict.txt"))) == 4 + 899
     # changed raw text redoes everything
     for name, line in (("valid.es", "Una línea más."), ("valid.es.label", "Acts")):

@@ -123,7 +123,8 @@ def test_bad_input_errors_name_what_exists(bible_databin, tmp_path):
     shutil.copytree(bible_databin, data)
     builder = indexed_dataset.make_builder(str(data / "valid.es.bin"), impl="mmap", vocab_size=1000)
     builder.finalize(str(data / "valid.es.idx"))
-    with pytest.raises(ValueError, match=r"valid.es.bin: monolingual es text is empty"):
+    (data / "manifest.json").unlink()  # (with it, the size check would name the file first)
+    with pytest.raises(ValueError, match=r"valid.es.bin: empty"):
         make_task(data).load_dataset("valid")
 
 

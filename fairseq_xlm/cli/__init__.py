@@ -8,6 +8,7 @@
     curves                  learning curves (PNG) from fairseq's logs
     demo                    the helpers of recipes/demo.sh (random init, genre data, RESULTS.md)
     userdir                 ``fairseq-xlm-userdir``: the folder to pass to fairseq's --user-dir
+    verify                  every checksum of a data-bin's manifest.json (the load-time check is sizes only)
 
 Nothing in the library (models, data, tasks, criterions, formats) imports these modules. What they share is
 fairseq-style log lines, below.

@@ -16,6 +16,7 @@ marker in DESTDIR/prep/ matches its settings and its outputs exist:
     dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
     binarize  fairseq-preprocess per language / pair, each in its own temp destdir
               (with --shards N: one stage per shard, DESTDIR/shard{i}/, see ``binarize_shard``)
+    manifest  manifest.json: size and sha256 of every file (of each shard; tasks check it at load; see data/manifest.py)
 
 With ``--bpe authors`` (the authors' released checkpoints) ``authors_bpe`` replaces sample, spm and dict: it
 checks the languages, codes and vocabulary against the converted release and installs DESTDIR/authors_bpe/
@@ -23,7 +24,6 @@ checks the languages, codes and vocabulary against the converted release and ins
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
-
 
 import argparse
 import dataclasses
@@ -38,7 +38,7 @@ from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, binarize_shard,
                                             build_dict, check, check_release, draw_sample, encode,
                                             install_authors_bpe, raw_inventory, raw_stats,
-                                            train_spm, write_json)
+                                            train_spm, write_json, write_manifest)
 from fairseq_xlm.data.layout import parse_langs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -105,13 +105,15 @@ def run(cfg: PrepareConfig) -> dict:
         out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
     if cfg.shards == 1:
         out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
-        logger.info(f"data-bin ready: {cfg.destdir}")
-        return out
-    for i in range(cfg.shards):  # one stage per shard: a crash redoes only the unfinished shards
+    for i in range(cfg.shards if cfg.shards > 1 else 0):  # one stage per shard: a crash redoes only that shard
         out[f"binarize-shard{i}"] = stages.run(f"binarize-shard{i}", {"shards": cfg.shards},
                                                lambda i=i: binarize_shard(cfg, corpora, work, i))
-    paths = os.pathsep.join(os.path.join(cfg.destdir, f"shard{i}") for i in range(cfg.shards))
-    logger.info(f"sharded data-bin ready: {paths}")
+    out["manifest"] = stages.run("manifest", {"shards": cfg.shards}, lambda: write_manifest(cfg, corpora, langs))
+    if cfg.shards == 1:
+        logger.info(f"data-bin ready: {cfg.destdir}")
+    else:
+        paths = os.pathsep.join(os.path.join(cfg.destdir, f"shard{i}") for i in range(cfg.shards))
+        logger.info(f"sharded data-bin ready: {paths}")
     return out
 
 

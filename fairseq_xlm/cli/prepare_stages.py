@@ -15,13 +15,14 @@ import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
+from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import MASK
 from fairseq_xlm.data.text_pieces import piece_encoder
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
 SPLITS = ("train", "valid", "test")
-STAGES = ("check", "sample", "spm", "encode", "dict", "binarize")  # --bpe authors: check, authors_bpe, encode, binarize
+STAGES = ("check", "sample", "spm", "encode", "dict", "binarize", "manifest")  # --bpe authors: authors_bpe for sample, spm, dict
 # fairseq's Dictionary adds these itself; a spm piece spelled the same would make dict.txt unloadable.
 RESERVED = {"<s>", "<pad>", "</s>", "<unk>", MASK}
 
@@ -144,15 +145,21 @@ def count_lines(path: str) -> int:
 
 
 def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
-    """Validate every raw file; returns line counts per file name."""
+    """Validate every raw file; returns line counts and empty-line counts per file name."""
     lines: Dict[str, int] = {}
+    empty: Dict[str, int] = {}
     for name, files in corpora.items():
         for file in files:
             path = os.path.join(cfg.raw, file)
             lines[file] = count_lines(path)
             with open(path, encoding="utf-8") as f:
-                if not any(line.strip() for line in f):
-                    raise PrepareError(f"{path}: empty split (no non-blank line)")
+                blank = [n for n, line in enumerate(f, 1) if not line.strip()]
+            if len(blank) == lines[file]:
+                raise PrepareError(f"{path}: empty split (no non-blank line)")
+            if blank:
+                empty[file] = len(blank)
+                logger.warning(f"{path}: {len(blank)} empty line(s) (first: line {blank[0]}); kept, so that "
+                               f"parallel sides and labels stay line-aligned (see README, Failure behaviour)")
         if len({lines[f] for f in files}) > 1:
             raise PrepareError(f"{os.path.join(cfg.raw, files[1])}: {lines[files[1]]} lines but "
                                f"{files[0]} has {lines[files[0]]}; parallel sides must be line-aligned")
@@ -161,7 +168,7 @@ def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -
             lines[f"{name}.label"] = count_lines(label)
             if lines[f"{name}.label"] != lines[files[0]]:
                 raise PrepareError(f"{label}: {lines[f'{name}.label']} labels for {lines[files[0]]} lines")
-    return {"lines": lines}
+    return {"lines": lines, "empty": empty}
 
 
 def raw_stats(cfg: PrepareConfig, corpora: Dict[str, List[str]]) -> list:
@@ -208,7 +215,9 @@ def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, 
 
 def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
     """One BPE model for all languages -> DESTDIR/spm.model and spm.vocab."""
-    prefix = os.path.join(work, f"spm.tmp{os.getpid()}")
+    # no pid in the name: sentencepiece stores its model_prefix (and input path) in spm.model, and a rerun
+    # into the same DESTDIR must give the same bytes
+    prefix = os.path.join(work, "spm.tmp")
     try:
         spm.SentencePieceTrainer.train(
             input=sample, model_prefix=prefix, model_type="bpe", vocab_size=cfg.vocab_size,
@@ -435,3 +444,14 @@ def binarize_shard(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str,
     result = binarize(dataclasses.replace(cfg, destdir=dest), mine, shard_work)
     shutil.rmtree(os.path.join(shard_work, "bpe"))
     return {"outputs": [os.path.join(name, p) for p in ["dict.txt", "spm.model"] + result["outputs"]]}
+
+
+def write_manifest(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
+    """manifest.json in DESTDIR (or in each DESTDIR/shard{i}): size and sha256 of every file, the languages
+    and pairs (tasks check it at load)."""
+    pairs = sorted({name.split(".", 1)[1] for name in corpora if "-" in name})
+    folders = ["."] if cfg.shards == 1 else [f"shard{i}" for i in range(cfg.shards)]
+    for folder in folders:
+        path = os.path.join(cfg.destdir, folder)
+        manifest.write(path, os.path.join(path, "dict.txt"), langs, pairs)
+    return {"outputs": [os.path.normpath(os.path.join(folder, manifest.NAME)) for folder in folders]}

@@ -29,6 +29,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
+from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import load_dictionary, parse_langs
 from fairseq_xlm.data.text_pieces import piece_encoder
 from fairseq_xlm.data.xnli_readers import (
@@ -176,6 +177,7 @@ def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
         counts[prefix] = n
         logger.info("%s: %d examples", os.path.join(out_dir, prefix), n)
     _write_lines(os.path.join(out_dir, "labels.txt"), labels)
+    manifest.write(out_dir, os.path.join(data, "dict.txt"), sorted({p.split(".")[1] for p in prefixes}))
     return counts
 
 

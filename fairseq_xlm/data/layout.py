@@ -12,7 +12,8 @@ fairseq's own tasks): every shard has the same dict.txt and spm.model, training 
 in epoch ``epoch``, validation and test the first (``fairseq_xlm.cli.prepare --shards N`` writes them so).
 
 Tasks load the dictionary with ``load_dictionary`` (which appends ``<mask>``) so that all checkpoints of
-one data-bin share one vocabulary size.
+one data-bin share one vocabulary size, and every split with ``load_split`` / ``check_parallel``, which
+hold it to the data-bin's ``manifest.json`` (see ``manifest``) and name the file of any problem.
 """
 
 import glob
@@ -20,7 +21,10 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from fairseq.data import Dictionary
+from fairseq.data import Dictionary, data_utils
+
+from . import manifest
+from ..errors import DataBinError
 
 MASK = "<mask>"
 
@@ -92,3 +96,25 @@ def available(data_dir: str, split: str) -> Tuple[List[str], List[str]]:
         elif len(parts) == 3 and "-" in parts[1]:
             pairs.add(parts[1])
     return sorted(mono), sorted(pairs)
+
+
+def check_split(prefix: str, dictionary: Dictionary, data_dir: str) -> None:
+    """``manifest.check_split`` of ``prefix`` (.bin/.idx) against ``data_dir``'s dict.txt, which
+    ``dictionary`` was loaded from."""
+    manifest.check_split(prefix, os.path.join(data_dir, "dict.txt"), len(dictionary))
+
+
+def load_split(prefix: str, dictionary: Dictionary, data_dir: str):
+    """fairseq's indexed dataset of ``prefix`` (.bin/.idx), checked first (``check_split``)."""
+    check_split(prefix, dictionary, data_dir)
+    dataset = data_utils.load_indexed_dataset(prefix, dictionary, None)
+    if dataset is None:
+        raise DataBinError(f"{prefix}.bin: fairseq could not open it (unknown dataset format)")
+    return dataset
+
+
+def check_parallel(src, tgt, src_prefix: str, tgt_prefix: str) -> None:
+    """The two sides of a parallel split must hold the same number of lines."""
+    if len(src) != len(tgt):
+        raise DataBinError(f"{tgt_prefix}.bin: {len(tgt)} sentences, but the other side {src_prefix}.bin has "
+                           f"{len(src)}: the sides of a parallel corpus must be line-aligned")

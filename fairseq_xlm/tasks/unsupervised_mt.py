@@ -286,10 +286,9 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
 
     # ------------------------------------------------------------------------------------ data
     def _load(self, prefix: str):
-        dataset = data_utils.load_indexed_dataset(prefix, self.dictionary, None)
-        if dataset is None or len(dataset) == 0:
-            raise ValueError(f"{prefix}.bin: missing or empty")
-        return dataset
+        if prefix is None or not os.path.exists(prefix + ".bin"):
+            raise ValueError(f"{prefix}.bin: missing")
+        return layout.load_split(prefix, self.dictionary, self.data_dir)
 
     def _pair(self, src, tgt, src_lang: str, tgt_lang: str, shuffle: bool = True) -> LangPairDataset:
         """Right-padded pairs (XLM's positions count from the left) whose sources are ``</s> s </s>``;
@@ -309,7 +308,9 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
 
     def _mt_dataset(self, split: str, src: str, tgt: str, shuffle: bool = True):
         src_prefix, tgt_prefix = self._para_prefixes(split, src, tgt)
-        return self._pair(self._load(src_prefix), self._load(tgt_prefix), src, tgt, shuffle)
+        src_data, tgt_data = self._load(src_prefix), self._load(tgt_prefix)
+        layout.check_parallel(src_data, tgt_data, src_prefix, tgt_prefix)
+        return self._pair(src_data, tgt_data, src, tgt, shuffle)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         """train: one batch per step per update; with --source-lang/--target-lang: that direction;

@@ -141,6 +141,7 @@ class XlmPretrainTask(ScheduledStepsTask):
             if not os.path.exists(prefix + ".bin"):
                 raise self._missing(data_dir, split, f"monolingual data for '{l1}'")
             # the .bin is the stream (sentences end in </s>); blocks are cut from it, no index array is built
+            layout.check_split(prefix, d, data_dir)
             stream = TokenStream(prefix, f"monolingual {l1} text")
             blocks = StreamBlockDataset(stream, cfg.tokens_per_sample)
             base, costs, sentences, keep = MonoStreamDataset(blocks, ids[l1]), blocks.costs, stream.sentences, None
@@ -148,7 +149,10 @@ class XlmPretrainTask(ScheduledStepsTask):
             sides = [layout.para_prefix(data_dir, split, l1, l2, lang) for lang in (l1, l2)]
             if None in sides:
                 raise self._missing(data_dir, split, f"parallel data for '{l1}-{l2}'")
+            for p in sides:
+                layout.check_split(p, d, data_dir)
             src, tgt = (SentenceDataset(p, f"parallel {l1}-{l2} text") for p in sides)
+            layout.check_parallel(src, tgt, *sides)
             base, sentences = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos()), len(src)
             costs = base.sizes
             keep = self._keep_pairs(split, f"{l1}-{l2}", np.asarray(src.sizes), np.asarray(tgt.sizes))

@@ -256,9 +256,11 @@ class XlmXnliTask(FairseqTask):
         for k in (0, 1):
             path = f"{prefix}.input{k}"
             exists = os.path.exists(path + ".bin")
-            inputs.append(data_utils.load_indexed_dataset(path, self.dictionary, None) if exists else None)
-        if inputs[0] is None or len(inputs[0]) == 0:
-            raise ValueError(f"{prefix}.input0.bin: missing or empty")
+            inputs.append(layout.load_split(path, self.dictionary, self.cfg.data) if exists else None)
+        if inputs[0] is None:
+            raise ValueError(f"{prefix}.input0.bin: missing")
+        if inputs[1] is not None:
+            layout.check_parallel(inputs[0], inputs[1], prefix + ".input0", prefix + ".input1")
         label_ids = {name: i for i, name in enumerate(self.label_names)}
         labels = read_labels(prefix + ".label", label_ids, len(inputs[0]))
         return XlmClassificationDataset(
