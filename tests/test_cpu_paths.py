@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from fairseq.data import Dictionary
 
 import fairseq_xlm  # noqa: F401
 from fairseq_xlm.models.dropout import drop_mask, dropout
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import attention_mask, explicit_attention
+from test_model import dictionary  # noqa: F401  (the fixture)
 
 
 def qkv(b=3, h=4, t=7, s=7, d=16, dtype=torch.float32, seed=0):
@@ -102,15 +102,6 @@ def test_dropout_scales_kept_values_and_zeroes_the_rest():
     assert torch.equal(dropout(x, 1.0, True), torch.zeros_like(x))
     g = torch.autograd.grad(dropout(x.requires_grad_(), 0.5, True).sum(), x)[0]
     assert set(g.unique().tolist()) <= {0.0, 2.0}
-
-
-@pytest.fixture(scope="module")
-def dictionary():
-    d = Dictionary()
-    for i in range(40):
-        d.add_symbol(f"w{i}")
-    d.add_symbol("<mask>")
-    return d
 
 
 @pytest.mark.parametrize("padded", [False, True])
