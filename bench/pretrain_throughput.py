@@ -141,7 +141,7 @@ def train_step(model, loss_fn, opt, batch, bf16: bool) -> float:
         loss = loss_fn(*batch)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def rss_mb() -> float:
