@@ -7,8 +7,16 @@ Decoders compared on the same batch (all produce the same greedy tokens):
   * ours, no incremental  the same loop re-running the decoder on the whole prefix at every step
   * fairseq greedy        fairseq's SequenceGenerator with beam 1 (incremental)
   * fairseq beam 5        what --bt-beam 5 uses
+  * authors' generate    the authors' TransformerModel encoder + TransformerModel.generate (greedy, with their
+                          key/value cache, as their back-translation decodes), their code from --xlm-src
+                          (default ../shared/anchors/xlm-authors), given the same weights; left out, with a
+                          note, where their code is absent
+HF transformers has no XLM decoder (XLMWithLMHeadModel is an encoder), so it has no row.
 The model is an untrained xlm_mt (random weights, </s> suppressed until the length limit), so every
-hypothesis has exactly --gen-len tokens: the work is identical across decoders and repeats.
+hypothesis runs to the length limit: the work is identical across decoders and repeats. The limit is the
+authors' back-translation rule, ``int(1.3 * len + 5)`` symbols counting both </s> (their max_len), which is
+``--bt-max-len-a 1.3 --bt-max-len-b 3`` in our terms (tokens before the forced </s>); every decoder gives
+the same tokens (checked; the authors' too, from the same weights).
 
 The update share: one update of the paper's unsupervised setting (--ae-steps en,es --bt-steps
 en-es-en,es-en-es) on batches of --batch sentences = 2 back-translations (greedy, incremental) + 4
@@ -22,8 +30,12 @@ update generation took 22 % (2.8 s), forward+backward 76 %, Adam 2 %.
 """
 
 import argparse
+import os
+import re
 import statistics
+import sys
 import time
+from argparse import Namespace
 from types import SimpleNamespace
 
 import torch
@@ -33,6 +45,73 @@ from fairseq.data import Dictionary
 import fairseq_xlm  # noqa: F401
 from fairseq_xlm.data.backtranslation import backtranslate_sample, beam_decode, greedy_decode
 from fairseq_xlm.models.factory import build_model
+
+
+XLM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "anchors", "xlm-authors")
+# our xlm_mt names (under encoder. / decoder.stack.) -> the authors' TransformerModel names
+AUTHORS_NAMES = [
+    (r"embeddings\.embed_tokens\.weight", "embeddings.weight"),
+    (r"embeddings\.embed_positions\.weight", "position_embeddings.weight"),
+    (r"embeddings\.embed_langs\.weight", "lang_embeddings.weight"),
+    (r"embeddings\.layernorm_embedding\.(\w+)", r"layer_norm_emb.\1"),
+    (r"layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(\w+)", r"attentions.\1.\2_lin.\3"),
+    (r"layers\.(\d+)\.self_attn_layer_norm\.(\w+)", r"layer_norm1.\1.\2"),
+    (r"layers\.(\d+)\.encoder_attn\.(q|k|v|out)_proj\.(\w+)", r"encoder_attn.\1.\2_lin.\3"),
+    (r"layers\.(\d+)\.encoder_attn_layer_norm\.(\w+)", r"layer_norm15.\1.\2"),
+    (r"layers\.(\d+)\.fc(1|2)\.(\w+)", r"ffns.\1.lin\2.\3"),
+    (r"layers\.(\d+)\.final_layer_norm\.(\w+)", r"layer_norm2.\1.\2"),
+    (r"output_bias", "pred_layer.proj.bias"),
+]
+
+
+def authors_state(state, prefix):
+    """The authors' state dict of one stack of our xlm_mt (their output layer is tied to the embeddings)."""
+    out = {}
+    for key, val in state.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):]
+            pattern, repl = next((p, r) for p, r in AUTHORS_NAMES if re.fullmatch(p, name))
+            out[re.sub(pattern, repl, name)] = val
+    return out
+
+
+def authors_decoder(model, d, args):
+    """The authors' encoder and greedy generate with our model's weights: (sources, (B,) lengths) -> hyps.
+
+    Special ids are passed to their model as ours (eos 2, pad 1), so no row is swapped."""
+    sys.path.insert(0, os.path.abspath(args.xlm_src))
+    from xlm.model.transformer import TransformerModel
+
+    p = Namespace(n_words=len(d), eos_index=d.eos(), pad_index=d.pad(), emb_dim=args.dim, n_layers=args.layers,
+                  n_heads=args.heads, dropout=0.0, attention_dropout=0.0, gelu_activation=True,
+                  share_inout_emb=True, sinusoidal_embeddings=False, use_lang_emb=True, n_langs=2, asm=False,
+                  id2lang={0: "en", 1: "es"}, lang2id={"en": 0, "es": 1})
+    encoder = TransformerModel(p, [None] * len(d), is_encoder=True, with_output=False).eval()
+    decoder = TransformerModel(p, [None] * len(d), is_encoder=False, with_output=True).eval()
+    state = model.state_dict()
+    encoder.load_state_dict(authors_state(state, "encoder."), strict=True)
+    dec_state = authors_state(state, "decoder.stack.")
+    dec_state["pred_layer.proj.weight"] = dec_state["embeddings.weight"]
+    decoder.load_state_dict(dec_state, strict=True)
+
+    masked_fill_ = torch.Tensor.masked_fill_
+
+    def bool_masked_fill_(self, mask, value):  # their generate ends with a uint8 mask (torch < 1.2 took it)
+        return masked_fill_(self, mask.bool() if mask.dtype == torch.uint8 else mask, value)
+
+    @torch.no_grad()
+    def decode(src_tokens, src_langs, tgt_lang):
+        x, lengths = src_tokens.t().contiguous(), src_tokens.ne(d.pad()).sum(1)
+        langs = src_langs[None, :].expand_as(x)
+        torch.Tensor.masked_fill_ = bool_masked_fill_  # about 1 us per call: noise next to a decoding step
+        try:
+            enc = encoder("fwd", x=x, lengths=lengths, langs=langs, causal=False).transpose(0, 1)
+            out, out_len = decoder.generate(enc, lengths, tgt_lang, max_len=int(1.3 * lengths.max().item() + 5))
+        finally:
+            torch.Tensor.masked_fill_ = masked_fill_
+        return [out[1:n - 1, i] for i, n in enumerate(out_len.tolist())]  # without their leading/forced </s>
+
+    return decode
 
 
 def make_model(args):
@@ -69,19 +148,25 @@ def bench_decoders(model, d, args):
     sample = make_batch(d, args, 0, seed=1)
     net_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
     net_input["tgt_langs"] = torch.ones(args.batch, dtype=torch.long)
-    a, b = 0.0, args.gen_len
+    a, b = 1.3, 3  # = the authors' int(1.3 * len + 5) with both </s> counted
     decoders = {
         "ours, incremental": lambda: greedy_decode(model, net_input, a, b),
         "ours, no incremental state": lambda: greedy_decode(model, net_input, a, b, incremental=False),
         "fairseq SequenceGenerator, beam 1": lambda: beam_decode(model, net_input, 1, a, b),
         "fairseq SequenceGenerator, beam 5": lambda: beam_decode(model, net_input, 5, a, b),
     }
+    if os.path.isdir(os.path.join(args.xlm_src, "xlm")):
+        theirs = authors_decoder(model, d, args)
+        decoders["authors' TransformerModel.generate (greedy, cache)"] = lambda: theirs(
+            net_input["src_tokens"], net_input["src_langs"], 1)
+    else:
+        print(f"Note: the authors' row is left out: no xlm/ under {args.xlm_src}\n")
     model.eval()
     reference = None
     for name, fn in decoders.items():  # warm-up (first calls allocate) and a check that greedy agrees
         hyps = fn()
         if name != "fairseq SequenceGenerator, beam 5":
-            tokens = [h.tolist() for h in hyps]
+            tokens = [[t for t in h.tolist() if t != d.eos()] for h in hyps]
             assert reference is None or tokens == reference, f"{name} decodes differently"
             reference = tokens
     times = {name: [] for name in decoders}
@@ -101,7 +186,7 @@ def bench_update(model, d, args):
         gen = train = 0.0
         for lang in (0, 1):
             mono = make_batch(d, args, lang, seed=10 + rep * 4 + lang)
-            dt, bt = timed(lambda: backtranslate_sample(model, mono, 1 - lang, 1, 0.0, args.gen_len))
+            dt, bt = timed(lambda: backtranslate_sample(model, mono, 1 - lang, 1, 1.3, 3))
             gen += dt
             for smp in (make_batch(d, args, lang, seed=20 + rep * 4 + lang), bt):
                 dt, _ = timed(lambda: criterion(model, smp)[0].backward())
@@ -122,7 +207,7 @@ def main(argv=None):
     parser.add_argument("--heads", type=int, default=8, help="attention heads")
     parser.add_argument("--batch", type=int, default=32, help="sentences per batch")
     parser.add_argument("--src-len", type=int, default=30, help="source tokens per sentence (with </s>)")
-    parser.add_argument("--gen-len", type=int, default=30, help="generated tokens per sentence")
+    parser.add_argument("--xlm-src", default=XLM_SRC, help="the authors' code (a folder holding xlm/)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
@@ -130,7 +215,8 @@ def main(argv=None):
     d, model = make_model(args)
 
     print(f"# back-translation generation: xlm_mt d={args.dim}, {args.layers}+{args.layers} layers, "
-          f"vocab {args.vocab}, batch {args.batch} x {args.src_len} source tokens -> {args.gen_len} tokens, "
+          f"vocab {args.vocab}, batch {args.batch} x {args.src_len} source tokens -> "
+          f"{int(1.3 * args.src_len + 3)} tokens + </s> (the authors' int(1.3 * len + 5)), "
           f"CPU fp32, {args.threads} thread(s), median of {args.repeats}\n")
     decoders = bench_decoders(model, d, args)
     base = decoders["ours, incremental"]
@@ -138,6 +224,7 @@ def main(argv=None):
     print("|---|---:|---:|---:|")
     for name, sec in decoders.items():
         print(f"| {name} | {sec:.3f} | {args.batch / sec:.1f} | {sec / base:.2f}x time |")
+    print("| HF transformers | - | - | no XLM decoder (XLMWithLMHeadModel is an encoder) |")
 
     parts = bench_update(model, d, args)
     total = sum(parts.values())

@@ -1,17 +1,25 @@
-"""MLM training-step throughput: fairseq_xlm vs HF transformers' XLMWithLMHeadModel, side by side.
+"""MLM training-step throughput and memory: fairseq_xlm vs the authors' XLM and HF's XLMWithLMHeadModel.
 
 One step = forward, loss, backward and an Adam update on 8 x 256 tokens (15 % predicted, 80/10/10),
-vocab 32k, d=512, 6 layers, 8 heads, FFN 2048, fp32 on CPU, dropout 0.1. Both models use the same
-torch.optim.Adam (fused). Steps alternate between the two models so machine noise hits both alike; the table
-reports median tokens/s, the ratio, and the share of this machine's measured fp32 matmul peak that
-each model's useful FLOPs reach.
+vocab 32k, d=512, 6 layers, 8 heads, FFN 2048, dropout 0.1, on CPU; fp32 and (``--bf16``) bf16 autocast
+with fp32 weights. Every model uses the same torch.optim.Adam (fused). Steps alternate between all runs so
+machine noise hits them alike; the table reports median tokens/s, ratios to HF and to the authors in the
+same precision, the share of this machine's measured matmul peak (of that precision) that the useful FLOPs
+reach, and the peak memory of a training step (each run alone in a fresh process: peak RSS above the
+process before the model was built, so weights + Adam state + the step's activations and gradients).
+The authors' row needs their code (``--xlm-src``, default ``../shared/anchors/xlm-authors``) and is left
+out, with a note, without it; the authors' model, as ours, computes logits at predicted positions only.
 
-    .venv/bin/python bench/pretrain_throughput.py [--steps 6] [--threads 2]
+    .venv/bin/python bench/pretrain_throughput.py --bf16        # the README table
 """
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
+from argparse import Namespace
 
 import torch
 from fairseq.data import Dictionary
@@ -22,9 +30,12 @@ from fairseq_xlm.models.factory import build_model
 VOCAB, DIM, LAYERS, HEADS, FFN, BATCH, LENGTH, P = 32000, 512, 6, 8, 2048, 8, 256, 0.15
 
 
-def matmul_peak_gflops(n=2048, reps=5, rounds=5) -> float:
-    """Best of several rounds of square fp32 matmuls: this machine's attainable fp32 FLOP rate."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+XLM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "anchors", "xlm-authors")
+
+
+def matmul_peak_gflops(n=2048, reps=5, rounds=5, dtype=torch.float32) -> float:
+    """Best of several rounds of square matmuls: this machine's attainable FLOP rate in ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = 0.0
     for _ in range(rounds):
@@ -35,12 +46,16 @@ def matmul_peak_gflops(n=2048, reps=5, rounds=5) -> float:
     return best
 
 
-def step_flops(predicted: int, full_logits: bool) -> float:
-    """Useful FLOPs of one training step (matmuls; backward = 2x forward)."""
+def step_flops(predicted: int, full_logits: bool, last_layer_rows: bool = False) -> float:
+    """Matmul FLOPs of one training step as a model computes it (backward = 2x forward).
+
+    ``full_logits``: the output layer at every position (HF); ``last_layer_rows``: the last layer's output
+    projection and FFN only at predicted positions (fairseq_xlm; its keys, values and queries at all)."""
     tokens = BATCH * LENGTH
     per_token = LAYERS * (4 * DIM * DIM + 2 * DIM * FFN + 2 * LENGTH * DIM)
+    skipped = (tokens - predicted) * (DIM * DIM + 2 * DIM * FFN) if last_layer_rows else 0
     out_rows = tokens if full_logits else predicted
-    return 3 * 2 * (tokens * per_token + out_rows * VOCAB * DIM)
+    return 3 * 2 * (tokens * per_token - skipped + out_rows * VOCAB * DIM)
 
 
 def make_batch(seed=0):
@@ -84,55 +99,151 @@ def hf():
     return model, loss_fn
 
 
+def authors(xlm_src=XLM_SRC):
+    """The authors' TransformerModel (their code, imported from ``xlm_src``) with the same step."""
+    sys.path.insert(0, os.path.abspath(xlm_src))
+    from xlm.model.transformer import TransformerModel
+
+    p = Namespace(n_words=VOCAB, eos_index=1, pad_index=2, emb_dim=DIM, n_layers=LAYERS, n_heads=HEADS,
+                  dropout=0.1, attention_dropout=0.1, gelu_activation=True, share_inout_emb=True,
+                  sinusoidal_embeddings=False, use_lang_emb=True, n_langs=2, asm=False, use_memory=False,
+                  mem_enc_positions=[], mem_dec_positions=[], id2lang={0: "en", 1: "fr"},
+                  lang2id={"en": 0, "fr": 1})
+    model = TransformerModel(p, [None] * VOCAB, is_encoder=True, with_output=True).train()
+    lengths = torch.full((BATCH,), LENGTH, dtype=torch.long)
+
+    def loss_fn(source, tokens, chosen, langs):  # their layout is (T, B)
+        h = model("fwd", x=source.t().contiguous(), lengths=lengths, langs=langs.t().contiguous(), causal=False)
+        mask = chosen.t().contiguous()
+        return model("predict", tensor=h, pred_mask=mask, y=tokens.t().contiguous()[mask], get_scores=False)[1]
+
+    return model, loss_fn
+
+
+SYSTEMS = {"fairseq_xlm": ours, "authors' XLM": authors, "HF XLMWithLMHeadModel": hf}
+FULL_LOGITS = {"HF XLMWithLMHeadModel"}  # HF scores every position
+
+
+def native_bf16() -> bool:
+    """bf16 matmuls in hardware (avx512_bf16 / amx_bf16); emulated ones are ~100x slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def train_step(model, loss_fn, opt, batch, bf16: bool) -> float:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = loss_fn(*batch)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike getrusage's ru_maxrss, which Linux keeps from
+    the parent that forked it)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_memory_child(name: str, bf16: bool, xlm_src: str) -> None:
+    """In a fresh process: build one system, run 2 steps, print its peak RSS above the start (MB)."""
+    batch = make_batch()
+    factory = SYSTEMS[name]
+    before = rss_mb()
+    model, loss_fn = factory(xlm_src) if factory is authors else factory()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    for _ in range(2):
+        train_step(model, loss_fn, opt, batch, bf16)
+    print(peak_rss_mb() - before)
+
+
+def peak_memory(name: str, bf16: bool, args) -> float:
+    cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", name, "--xlm-src", args.xlm_src]
+    cmd += ["--bf16"] if bf16 else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per model (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per run (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--bf16", action="store_true", help="also bf16 autocast runs (CPUs with native bf16)")
+    parser.add_argument("--xlm-src", default=XLM_SRC, help="the authors' code (a folder holding xlm/)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
+    parser.add_argument("--peak-memory-of", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.peak_memory_of:
+        return peak_memory_child(args.peak_memory_of, args.bf16, args.xlm_src)
+    notes = []
+    if args.bf16 and not native_bf16():
+        notes.append("bf16 left out: this CPU has no native bf16 (avx512_bf16/amx_bf16)")
+        args.bf16 = False
+    systems = dict(SYSTEMS)
+    if not os.path.isdir(os.path.join(args.xlm_src, "xlm")):
+        notes.append(f"authors' row left out: no xlm/ under {args.xlm_src}")
+        del systems["authors' XLM"]
     torch.manual_seed(0)
-    peak_before = matmul_peak_gflops()
+    precisions = ["fp32", "bf16"] if args.bf16 else ["fp32"]
+    peaks = {"fp32": matmul_peak_gflops()}
+    if args.bf16:
+        peaks["bf16"] = matmul_peak_gflops(dtype=torch.bfloat16)
     batch = make_batch()
     runs = {}
-    for name, factory in (("fairseq_xlm", ours), ("HF XLMWithLMHeadModel", hf)):
-        model, loss_fn = factory()
-        runs[name] = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=1e-4, fused=True), [])
-
-    def step(model, loss_fn, opt):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(*batch)
-        loss.backward()
-        opt.step()
-        return float(loss)
-
+    for name, factory in systems.items():
+        for prec in precisions:
+            model, loss_fn = factory(args.xlm_src) if factory is authors else factory()
+            runs[name, prec] = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=1e-4, fused=True), [])
     for _ in range(2):
-        for model, loss_fn, opt, _times in runs.values():
-            step(model, loss_fn, opt)
+        for (_name, prec), (model, loss_fn, opt, _times) in runs.items():
+            train_step(model, loss_fn, opt, batch, prec == "bf16")
     for _ in range(args.steps):
-        for model, loss_fn, opt, times in runs.values():
+        for (_name, prec), (model, loss_fn, opt, times) in runs.items():
             start = time.perf_counter()
-            step(model, loss_fn, opt)
+            train_step(model, loss_fn, opt, batch, prec == "bf16")
             times.append(time.perf_counter() - start)
+    peaks["fp32"] = max(peaks["fp32"], matmul_peak_gflops())
+    if args.bf16:
+        peaks["bf16"] = max(peaks["bf16"], matmul_peak_gflops(dtype=torch.bfloat16))
+    memory = {key: None if args.no_memory else peak_memory(key[0], key[1] == "bf16", args) for key in runs}
 
-    peak = max(matmul_peak_gflops(), peak_before)
     tokens = BATCH * LENGTH
     predicted = int(batch[2].sum())
+    med = {key: statistics.median(r[3]) for key, r in runs.items()}
     print(f"MLM step, {BATCH}x{LENGTH} tokens ({predicted} predicted), vocab {VOCAB}, d={DIM}, {LAYERS} layers, "
-          f"{HEADS} heads, fp32, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s\n")
-    print("| model | step (s, median) | tokens/s | vs HF | GFLOP per step | GFLOP/s | share of matmul peak |")
-    print("|---|---|---|---|---|---|---|")
-    hf_rate = tokens / statistics.median(runs["HF XLMWithLMHeadModel"][3])
-    flops = {"fairseq_xlm": step_flops(predicted, full_logits=False),
-             "HF XLMWithLMHeadModel": step_flops(predicted, full_logits=True)}  # HF scores every position
-    for name, (_m, _l, _o, times) in runs.items():
-        t = statistics.median(times)
-        rate = flops[name] / t / 1e9
-        print(f"| {name} | {t:.3f} | {tokens / t:,.0f} | {tokens / t / hf_rate:.2f}x | {flops[name] / 1e9:.0f} | "
-              f"{rate:.1f} | {100 * rate / peak:.0f}% |")
-    bound = flops["HF XLMWithLMHeadModel"] / flops["fairseq_xlm"]
-    print(f"\nIf both ran at the same FLOP rate, fairseq_xlm would be {bound:.2f}x HF: predicting only masked "
-          f"positions removes {100 * (1 - 1 / bound):.0f}% of HF's matmul work; the rest of the ratio is efficiency.")
+          f"{HEADS} heads, dropout 0.1, {torch.get_num_threads()} threads, median of {args.steps} alternated steps; "
+          + ", ".join(f"{p} matmul peak {g:.0f} GFLOP/s" for p, g in peaks.items()) + "\n")
+    print("| model | precision | step (s) | tokens/s | vs HF | vs authors | GFLOP per step | share of matmul peak "
+          "| peak step memory (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, prec), t in med.items():
+        flops = step_flops(predicted, full_logits=name in FULL_LOGITS, last_layer_rows=name == "fairseq_xlm")
+        hf_t, au_t = med.get(("HF XLMWithLMHeadModel", prec)), med.get(("authors' XLM", prec))
+        mem = memory[name, prec]
+        print(f"| {name} | {prec}{' autocast' if prec == 'bf16' else ''} | {t:.3f} | {tokens / t:,.0f} | "
+              f"{hf_t / t:.2f}x | {'-' if au_t is None else f'{au_t / t:.2f}x'} | {flops / 1e9:.0f} | "
+              f"{100 * flops / t / 1e9 / peaks[prec]:.0f} % | {'-' if mem is None else f'{mem:,.0f}'} |")
+    bound = step_flops(predicted, True) / step_flops(predicted, False, True)
+    print(f"\nAt equal FLOP rates fairseq_xlm would be {bound:.2f}x HF and "
+          f"{step_flops(predicted, False) / step_flops(predicted, False, True):.2f}x the authors: computing the "
+          f"output layer (and our last layer's per-position work) only at predicted positions removes "
+          f"{100 * (1 - 1 / bound):.0f}% of HF's matmul work; the rest of each ratio is efficiency.")
+    for note in notes:
+        print(f"Note: {note}.")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
+from .dropout import drop_mask, dropout
+
 
 def sinusoidal_table(n_pos: int, dim: int) -> Tensor:
     """The authors' fixed sinusoidal table: even columns sin, odd columns cos."""
@@ -72,7 +74,7 @@ class XlmEmbeddings(nn.Module):
                 langs = langs[:, None]
             x = x + self.embed_langs(langs)
         x = self.layernorm_embedding(x)
-        return F.dropout(x, p=self.dropout, training=self.training)
+        return dropout(x, self.dropout, self.training)
 
     def check_position(self, largest: int) -> None:
         """One clear error for a position beyond the table (instead of an index error deep in the lookup)."""
@@ -109,6 +111,35 @@ def attention_mask(
     return mask
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, is_causal: bool) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v with dropout on the weights: q (B, H, T, d), k and v (B, H, S, d).
+
+    SDPA everywhere but in CPU training with attention dropout: there SDPA falls back to its plain
+    ("math") path, which also computes bf16 inputs in fp32 and draws torch's costly Bernoulli mask. The
+    explicit path below keeps the input dtype (bf16 under autocast: the products run at bf16 speed; the
+    softmax accumulates in fp32 inside torch's kernel), draws :func:`drop_mask`, and scales the (B, H, T, d)
+    context by 1 / (1 - p) instead of the (B, H, T, S) weights. Equal to SDPA without dropout (tested).
+    """
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal and mask is None
+        )
+    return explicit_attention(q, k, v, mask, dropout_p, is_causal)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float,
+                       is_causal: bool) -> Tensor:
+    """The attention of :func:`attend` written out (the CPU training path; exact softmax attention at p=0)."""
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-2, -1))
+    if mask is None and is_causal:
+        t, s = scores.shape[-2:]
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril_(s - t)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1).masked_fill(drop_mask(scores.shape, dropout_p, q.device), 0.0)
+    return torch.matmul(weights, v).mul_(1.0 / (1.0 - dropout_p))
+
+
 @with_incremental_state
 class XlmAttention(nn.Module):
     """Multi-head attention through ``F.scaled_dot_product_attention``, with fairseq incremental state."""
@@ -136,8 +167,12 @@ class XlmAttention(nn.Module):
         kv: Optional[Tensor] = None,
         incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
         is_causal: bool = False,
+        rows: Optional[Tensor] = None,
     ) -> Tensor:
-        """x: (B, T, C); kv: encoder states (B, S, C) for cross-attention; mask: see attention_mask()."""
+        """x: (B, T, C); kv: encoder states (B, S, C) for cross-attention; mask: see attention_mask().
+
+        ``rows``: flat indices into the B * T queries; the result is then (N, C), those rows only (the output
+        projection runs on them alone)."""
         b, t, c = x.shape
         q = self._split(self.q_proj(x))
         cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
@@ -151,15 +186,9 @@ class XlmAttention(nn.Module):
                 v = torch.cat([cache["v"], v], dim=2)
         if incremental_state is not None:
             self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal and mask is None,
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        out = attend(q, k, v, mask, self.dropout if self.training else 0.0, is_causal)
+        out = out.transpose(1, 2).reshape(b * t, c) if rows is not None else out.transpose(1, 2).reshape(b, t, c)
+        return self.out_proj(out if rows is None else out.index_select(0, rows))
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         """Follow beam search's reordering of hypotheses."""
@@ -197,15 +226,25 @@ class XlmLayer(nn.Module):
         encoder_out: Optional[Tensor] = None,
         encoder_mask: Optional[Tensor] = None,
         incremental_state=None,
+        rows: Optional[Tensor] = None,
     ) -> Tensor:
-        """x: (B, T, C); keep: (B, T, 1) float, 0 on padding (re-zeroed after the layer, as the authors)."""
-        attn = self.self_attn(x, self_mask, incremental_state=incremental_state, is_causal=causal)
-        x = self.self_attn_layer_norm(x + F.dropout(attn, p=self.dropout, training=self.training))
+        """x: (B, T, C); keep: (B, T, 1) float, 0 on padding (re-zeroed after the layer, as the authors).
+
+        ``rows`` (flat indices into B * T, self-attention layers only): the layer's output at those positions
+        alone, (N, C). Keys and values still come from every position; everything after attention is
+        per position, so the other rows' work is skipped (an MLM step's last layer: 85 % of its FFN)."""
+        attn = self.self_attn(x, self_mask, incremental_state=incremental_state, is_causal=causal, rows=rows)
+        if rows is not None:
+            if encoder_out is not None:
+                raise ValueError("XlmLayer: rows= is for self-attention layers only (no encoder_out)")
+            x = x.reshape(-1, x.size(-1)).index_select(0, rows)
+            keep = None if keep is None else keep.reshape(-1, 1).index_select(0, rows)
+        x = self.self_attn_layer_norm(x + dropout(attn, self.dropout, self.training))
         if self.encoder_attn is not None and encoder_out is not None:
             attn = self.encoder_attn(x, encoder_mask, kv=encoder_out, incremental_state=incremental_state)
-            x = self.encoder_attn_layer_norm(x + F.dropout(attn, p=self.dropout, training=self.training))
+            x = self.encoder_attn_layer_norm(x + dropout(attn, self.dropout, self.training))
         h = self.fc2(self.activation(self.fc1(x)))
-        x = self.final_layer_norm(x + F.dropout(h, p=self.dropout, training=self.training))
+        x = self.final_layer_norm(x + dropout(h, self.dropout, self.training))
         if keep is not None:
             x = x * keep
         return x

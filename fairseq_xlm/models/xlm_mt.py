@@ -57,7 +57,8 @@ class XlmMtEncoder(XlmEncoder):
         x, extra = self.extract_features(src_tokens, langs=src_langs)
         return {
             "encoder_out": [x],
-            "encoder_padding_mask": [extra["padding_mask"]],
+            # no mask when the batch has no padding (known for free on the CPU; see XlmEncoder.embed)
+            "encoder_padding_mask": [] if extra["padding_mask"] is None else [extra["padding_mask"]],
             "tgt_langs": [] if tgt_langs is None else [tgt_langs],
             "src_tokens": [src_tokens],
         }

@@ -22,6 +22,7 @@ from ..data.schedule import (Draw, EpochSchedule, StepBatches, StepGroup, expect
                              iterations_for_sentences)
 from ..data.schedule_iterator import ScheduleBatchIterator
 from ..data.step_dataset import StepDataset
+from ..precision import AUTOCAST_HELP
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ScheduleConfig(FairseqDataclass):
     epoch_size: int = field(default=0, metadata={
         "help": "sentences (samples) per epoch, the authors' --epoch_size unit, counting the real sentences of "
                 "every step's batches (theirs count a nominal --batch_size per step); 0 = see --epoch-iterations"})
+    autocast_bf16: bool = field(default=False, metadata={"help": AUTOCAST_HELP})
     update_freq: List[int] = II("optimization.update_freq")
     seed: int = II("common.seed")
 

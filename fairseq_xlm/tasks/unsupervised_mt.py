@@ -39,6 +39,7 @@ from ..data.lang_pair import DrawnPairs, KeyedDatasets, LangPairDataset, SourceD
 from ..data.noise import WordNoiseDataset
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
+from ..precision import autocast_bf16
 from ..schedules import parse_schedule
 from .mt_evaluation import MtEvaluationMixin, log_bleu_metrics
 from .mt_inference import MtInferenceMixin
@@ -414,7 +415,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
                 mid = name.split("-")[1]
                 sample = backtranslate_sample(model, sample, self.lang_id(mid), self.cfg.bt_beam,
                                               self.cfg.bt_max_len_a, self.cfg.bt_max_len_b)
-        with torch.autograd.profiler.record_function("forward"):
+        with torch.autograd.profiler.record_function("forward"), autocast_bf16(self.cfg.autocast_bf16, model):
             loss, sample_size, out = criterion(model, sample)
         scaled = loss * weight
         if ignore_grad:
@@ -434,7 +435,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
 
     def valid_step(self, sample, model, criterion):
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast_bf16(self.cfg.autocast_bf16, model):
             loss, sample_size, out = criterion(model, sample)
         key = sample.get("step") or "mt:{}-{}".format(*(self.direction or ("src", "tgt")))
         kind, name = key.split(":")

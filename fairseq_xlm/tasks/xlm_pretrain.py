@@ -27,6 +27,7 @@ from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDa
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
 from ..data.token_stream import SentenceDataset, StreamBlockDataset, TokenStream
+from ..precision import autocast_bf16
 from ..schedules import parse_schedule
 from .scheduled import ScheduleConfig, ScheduledStepsTask
 
@@ -211,7 +212,8 @@ class XlmPretrainTask(ScheduledStepsTask):
 
     def _run_step(self, sample, model, criterion, weight: float, backward=None):
         """Criterion on one step batch; the logging output holds every step's keys (zeros for the others)."""
-        loss, sample_size, log = criterion(model, sample)
+        with autocast_bf16(self.cfg.autocast_bf16, model):
+            loss, sample_size, log = criterion(model, sample)
         if backward is not None:
             backward(loss * weight)
         for key in criterion.zero_log(self.step_names):

@@ -49,6 +49,7 @@ from torch import nn
 from ..data import layout
 from ..data.classification_dataset import XlmClassificationDataset, epoch_batches, load_label_set, read_labels
 from ..models.xlm_transformer import XlmModel, check_vocab_and_langs
+from ..precision import AUTOCAST_HELP, autocast_bf16
 from .scheduled import linked_value
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class XlmXnliConfig(FairseqDataclass):
         "help": "sort each epoch's permutation by length before cutting it into batches (the authors' "
                 "--group_by_size): less padding, but batches of similar length (and often of one genre or "
                 "label); default: random batches, as the authors' XNLI runs"})
+    autocast_bf16: bool = field(default=False, metadata={"help": AUTOCAST_HELP})
     seed: int = II("common.seed")
     # Read to refuse validations that are never saved (checkpoint_best.pt would miss them).
     validate_interval_updates: int = II("dataset.validate_interval_updates")
@@ -319,3 +321,19 @@ class XlmXnliTask(FairseqTask):
         elif not from_checkpoint:
             logger.warning("no --pretrained-xlm-checkpoint: the encoder starts from random weights")
         return model
+
+    def _autocast(self, criterion):
+        """``criterion`` with its forward under --autocast-bf16 (fairseq's steps call only criterion(m, s))."""
+        if not self.cfg.autocast_bf16:
+            return criterion
+
+        def forward(model, sample):
+            with autocast_bf16(True, model):
+                return criterion(model, sample)
+        return forward
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        return super().train_step(sample, model, self._autocast(criterion), optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        return super().valid_step(sample, model, self._autocast(criterion))
