@@ -324,7 +324,7 @@ mt_job() {
     fi
     mkdir -p "$dir"
     env "${steps[@]}" PYTHON="$PYTHON" USER_DIR="$USER_DIR" DATABIN="$OUT" SAVE="$dir" PRETRAINED="$(ckpt "$arm" "$seed")" \
-        ARCH=xlm_tiny L1="$l1" L2="$l2" LANGS="$LANGS" MAX_TOKENS=1500 MAX_UPDATES="$updates" LR="$MT_LR" WARMUP=200 \
+        ARCH=xlm_tiny L1="$l1" L2="$l2" LANGS="$LANGS" MAX_TOKENS=1500 MAX_UPDATE="$updates" LR="$MT_LR" WARMUP=200 \
         VALID_EVERY=$(( updates / 4 > 0 ? updates / 4 : 1 )) \
         EXTRA="$DEVICE_FLAGS --dropout 0.1 --attention-dropout 0 --seed $seed --log-format simple --log-interval 50" \
         bash "$ROOT/recipes/umt.sh" --stage 3 --stop-stage 3 2>&1 | tee "$dir/train.log"
