@@ -1,10 +1,10 @@
-# Two commands: `make demo` (the main job) and `make test`. Both create .venv and install the project
-# on first use; the stamp makes a second run skip the install in seconds.
+# Two commands: `make demo` (the main job) and `make test`; `make replicate` runs the paper's orderings (45-50
+# min). All create .venv and install the project on first use; the stamp makes a second run skip the install in seconds.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo replicate bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	bash recipes/demo.sh
+
+replicate: $(STAMP)
+	bash recipes/replicate.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pretrain_throughput.py

@@ -22,6 +22,7 @@ renamed_var MAX_UPDATES MAX_UPDATE        # the old names, before one naming acr
 renamed_var PRE_UPDATES PRE_MAX_UPDATE
 L1=${L1:-en}
 L2=${L2:-es}
+LANGS=${LANGS:-$L1,$L2}                # the model's languages in stage 3: the pretrained checkpoint's, in its order
 NAME=${NAME:-bible}
 DATABIN=${DATABIN:-data-bin/$NAME}
 EXP=${EXP:-umt}
@@ -109,7 +110,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     "$PYTHON" -m fairseq_cli.train "$DATABIN" "${TIMEOUT_FLAGS[@]}" --user-dir "$USER_DIR" --task unsupervised_mt \
-        --langs "$L1,$L2" --ae-steps "$AE_STEPS" --bt-steps "$BT_STEPS" --mt-steps "$MT_STEPS" \
+        --langs "$LANGS" --ae-steps "$AE_STEPS" --bt-steps "$BT_STEPS" --mt-steps "$MT_STEPS" \
         --lambda-ae "$LAMBDA_AE" --lambda-bt "$LAMBDA_BT" --lambda-mt "$LAMBDA_MT" \
         --word-shuffle "$WORD_SHUFFLE" --word-dropout "$WORD_DROPOUT" --word-blank "$WORD_BLANK" \
         --bt-beam "$BT_BEAM" --arch "$MT_ARCH" ${init[@]+"${init[@]}"} \

@@ -48,6 +48,7 @@ SWEEP=${SWEEP:-0}
 SWEEP_LRS=${SWEEP_LRS:-0.000005,0.000025,0.000125}
 SWEEP_BATCHES=${SWEEP_BATCHES:-4,8}
 DEVICE_FLAGS=${DEVICE_FLAGS:-}        # default: --cpu when no GPU is visible
+EXTRA=${EXTRA:-}                      # more fairseq-train flags for stage 3, e.g. "--seed 2"
 RUN=${RUN:-}                          # run name: row label and checkpoint folder
 WORK=${WORK:-work/xnli}
 TABLE=${TABLE:-$WORK/table.md}
@@ -145,7 +146,7 @@ finetune() {
         --epoch-size "$EPOCH_SIZE" --max-epoch "$MAX_EPOCH" --max-update "$MAX_UPDATE" --patience "$PATIENCE" \
         --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
         --save-dir "$save" --no-epoch-checkpoints --num-workers 0 --log-format simple --log-interval 10 \
-        $DEVICE_FLAGS 2>&1 | tee "$save/train.log"
+        $DEVICE_FLAGS $EXTRA 2>&1 | tee "$save/train.log"
     rm -f "$save"/checkpoint_[0-9]*_[0-9]*.pt
     touch "$save/finished"
 }
