@@ -226,7 +226,9 @@ def test_prepare_writes_shards_with_one_dictionary_and_resumes_per_shard(sharded
         prepare.main(["--raw", str(bible_raw), "--destdir", str(sharded), "--langs", ",".join(BIBLE_LANGS),
                       "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000", "--shards", "3"])
     ran = [r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith("running")]
-    assert ran == ["binarize-shard1"] and (shards[1] / "train.en.bin").is_file()
+    # the redone shard gets its manifest again (each shard folder has one, checked when a task loads it)
+    assert ran == ["binarize-shard1", "manifest"] and (shards[1] / "train.en.bin").is_file()
+    assert all((s / "manifest.json").is_file() for s in shards)
 
 
 def test_shards_rotate_per_epoch_and_validation_reads_the_first(sharded, tmp_path):
