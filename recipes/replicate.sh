@@ -10,7 +10,7 @@
 #   (b) supervised MT from random / CLM / MLM init                                (needs PAIR)
 #   (c) unsupervised MT (AE + BT) from random / CLM / MLM init                    (needs PAIR)
 #   (d) LOW's perplexity pretrained on LOW alone, + one, + every other language   (needs LOW)
-#   (e) cross-lingual retrieval                                                   (needs fairseq_xlm.retrieval)
+#   (e) cross-lingual retrieval P@1 after random / MLM / MLM+TLM pretraining      (needs PAIR)
 # Stages (every job is skipped once its stamp OUT/runs/done/JOB exists; JOBS jobs run at once, one thread each):
 #   1 data  2 pretraining (+ random-init checkpoints)  3 classification  4 supervised MT  5 unsupervised MT
 #   6 perplexity (+ retrieval)  7 OUT/REPLICATION.md (+ curves-*.png)
@@ -241,8 +241,12 @@ plan() {
             printf 'd\tskipped\t-\tno low-resource language (LOW is empty)\n'
         fi
         retrieval=$("$PYTHON" -m fairseq_xlm.cli.replicate retrieval-status)
-        [ -n "$retrieval" ] || retrieval="fairseq_xlm.retrieval exists but replicate.sh does not call it yet (retrieval_job)"
-        printf 'e\tskipped\trandom,mlm,mlm_tlm\t%s\n' "$retrieval"
+        [ -n "$PAIR" ] || retrieval="no parallel pair (PAIR is empty)"
+        if [ -z "$retrieval" ]; then
+            printf 'e\trun\trandom,mlm,mlm_tlm\tP@1 of nearest-neighbour search (cosine, mean-pooled last layer) between the two sides of test.%s.\n' "$PAIR"
+        else
+            printf 'e\tskipped\trandom,mlm,mlm_tlm\t%s\n' "$retrieval"
+        fi
     } | awk -F'\t' -v OFS='\t' -v claims=",$CLAIMS," \
         'index(claims, "," $1 ",") == 0 {$2 = "skipped"; $4 = "not selected (CLAIMS=" substr(claims, 2, length(claims) - 2) ")"} 1' \
         > "$RESULTS/plan.tsv.tmp"
@@ -281,7 +285,9 @@ pretraining() {
     local specs=() s l acc
     for s in "${SEED_LIST[@]}"; do
         specs+=("pre-clm-s$s pretrain clm $s $LANGS clm $LANGS" "pre-mlm-s$s pretrain mlm $s $LANGS mlm $LANGS")
-        if runs a && [ -n "$PAIR" ]; then specs+=("pre-mlm_tlm-s$s pretrain mlm_tlm $s $LANGS mlm $LANGS,$PAIR"); fi
+        if { runs a || runs e; } && [ -n "$PAIR" ]; then
+            specs+=("pre-mlm_tlm-s$s pretrain mlm_tlm $s $LANGS mlm $LANGS,$PAIR")
+        fi
         if runs d; then
             # LOW alone, then one more language at a time; the last (every language) is the clm/mlm arm above
             acc=$LOW
@@ -291,7 +297,7 @@ pretraining() {
                 specs+=("pre-$acc-s$s pretrain $acc $s ${acc//+/,} $D_OBJECTIVE ${acc//+/,}")
             done
         fi
-        if runs a || runs b || runs c; then specs+=("random-s$s random_init $s"); fi
+        if runs a || runs b || runs c || runs e; then specs+=("random-s$s random_init $s"); fi
     done
     pool "${specs[@]}"
 }
@@ -374,16 +380,29 @@ ppl_job() {
 }
 low_all_arm() { local acc=$LOW l; for l in $(low_others); do acc="$acc+$l"; done; echo "$acc"; }
 
-# The hook for claim (e): one job per arm and seed once fairseq_xlm.retrieval's interface is fixed.
-retrieval_job() { echo "retrieval is not wired in yet" >&2; return 1; }
+# retrieval_job ARM SEED: claim (e), P@1 both ways on PAIR's test split with the arm's encoder (no training)
+retrieval_job() {
+    local arm=$1 seed=$2 out=$RUNS/retrieval/$1.s$2.json
+    mkdir -p "$RUNS/retrieval"
+    "$PYTHON" -m fairseq_xlm.cli.evaluate_retrieval --checkpoint "$(ckpt "$arm" "$seed")" --data "$OUT" \
+        --src "${PAIR%-*}" --tgt "${PAIR#*-}" --split test --json > "$out.tmp"
+    mv "$out.tmp" "$out"
+    "$PYTHON" -m fairseq_xlm.cli.replicate record --out "$RESULTS/e.$arm.s$seed.tsv" --claim e --arm "$arm" \
+        --seed "$seed" retrieval "$out"
+}
 
 perplexity() {
     local specs=() s arm arms
     arms=$(awk -F'\t' '$1 == "d" && $2 == "run" {print $3}' "$RESULTS/plan.tsv")
-    [ -n "$arms" ] || { echo "  claim (d) skipped"; return 0; }
     for s in "${SEED_LIST[@]}"; do
         for arm in ${arms//,/ }; do specs+=("ppl-$arm-s$s ppl_job $arm $s"); done
     done
+    if runs e; then
+        for s in "${SEED_LIST[@]}"; do
+            for arm in random mlm mlm_tlm; do specs+=("retrieval-$arm-s$s retrieval_job $arm $s"); done
+        done
+    fi
+    [ "${#specs[@]}" -gt 0 ] || { echo "  claims (d) and (e) skipped"; return 0; }
     pool "${specs[@]}"
 }
 
@@ -418,7 +437,7 @@ run_stage 2 "pretraining: $PRE_UPDATES updates per arm and seed" pretraining
 run_stage 3 "(a) classification: $GENRE_UPDATES updates on $TRAIN_LANG" downstream a
 run_stage 4 "(b) supervised MT: $MT_UPDATES updates" downstream b
 run_stage 5 "(c) unsupervised MT: $UMT_UPDATES updates" downstream c
-run_stage 6 "(d) perplexity of $LOW on its test text" perplexity
+run_stage 6 "(d) perplexity of $LOW on its test text, (e) retrieval P@1" perplexity
 run_stage 7 "report" report
 if [ "$stop_stage" -ge 7 ] && [ -f "$OUT/REPLICATION.md" ]; then
     echo "(written to $OUT/REPLICATION.md)"

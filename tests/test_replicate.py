@@ -111,6 +111,15 @@ def test_record_kinds_read_the_files_the_recipes_write(tmp_path):
     replicate.main(["record", "--out", str(out), "--claim", "a", "--arm", "mlm", "--seed", "2", "genre", str(genre),
                     "--langs", "es"])
     assert out.read_text() == "a\tacc_es\tmlm\t2\t40.5\n"
+    result = tmp_path / "retrieval.json"  # what python -m fairseq_xlm.cli.evaluate_retrieval --json prints
+    result.write_text('{"src": "en", "tgt": "es", "n": 8, "p_at_1_src_tgt": 0.25, "p_at_1_tgt_src": 0.5}\n')
+    replicate.main(["record", "--out", str(out), "--claim", "e", "--arm", "mlm", "--seed", "1", "retrieval",
+                    str(result)])
+    assert out.read_text() == "e\tp1_en_es\tmlm\t1\t25\ne\tp1_es_en\tmlm\t1\t50\n"
+    result.write_text('{"src": "en"}')
+    with pytest.raises(SystemExit):
+        replicate.main(["record", "--out", str(out), "--claim", "e", "--arm", "mlm", "--seed", "1", "retrieval",
+                        str(result)])
 
 
 def test_beats_copy_share():
@@ -168,12 +177,12 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     text = (out / "REPLICATION.md").read_text(encoding="utf-8")
     arms = {"a": ["random", "clm", "mlm", "mlm_tlm"], "b": ["random", "clm", "mlm"], "c": ["random", "clm", "mlm"],
-            "d": ["ny", "ny+en", "ny+en+es"]}
+            "d": ["ny", "ny+en", "ny+en+es"], "e": ["random", "mlm", "mlm_tlm"]}
     measures = {"a": {"acc_en", "acc_es", "acc_ny"}, "b": {"bleu_en_es", "tok_bleu_en_es", "bleu_es_en",
                                                            "tok_bleu_es_en"},
-                "d": {"ppl_ny"}}
+                "d": {"ppl_ny"}, "e": {"p1_en_es", "p1_es_en"}}
     measures["c"] = measures["b"] | {"beats_copy_en_es", "beats_copy_es_en"}
-    for claim in "abcd":
+    for claim in "abcde":
         if claim in "bc" and not ALL_CLAIMS:
             assert "**Skipped**: not selected (CLAIMS=a,d,e)." in text.split(f"## ({claim})")[1].split("## (")[0]
             continue
@@ -184,7 +193,6 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
             for cell in row[2:-2]:  # every arm has both seeds
                 assert re.fullmatch(r"-?[0-9.]+ ± [0-9.]+ \(2\)", cell), (claim, name, cell)
             assert row[-2] in ("holds", "holds in the means", "no"), row
-    assert "## (e)" in text and "**Skipped**" in text.split("## (e)")[1]
     assert "SMOKE=1 recipes/replicate.sh" in text
 
     again, seconds = run_recipe(env, timeout=120)

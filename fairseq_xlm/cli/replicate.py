@@ -70,6 +70,20 @@ def read_plan(path: str) -> List[Tuple[str, bool, List[str], str]]:
 
 
 # -------------------------------------------------------------------------------- measures of a job
+def retrieval_measures(path: str) -> Dict[str, float]:
+    """{p1_SRC_TGT, p1_TGT_SRC: P@1 %} of an ``evaluate_retrieval --json`` result file."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    try:
+        src, tgt = result["src"], result["tgt"]
+        return {f"p1_{src}_{tgt}": 100 * float(result["p_at_1_src_tgt"]),
+                f"p1_{tgt}_{src}": 100 * float(result["p_at_1_tgt_src"])}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not an evaluate_retrieval --json result ({err})") from None
+
+
 def genre_measures(table: str, langs: Sequence[str]) -> Dict[str, float]:
     """{acc_LANG: accuracy %} of the last row of an evaluate_xnli table, for ``langs``."""
     acc = read_accuracy_table(table)
@@ -270,6 +284,8 @@ def get_parser() -> argparse.ArgumentParser:
     k = kinds.add_parser("bleu", help="both BLEUs of recipes/evaluate_mt.sh's table")
     k.add_argument("table")
     k.add_argument("--direction", required=True, help="SRC-TGT")
+    k = kinds.add_parser("retrieval", help="both P@1 of python -m fairseq_xlm.cli.evaluate_retrieval --json")
+    k.add_argument("result")
     k = kinds.add_parser("copy", help="share of sentences whose translation beats copying the source")
     k.add_argument("hyp")
     k.add_argument("src")
@@ -299,6 +315,8 @@ def record(args) -> Dict[str, float]:
         values = {f"ppl_{args.metric.rsplit('_', 1)[-1]}": found[args.metric]}
     elif args.kind == "bleu":
         values = bleu_measures(args.table, args.direction)
+    elif args.kind == "retrieval":
+        values = retrieval_measures(args.result)
     else:
         s, t = args.direction.split("-")
         values = {f"beats_copy_{s}_{t}": beats_copy_share(_text(args.hyp), _text(args.src), _text(args.ref))}
