@@ -131,7 +131,7 @@ def test_binarized_ids_are_the_release_ids(release, authors_databin):
     # a rerun skips every finished stage
     before = {p.name: p.stat().st_mtime_ns for p in authors_databin.glob("*.bin")}
     out = prepare.main(RERUN[str(authors_databin)])
-    assert set(out) == {"check", "authors_bpe", "encode", "binarize"}
+    assert set(out) == {"check", "authors_bpe", "encode", "binarize", "manifest"}
     assert {p.name: p.stat().st_mtime_ns for p in authors_databin.glob("*.bin")} == before
 
 
