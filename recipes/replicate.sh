@@ -20,6 +20,12 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0" "$ROOT/recipes/umt.sh" "$ROOT/recipes/evaluate_mt.sh" "$ROOT/recipes/xnli.sh"
+renamed_var PRE_UPDATES PRE_MAX_UPDATE      # the names before one naming across recipes
+renamed_var GENRE_UPDATES GENRE_MAX_UPDATE
+renamed_var MT_UPDATES MT_MAX_UPDATE
+renamed_var UMT_UPDATES UMT_MAX_UPDATE
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
 QUICK=${QUICK:-0}
 SMOKE=${SMOKE:-0}
@@ -36,10 +42,10 @@ if [ "$SMOKE" = 1 ]; then
     PARA_VERSES=${PARA_VERSES:-200,30,30}
     LOW_TRAIN=${LOW_TRAIN:-100}
     VOCAB=${VOCAB:-300}
-    PRE_UPDATES=${PRE_UPDATES:-8}
-    GENRE_UPDATES=${GENRE_UPDATES:-6}
-    MT_UPDATES=${MT_UPDATES:-4}
-    UMT_UPDATES=${UMT_UPDATES:-4}
+    PRE_MAX_UPDATE=${PRE_MAX_UPDATE:-8}
+    GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-6}
+    MT_MAX_UPDATE=${MT_MAX_UPDATE:-4}
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-4}
     SEEDS=${SMOKE_SEEDS:-1,2}
     CLAIMS=${SMOKE_CLAIMS:-a,d,e}  # what `make test` runs in a minute or two; SMOKE_CLAIMS=a,b,c,d,e for all
 elif [ "$QUICK" = 1 ]; then
@@ -49,10 +55,10 @@ elif [ "$QUICK" = 1 ]; then
     PARA_VERSES=${PARA_VERSES:-3000,150,150}
     LOW_TRAIN=${LOW_TRAIN:-800}
     VOCAB=${VOCAB:-2000}
-    PRE_UPDATES=${PRE_UPDATES:-600}
-    GENRE_UPDATES=${GENRE_UPDATES:-400}
-    MT_UPDATES=${MT_UPDATES:-240}
-    UMT_UPDATES=${UMT_UPDATES:-120}
+    PRE_MAX_UPDATE=${PRE_MAX_UPDATE:-600}
+    GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-400}
+    MT_MAX_UPDATE=${MT_MAX_UPDATE:-240}
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-120}
     SEEDS=${QUICK_SEEDS:-1,2}
 else
     OUT=${OUT:-$ROOT/data-bin/replicate}
@@ -60,10 +66,10 @@ else
     PARA_VERSES=${PARA_VERSES:-0,200,300}
     LOW_TRAIN=${LOW_TRAIN:-2000}    # LOW's training verses: about a quarter of the others, so that LOW alone overfits
     VOCAB=${VOCAB:-4000}
-    PRE_UPDATES=${PRE_UPDATES:-2500}
-    GENRE_UPDATES=${GENRE_UPDATES:-1500}
-    MT_UPDATES=${MT_UPDATES:-800}
-    UMT_UPDATES=${UMT_UPDATES:-500}
+    PRE_MAX_UPDATE=${PRE_MAX_UPDATE:-2500}
+    GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-1500}
+    MT_MAX_UPDATE=${MT_MAX_UPDATE:-800}
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-500}
 fi
 PRE_LR=${PRE_LR:-0.004}          # the demo's pretraining settings (xlm_tiny, inverse_sqrt after 300 steps)
 MT_LR=${MT_LR:-0.002}
@@ -84,7 +90,7 @@ parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -le 1 ] || { echo "unexpected argument: ${POSITIONAL[1]}" >&2; usage; }
 USER_RAW=${POSITIONAL[0]:-}
 [ -z "$USER_RAW" ] || [ -d "$USER_RAW" ] || { echo "error: RAW_DIR $USER_RAW is not a folder" >&2; exit 1; }
-for n in "$PRE_UPDATES" "$GENRE_UPDATES" "$MT_UPDATES" "$UMT_UPDATES" "$VOCAB" "$JOBS" "$LOW_TRAIN"; do
+for n in "$PRE_MAX_UPDATE" "$GENRE_MAX_UPDATE" "$MT_MAX_UPDATE" "$UMT_MAX_UPDATE" "$VOCAB" "$JOBS" "$LOW_TRAIN"; do
     [[ "$n" =~ ^[0-9]+$ && "$n" != 0 ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done
 [[ "$CLAIMS" =~ ^[a-e](,[a-e])*$ ]] || { echo "error: CLAIMS=$CLAIMS: expected letters a-e, e.g. a,d" >&2; exit 2; }
@@ -114,8 +120,8 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 
 # Stamps only mean something for the settings that made them: refuse to mix.
 SETTINGS="raw=${USER_RAW:-bible:$VERSES/$PARA_VERSES} langs=$LANGS pair=$PAIR low=$LOW:$LOW_TRAIN:$D_OBJECTIVE"
-SETTINGS="$SETTINGS vocab=$VOCAB pre=$PRE_UPDATES@$PRE_LR genre=$GENRE_UPDATES@$GENRE_LR"
-SETTINGS="$SETTINGS mt=$MT_UPDATES umt=$UMT_UPDATES@$MT_LR"
+SETTINGS="$SETTINGS vocab=$VOCAB pre=$PRE_MAX_UPDATE@$PRE_LR genre=$GENRE_MAX_UPDATE@$GENRE_LR"
+SETTINGS="$SETTINGS mt=$MT_MAX_UPDATE umt=$UMT_MAX_UPDATE@$MT_LR"
 mkdir -p "$DONE" "$LOGS" "$RESULTS"
 if [ -f "$RUNS/settings" ]; then
     [ "$(cat "$RUNS/settings")" = "$SETTINGS" ] || {
@@ -263,10 +269,10 @@ PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --arch xlm_tiny --crit
 pretrain() {
     local arm=$1 seed=$2 langs=$3 kind=$4 steps=$5 dir=$RUNS/pre/$1/s$2 metric=avg_ppl every
     case ",$langs," in *",$LOW,"*) [ -n "$LOW" ] && metric=${kind}_ppl_$LOW ;; esac
-    every=$(( PRE_UPDATES / 6 > 0 ? PRE_UPDATES / 6 : 1 ))
+    every=$(( PRE_MAX_UPDATE / 6 > 0 ? PRE_MAX_UPDATE / 6 : 1 ))
     mkdir -p "$dir"
     "$PYTHON" -m fairseq_cli.train "$OUT" "${PRETRAIN_ARGS[@]}" --langs "$langs" "--$kind-steps" "$steps" \
-        --seed "$seed" --max-update "$PRE_UPDATES" --validate-interval-updates "$every" \
+        --seed "$seed" --max-update "$PRE_MAX_UPDATE" --validate-interval-updates "$every" \
         --save-interval-updates "$every" --keep-interval-updates 1 --validate-interval 1000000 \
         --save-interval 1000000 --best-checkpoint-metric "$metric" --save-dir "$dir" --no-epoch-checkpoints \
         --log-format simple --log-interval 100 2>&1 | tee "$dir/train.log"
@@ -308,8 +314,8 @@ genre_job() {
     local arm=$1 seed=$2 eval_langs
     eval_langs=$(genre_eval_langs)
     OMP_NUM_THREADS=1 WORK="$RUNS/genre" SUBDIR=genre RUN="$arm-s$seed" TABLE="$RUNS/genre/table.$arm.s$seed.md" \
-        LANGS="$LANGS" TRAIN_LANGS="$TRAIN_LANG" ARCH=xlm_tiny LR="$GENRE_LR" BATCH=8 MAX_UPDATE="$GENRE_UPDATES" \
-        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY=$(( GENRE_UPDATES / 3 > 0 ? GENRE_UPDATES / 3 : 1 )) \
+        LANGS="$LANGS" TRAIN_LANGS="$TRAIN_LANG" ARCH=xlm_tiny LR="$GENRE_LR" BATCH=8 MAX_UPDATE="$GENRE_MAX_UPDATE" \
+        EPOCH_SIZE=-1 MAX_EPOCH=0 VALIDATE_EVERY=$(( GENRE_MAX_UPDATE / 3 > 0 ? GENRE_MAX_UPDATE / 3 : 1 )) \
         DEVICE_FLAGS="$DEVICE_FLAGS" EXTRA="--seed $seed" PYTHON="$PYTHON" \
         bash "$ROOT/recipes/xnli.sh" --stage 3 "$OUT" "$(ckpt "$arm" "$seed")"
     "$PYTHON" -m fairseq_xlm.cli.replicate record --out "$RESULTS/a.$arm.s$seed.tsv" --claim a --arm "$arm" \
@@ -323,10 +329,10 @@ mt_job() {
     local claim=$1 arm=$2 seed=$3 dir=$RUNS/mt-$1/$2/s$3 l1=${PAIR%-*} l2=${PAIR#*-} steps updates src tgt
     if [ "$claim" = b ]; then
         steps=(MT_STEPS="$l1-$l2,$l2-$l1" AE_STEPS= BT_STEPS=)
-        updates=$MT_UPDATES
+        updates=$MT_MAX_UPDATE
     else
-        steps=(MT_STEPS= AE_STEPS="$l1,$l2" BT_STEPS="$l1-$l2-$l1,$l2-$l1-$l2" LAMBDA_AE="0:1,$(( UMT_UPDATES / 8 + 1 )):0.1")
-        updates=$UMT_UPDATES
+        steps=(MT_STEPS= AE_STEPS="$l1,$l2" BT_STEPS="$l1-$l2-$l1,$l2-$l1-$l2" LAMBDA_AE="0:1,$(( UMT_MAX_UPDATE / 8 + 1 )):0.1")
+        updates=$UMT_MAX_UPDATE
     fi
     mkdir -p "$dir"
     env "${steps[@]}" PYTHON="$PYTHON" USER_DIR="$USER_DIR" DATABIN="$OUT" SAVE="$dir" PRETRAINED="$(ckpt "$arm" "$seed")" \
@@ -433,10 +439,10 @@ run_stage() {
 }
 data_and_plan() { data; plan; }
 run_stage 1 "data: shared BPE ($VOCAB), binarize, classification labels" data_and_plan
-run_stage 2 "pretraining: $PRE_UPDATES updates per arm and seed" pretraining
-run_stage 3 "(a) classification: $GENRE_UPDATES updates on $TRAIN_LANG" downstream a
-run_stage 4 "(b) supervised MT: $MT_UPDATES updates" downstream b
-run_stage 5 "(c) unsupervised MT: $UMT_UPDATES updates" downstream c
+run_stage 2 "pretraining: $PRE_MAX_UPDATE updates per arm and seed" pretraining
+run_stage 3 "(a) classification: $GENRE_MAX_UPDATE updates on $TRAIN_LANG" downstream a
+run_stage 4 "(b) supervised MT: $MT_MAX_UPDATE updates" downstream b
+run_stage 5 "(c) unsupervised MT: $UMT_MAX_UPDATE updates" downstream c
 run_stage 6 "(d) perplexity of $LOW on its test text, (e) retrieval P@1" perplexity
 run_stage 7 "report" report
 if [ "$stop_stage" -ge 7 ] && [ -f "$OUT/REPLICATION.md" ]; then

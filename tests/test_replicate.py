@@ -208,7 +208,7 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path):
     env = dict(os.environ, SMOKE="1", OUT=str(tmp_path / "s"), PYTHON=sys.executable)
     for extra, message in (({"PAIR": "en-fr"}, "fr is not in LANGS"), ({"LOW": "xx"}, "LOW=xx is not in LANGS"),
                            ({"SEEDS": "1,a", "SMOKE_SEEDS": "1,a"}, "SEEDS=1,a"),
-                           ({"PRE_UPDATES": "many"}, "not a positive integer")):
+                           ({"PRE_MAX_UPDATE": "many"}, "not a positive integer")):
         proc, _ = run_recipe(dict(env, **extra), timeout=30)
         assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)
     proc, _ = run_recipe(env, str(tmp_path / "missing"), timeout=30)
