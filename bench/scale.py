@@ -4,7 +4,10 @@ with ``fairseq-train --task xlm_pretrain --arch xlm_tiny``.
 Each point is a data-bin of Zipf-sized languages (language k holds a share ∝ 1/k of the sentences; sentence
 lengths uniform in 5..62 tokens with their ``</s>``, mean 34, uint16 tokens; pairs 5..39 tokens a side). The
 ``.idx`` files are real (sizes and pointers of every sentence, what fairseq's loader reads); the ``.bin`` files are
-sparse (all tokens 0, no disk used): the data path reads a ``.bin`` only where a batch lands. Per point:
+sparse (all tokens 0, no disk used): the data path reads a ``.bin`` only where a batch lands. Each folder
+gets the ``manifest.json`` that prepare writes (``cli.verify --write-manifest``; built once, with the data);
+``--no-manifest`` measures a plain fairseq-preprocess data-bin instead, whose every index and token is read once
+at load (the check that stands in for a manifest). Per point:
 
   * to first update   a whole ``fairseq-train --max-update 1`` process, start to exit (imports, model,
                       data, the first update; no checkpoint, no validation)
@@ -98,6 +101,7 @@ def build(name: str, work: str) -> str:
     folder = os.path.join(work, name)
     done = os.path.join(folder, "DONE")
     if os.path.exists(done):
+        write_manifest(folder)
         return folder
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "dict.txt"), "w") as f:
@@ -114,7 +118,24 @@ def build(name: str, work: str) -> str:
                                  np.random.default_rng(int(l2[1:])), 5, 40)
     with open(done, "w") as f:
         json.dump({"sentences": int(counts.sum()), "pairs": pairs, "tokens": tokens}, f)
+    write_manifest(folder)
     return folder
+
+
+def write_manifest(folder: str) -> None:
+    """The manifest.json prepare would write (sizes, sha256, largest id): with it a task's load reads index
+    headers only; without one it reads every index and token once (``--no-manifest`` measures that)."""
+    if not os.path.exists(os.path.join(folder, "manifest.json")):
+        from fairseq_xlm.cli import verify
+
+        verify.write_manifest(folder)
+
+
+def drop_manifest(data: str) -> None:
+    for folder in dict.fromkeys(data.split(os.pathsep)):
+        path = os.path.join(folder, "manifest.json")
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def train_args(data: str, n_langs: int, pairs: int, user_dir: str):
@@ -184,6 +205,9 @@ def main():
     parser.add_argument("--code", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         help="comma-separated checkouts to measure, alternated point by point (each one's "
                              "fairseq_xlm is the --user-dir)")
+    parser.add_argument("--no-manifest", action="store_true",
+                        help="measure data-bins without manifest.json (a plain fairseq-preprocess output): every "
+                             "split's index and tokens are read once at load")
     parser.add_argument("--child", choices=["data", "train"], help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -200,6 +224,8 @@ def main():
     for name in args.points.split(","):
         n_langs, _, pairs, shards = POINTS[name]
         data = build(name, args.work)
+        if args.no_manifest:
+            drop_manifest(data)
         with open(os.path.join(data.split(os.pathsep)[0], "DONE")) as f:
             info = json.load(f)
         for code in codes:

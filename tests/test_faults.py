@@ -314,6 +314,27 @@ def test_verify_finds_a_file_corrupted_in_place(databin, capsys):
     assert f"error: {databin / 'train.es.bin'}: sha256 differs" in capsys.readouterr().out
 
 
+def test_verify_writes_the_manifest_of_a_plain_data_bin(databin, capsys):
+    """--write-manifest on a data-bin without one checks it and records what prepare would have."""
+    import json
+
+    from fairseq_xlm.cli import verify
+
+    written_by_prepare = json.loads((databin / "manifest.json").read_text())
+    (databin / "manifest.json").unlink()
+    assert verify.main([str(databin), "--write-manifest"]) == 0
+    ours = json.loads((databin / "manifest.json").read_text())
+    for key in ("files", "dictionary", "spm_model", "langs", "pairs"):
+        assert ours[key] == written_by_prepare[key], key
+    with pytest.raises(SystemExit, match="exists already"):
+        verify.main([str(databin), "--write-manifest"])
+    (databin / "manifest.json").unlink()
+    _flip(databin / "train.es.bin", 1)  # the high byte of a uint16 id: outside the dictionary
+    with pytest.raises(SystemExit, match=r"train\.es\.bin: token id \d+ is outside the dictionary"):
+        verify.main([str(databin), "--write-manifest"])
+    assert not (databin / "manifest.json").exists()
+
+
 # ---------------------------------------------------------------- prepare killed mid-stage
 
 
