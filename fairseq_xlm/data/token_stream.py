@@ -89,12 +89,11 @@ class SentenceDataset(SizedDataset):
     def _index(self):
         if self._arrays is None:
             n, path = self.stream.sentences, self.stream.prefix + ".idx"
-            head = HEADER_BYTES
-            expected = head + 12 * n
+            expected = HEADER_BYTES + 12 * n
             if os.path.getsize(path) < expected:
                 raise ValueError(f"{path}: truncated ({os.path.getsize(path)} bytes, {n} sentences need {expected})")
-            self._arrays = (np.memmap(path, dtype=np.int32, mode="r", offset=head, shape=(n,)),
-                            np.memmap(path, dtype=np.int64, mode="r", offset=head + 4 * n, shape=(n,)))
+            self._arrays = (np.memmap(path, dtype=np.int32, mode="r", offset=HEADER_BYTES, shape=(n,)),
+                            np.memmap(path, dtype=np.int64, mode="r", offset=HEADER_BYTES + 4 * n, shape=(n,)))
         return self._arrays
 
     @property
