@@ -95,7 +95,6 @@ def evaluate_retrieval(checkpoint: str, data: str, src: str, tgt: str, split: st
     or ``xlm_mt`` checkpoint trained on the data-bin ``data``), both directions; ``max_sentences``: the first N
     pairs only (0 = all). Returns {"src", "tgt", "n", "p_at_1_src_tgt", "p_at_1_tgt_src"}."""
     from fairseq import checkpoint_utils
-    from fairseq.data import data_utils
 
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
@@ -109,9 +108,8 @@ def evaluate_retrieval(checkpoint: str, data: str, src: str, tgt: str, split: st
         raise FileNotFoundError(f"{data}: no parallel split {split}.{src}-{tgt}.{{{src},{tgt}}}.bin (or "
                                 f"{split}.{tgt}-{src}.*) to retrieve from")
     dictionary = task.source_dictionary
-    sides = [data_utils.load_indexed_dataset(p, dictionary) for p in prefixes]
-    if len(sides[0]) != len(sides[1]):
-        raise ValueError(f"{prefixes[0]} has {len(sides[0])} sentences but {prefixes[1]} {len(sides[1])}")
+    sides = [layout.load_split(p, dictionary, data, f"{split} {lang} text") for p, lang in zip(prefixes, (src, tgt))]
+    layout.check_parallel(*sides, *prefixes)
     if max_sentences < 0:
         raise ValueError(f"--max-sentences {max_sentences}: give 0 (all) or a positive number")
     n = min(max_sentences or len(sides[0]), len(sides[0]))

@@ -15,7 +15,9 @@
 # MAX_UPDATE, SAVE_EVERY (a checkpoint every N updates, so a stopped run leaves one; only the newest is
 # kept besides checkpoint_best/last), LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn
 # per iteration with probabilities ∝ sentences**alpha; -1 = uniform draws), PYTHON, DIST_TIMEOUT /
-# HEARTBEAT_TIMEOUT (600 s, see lib/timeouts.sh). One update is one step
+# HEARTBEAT_TIMEOUT (600 s, see lib/timeouts.sh), SHARDS (a DATA_BIN written by SHARDS=N prepare_pretrain.sh
+# trains on DATA_BIN/shard0 .. shardN-1, one shard per epoch; default: every shard folder found; DATA_BIN may
+# also be a colon-joined path dir0:dir1:..., see lib/databin.sh). One update is one step
 # (one optimiser step), as the authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules
 # iterations. On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically,
 # several machines through torchrun or SLURM (see README: "Scale-out").
@@ -23,7 +25,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,8 +35,11 @@ check_recipe_env "$0"
 preset=$1 data=$2 save=$3
 shift 3
 case "$preset" in mlm|mlm_tlm|clm) ;; *) echo "unknown PRESET '$preset'" >&2; usage ;; esac
-[ -d "$data" ] || { echo "DATA_BIN '$data' is not a directory" >&2; exit 2; }
-[ -f "$data/dict.txt" ] || { echo "$data/dict.txt missing: not a data-bin from prepare_pretrain.sh" >&2; exit 2; }
+[[ "$data" == *:* ]] || [ -d "$data" ] || { echo "DATA_BIN '$data' is not a directory" >&2; exit 2; }
+source "$ROOT/recipes/lib/databin.sh"
+SHARDS=${SHARDS:-}
+data_path=$(databin_path "$data" "$SHARDS") || exit 2
+first=${data_path%%:*}   # languages and pairs are read from the first shard (validation's too)
 
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 SCALE=${SCALE:-paper}
@@ -52,7 +57,7 @@ LANG_ALPHA=${LANG_ALPHA:-0.7}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 mono_langs() {
-  for f in "$data"/train.*.bin; do
+  for f in "$first"/train.*.bin; do
     [ -e "$f" ] || continue
     name=$(basename "$f" .bin)   # train.en
     rest=${name#train.}
@@ -60,7 +65,7 @@ mono_langs() {
   done | sort -u
 }
 pairs() {
-  for f in "$data"/train.*-*.*.bin; do
+  for f in "$first"/train.*-*.*.bin; do
     [ -e "$f" ] || continue
     name=$(basename "$f" .bin)   # train.en-es.en
     pair=${name#train.}
@@ -69,24 +74,25 @@ pairs() {
 }
 
 LANGS=${LANGS:-$(mono_langs | paste -sd, -)}
-[ -n "$LANGS" ] || { echo "no monolingual train.{lang}.bin in $data" >&2; exit 2; }
+[ -n "$LANGS" ] || { echo "no monolingual train.{lang}.bin in $first" >&2; exit 2; }
 steps_flags=()
 case "$preset" in
   mlm) steps_flags=(--mlm-steps "$LANGS") ;;
   mlm_tlm)
     pair_list=$(pairs | paste -sd, -)
-    [ -n "$pair_list" ] || { echo "preset mlm_tlm: no parallel train.{l1}-{l2}.{l}.bin in $data" >&2; exit 2; }
+    [ -n "$pair_list" ] || { echo "preset mlm_tlm: no parallel train.{l1}-{l2}.{l}.bin in $first" >&2; exit 2; }
     steps_flags=(--mlm-steps "$LANGS,$pair_list") ;;
   clm) steps_flags=(--clm-steps "$LANGS") ;;
 esac
 
 user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
 echo "[pretrain] SCALE=$SCALE preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH" \
-     "max_update=$MAX_UPDATE save_every=$SAVE_EVERY -> $save"
+     "max_update=$MAX_UPDATE save_every=$SAVE_EVERY shards=$(awk -F: '{print NF}' <<< "$data_path") -> $save"
+echo "[pretrain] data: $data_path"
 saving=()
 [ "$SAVE_EVERY" -gt 0 ] && saving=(--save-interval-updates "$SAVE_EVERY" --keep-interval-updates 1)
 mkdir -p "$save"
-"$PYTHON" -m fairseq_cli.train "$data" \
+"$PYTHON" -m fairseq_cli.train "$data_path" \
   --user-dir "$user_dir" --task xlm_pretrain --criterion xlm_lm --arch "$ARCH" \
   --langs "$LANGS" "${steps_flags[@]}" --lang-sampling-alpha "$LANG_ALPHA" \
   --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size "$BATCH_SIZE" \

@@ -168,3 +168,37 @@ def test_pretrain_recipe_presets(bible_databin, tmp_path):
     bad = subprocess.run(["bash", recipe, "tlm", str(bible_databin), str(tmp_path / "x")], env=env,
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "unknown PRESET 'tlm'" in bad.stderr
+
+
+def test_recipes_prepare_and_pretrain_a_sharded_data_bin(bible_raw, tmp_path):
+    """SHARDS=2: prepare_pretrain.sh writes shard0/shard1 (read back per shard), pretrain.sh builds the
+    colon-joined data path from them and trains on shard (epoch - 1) % 2 in each epoch."""
+    from conftest import BIBLE_MONO
+
+    databin = tmp_path / "bin"
+    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, SHARDS="2")
+    base.pop("FAIRSEQ_XLM_ENV_CHECKED", None)
+    prep = subprocess.run(["bash", str(REPO / "recipes" / "prepare_pretrain.sh"), str(bible_raw)],
+                          env=dict(base, DATABIN=str(databin), LANGS="en,es", VOCAB="500", SAMPLE_LINES="2000"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert prep.returncode == 0, prep.stdout[-2000:] + prep.stderr[-2000:]
+    assert "(SHARDS=2)" in prep.stdout and "warning: SHARDS" not in prep.stderr
+    lines = {m.group(1): int(m.group(2)) for m in re.finditer(r"(shard\d)/train\.en: (\d+) lines", prep.stdout)}
+    assert sorted(lines) == ["shard0", "shard1"] and sum(lines.values()) == BIBLE_MONO["train"]
+    assert re.search(r"shard0/valid\.en: 80 lines", prep.stdout) and "shard1/valid" not in prep.stdout
+    recipe = str(REPO / "recipes" / "pretrain.sh")
+    env = dict(base, SCALE="small", BATCH_SIZE="4", TOKENS_PER_SAMPLE="64", WARMUP="1", MAX_UPDATE="6",
+               SAVE_EVERY="0", LANG_ALPHA="0.5")  # SHARDS=2 as for prepare: both read it, no warning
+    proc = subprocess.run(["bash", recipe, "mlm", str(databin), str(tmp_path / "s"), "--cpu", "--num-workers", "0",
+                           "--epoch-iterations", "1", "--disable-validation", "--log-interval", "1"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "langs=en,es" in proc.stdout and "shards=2" in proc.stdout and "warning: SHARDS" not in proc.stderr
+    assert f"[pretrain] data: {databin}/shard0:{databin}/shard1" in proc.stdout
+    read = re.findall(r"train: epoch (\d+) reads \S*/(shard\d)", proc.stdout + proc.stderr)
+    assert read[:3] == [("1", "shard0"), ("2", "shard1"), ("3", "shard0")]  # 2 MLM steps per epoch, 6 updates
+    assert re.findall(r"num_updates (\d+)", proc.stdout)[-1] == "6"
+    # SHARDS=3 names a shard that prepare did not write: one error, nothing trained
+    bad = subprocess.run(["bash", recipe, "mlm", str(databin), str(tmp_path / "x")], env=dict(env, SHARDS="3"),
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and f"'{databin}/shard2' (of {databin}) has no dict.txt" in bad.stderr

@@ -3,10 +3,13 @@ warm-up read, vectorised batch cuts equal to the authors' loop, lazy per-rank ba
 exact mid-epoch resume, and sharded data-bins rotating one shard per epoch (``prepare --shards``)."""
 
 import logging
+import json
 import os
+import pickle
 import re
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from fairseq.data.indexed_dataset import MMapIndexedDataset
 
 import fairseq_xlm  # noqa: F401
 from fairseq_xlm.cli import prepare
-from fairseq_xlm.data import layout
+from fairseq_xlm.data import layout, manifest
 from fairseq_xlm.data.schedule import cut_batches, cut_sizes, random_batches
 from fairseq_xlm.data.token_stream import BlockCosts, SentenceDataset, StreamBlockDataset, TokenStream
 from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
@@ -46,10 +49,56 @@ def test_stream_blocks_equal_fairseqs_token_blocks(bible_databin):
             assert torch.equal(ours[i], oracle[i]), (block, i)
     stream = TokenStream(prefix)
     assert stream.sentences == len(mono) and stream.tokens == int(mono.sizes.sum())
-    sentences = SentenceDataset(str(bible_databin / "train.en-es.es"))
-    oracle = MMapIndexedDataset(str(bible_databin / "train.en-es.es"))
-    np.testing.assert_array_equal(sentences.sizes, oracle.sizes)
-    assert all(torch.equal(sentences[i], oracle[i]) for i in range(len(oracle)))
+
+
+def test_every_split_opens_as_fairseqs_indexed_dataset(bible_databin):
+    """``layout.load_split`` (xlm_pretrain's pairs, unsupervised_mt, xnli, retrieval) against fairseq's loader on
+    every split of a real data-bin: the same items (values and dtype) and sizes; pickled for a data-loader
+    worker without its arrays."""
+    d = layout.load_dictionary(str(bible_databin))
+    prefixes = sorted(str(p)[: -len(".bin")] for p in bible_databin.glob("*.bin"))
+    assert len(prefixes) == 3 * 4  # train/valid/test x en, es, en-es.en, en-es.es
+    for prefix in prefixes:
+        ours = layout.load_split(prefix, d, str(bible_databin))
+        oracle = data_utils.load_indexed_dataset(prefix, d, None)
+        assert isinstance(oracle, MMapIndexedDataset) and len(ours) == len(oracle) > 0
+        np.testing.assert_array_equal(ours.sizes, oracle.sizes)
+        for i in range(len(oracle)):
+            a, b = ours[i], oracle[i]
+            assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b), (prefix, i)
+        blob = pickle.dumps(ours)
+        assert len(blob) < 1024  # the prefix, dtype and counts; the worker maps the files itself
+        copy = pickle.loads(blob)
+        np.testing.assert_array_equal(copy.sizes, oracle.sizes)
+        assert torch.equal(copy[len(copy) - 1], oracle[len(oracle) - 1])
+
+
+def _batches(task, dataset, workers, n=12):
+    itr = task.get_batch_iterator(dataset, max_tokens=400, seed=2, num_workers=workers).next_epoch_itr()
+    out = []
+    for sample in itr:
+        out.append((sample.get("step"), sample["id"].tolist(), sample["net_input"]["src_tokens"], sample["target"]))
+        if len(out) == n:
+            break
+    return out
+
+
+def test_unsupervised_mt_batches_are_the_same_from_data_loader_workers(bible_databin):
+    """Its splits (``SentenceDataset``s) reach 2 data-loader workers (the same batches as in the process), and
+    pickled, as a spawned worker would get them, they read the same sentences."""
+    from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
+
+    task = UnsupervisedMtTask.setup_task(UnsupervisedMtConfig(data=str(bible_databin), langs="en,es",
+                                                              ae_steps="en,es", mt_steps="en-es", seed=1))
+    train = task.load_dataset("train")
+    inline = _batches(task, train, 0)
+    assert len(inline) == 12 and {s for s, *_ in inline} == {"ae:en", "ae:es", "mt:en-es"}
+    for (s1, i1, x1, y1), (s2, i2, x2, y2) in zip(inline, _batches(task, train, 2), strict=True):
+        assert (s1, i1) == (s2, i2) and torch.equal(x1, x2) and torch.equal(y1, y2)
+    copy = pickle.loads(pickle.dumps(train))
+    for name in ("ae:en", "mt:en-es"):
+        a, b = train.steps[name], copy.steps[name]
+        assert all(torch.equal(a[i]["source"], b[i]["source"]) for i in range(0, len(a), 37))
 
 
 def _rchar() -> int:
@@ -57,18 +106,25 @@ def _rchar() -> int:
         return int(re.search(r"rchar: (\d+)", f.read()).group(1))
 
 
+def _sparse_split(prefix, sentences: int, length: int) -> int:
+    """A real index of ``sentences`` sentences of ``length`` uint16 tokens and a sparse .bin (every token 0, no
+    disk used); returns the .bin's bytes."""
+    sizes = np.full(sentences, length, dtype=np.int32)
+    with open(f"{prefix}.idx", "wb") as f:
+        f.write(MMapIndexedDataset.Index._HDR_MAGIC + struct.pack("<QBQ", 1, 8, sentences))  # 8: uint16
+        f.write(sizes.tobytes())
+        f.write((np.arange(sentences, dtype=np.int64) * 2 * length).tobytes())
+    with open(f"{prefix}.bin", "wb") as f:
+        f.truncate(2 * sentences * length)
+    return 2 * sentences * length
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs /proc/self/io")
 def test_opening_a_large_stream_reads_no_corpus(tmp_path):
     """A 1 GiB sparse .bin with a real index: fairseq's loader reads all of it, ours only the index header."""
     prefix = str(tmp_path / "train.xx")
-    sentences, tokens = 2**20, 2**29  # uint16 tokens: 1 GiB
-    sizes = np.full(sentences, tokens // sentences, dtype=np.int32)
-    with open(prefix + ".idx", "wb") as f:
-        f.write(MMapIndexedDataset.Index._HDR_MAGIC + struct.pack("<QBQ", 1, 8, sentences))  # 8: uint16
-        f.write(sizes.tobytes())
-        f.write((np.arange(sentences, dtype=np.int64) * 2 * (tokens // sentences)).tobytes())
-    with open(prefix + ".bin", "wb") as f:
-        f.truncate(2 * tokens)
+    tokens = 2**29  # uint16 tokens: 1 GiB
+    _sparse_split(prefix, 2**20, tokens // 2**20)
     before = _rchar()
     blocks = StreamBlockDataset(TokenStream(prefix), 256)
     assert len(blocks) == tokens // 256 and blocks[len(blocks) - 1].shape == (256,)
@@ -77,6 +133,67 @@ def test_opening_a_large_stream_reads_no_corpus(tmp_path):
     before = _rchar()
     MMapIndexedDataset(prefix)
     assert _rchar() - before >= 2 * tokens  # the oracle shows the test can fail: its warm-up reads the .bin
+
+
+def _hand_manifest(folder: Path, dictionary: Path) -> None:
+    """A manifest.json as prepare writes it, but with sizes and the largest id only (the load-time check reads
+    no more; prepare's checksums would read the whole sparse files)."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": "-"} for p in folder.glob("*.*") if p.suffix in
+             (".bin", ".idx")}
+    for name, record in files.items():
+        if name.endswith(".bin"):
+            record["max_id"] = 0
+    (folder / "manifest.json").write_text(json.dumps({
+        "format": 1, "langs": ["en", "es"], "pairs": ["en-es"], "spm_model": None, "files": files,
+        "dictionary": {"file": os.path.relpath(dictionary, folder),
+                       "sha256": manifest.sha256(str(dictionary))}}))
+
+
+@pytest.fixture(scope="module")
+def large_databin(bible_databin, tmp_path_factory):
+    """Every split xlm_pretrain, unsupervised_mt and xnli train on, 256 MiB (sparse) each, 2^16 sentences."""
+    out = tmp_path_factory.mktemp("large")
+    shutil.copy(bible_databin / "dict.txt", out / "dict.txt")
+    names = ["train.en", "train.es", "train.en-es.en", "train.en-es.es"]
+    total = sum(_sparse_split(out / name, 2**16, 2**11) for name in names)
+    (out / "xnli").mkdir()
+    (out / "xnli" / "labels.txt").write_text("a\nb\n")
+    (out / "xnli" / "train.en.label").write_text("a\n" * 2**16)
+    total += sum(_sparse_split(out / "xnli" / f"train.en.input{k}", 2**16, 2**11) for k in (0, 1))
+    _hand_manifest(out, out / "dict.txt")
+    _hand_manifest(out / "xnli", out / "dict.txt")
+    return out, total
+
+
+def _large_task(kind: str, data: Path):
+    from omegaconf import OmegaConf
+
+    from fairseq_xlm.tasks.unsupervised_mt import UnsupervisedMtConfig, UnsupervisedMtTask
+    from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
+
+    if kind == "xlm_pretrain":
+        return pretrain_task(data, tokens_per_sample=2**13, max_len=0)
+    if kind == "unsupervised_mt":
+        return UnsupervisedMtTask.setup_task(UnsupervisedMtConfig(
+            data=str(data), langs="en,es", ae_steps="en,es", bt_steps="en-es-en", mt_steps="en-es", seed=1))
+    return XlmXnliTask.setup_task(OmegaConf.structured(XlmXnliConfig(data=str(data), langs="en,es")))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs /proc/self/io")
+@pytest.mark.parametrize("kind", ["xlm_pretrain", "unsupervised_mt", "xnli"])
+def test_load_dataset_of_every_task_reads_no_corpus(large_databin, kind):
+    """A task's load_dataset on 1.5 GiB of (sparse) training data reads a few index headers and label lines,
+    not the data: fairseq's loader (the oracle) reads every .bin whole at open."""
+    data, total = large_databin
+    task = _large_task(kind, data)
+    before = _rchar()
+    task.load_dataset("train")
+    ours = _rchar() - before
+    assert len(task.datasets["train"]) > 0
+    assert ours < 2**20, ours  # xnli's labels are ~128 KiB of the text; index sizes are read as memory maps
+    before = _rchar()
+    oracle = [data_utils.load_indexed_dataset(str(data / name), None, None) for name in ("train.en", "train.es")]
+    assert _rchar() - before >= total // 3 and len(oracle[0]) == 2**16
 
 
 def test_bad_index_is_one_clear_error(tmp_path):

@@ -557,3 +557,24 @@ def test_evaluation_batches_keep_every_example(nli_data):
 
     assert seen(valid) == len(valid)
     assert seen(train) == len(train)  # training: the authors' batches (np.array_split) drop nothing either
+
+
+def test_data_loader_workers_read_the_same_examples(nli_data):
+    """The splits (``layout.load_split``: memory maps opened in the worker) reach 2 data-loader workers, and
+    pickled (a spawned worker) give the same examples."""
+    import pickle
+
+    task = _task(nli_data)
+    task.load_dataset("train")
+    train = task.dataset("train")
+
+    def batches(workers):
+        itr = task.get_batch_iterator(train, max_sentences=8, seed=3, num_workers=workers)
+        return [(b["id"].tolist(), b["net_input"]["src_tokens"], b["target"]) for b in itr.next_epoch_itr()]
+
+    inline = batches(0)
+    assert len(inline) > 1
+    for (i1, x1, y1), (i2, x2, y2) in zip(inline, batches(2), strict=True):
+        assert i1 == i2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+    copy = pickle.loads(pickle.dumps(train))
+    assert all(torch.equal(train[i]["tokens"], copy[i]["tokens"]) for i in range(len(train)))

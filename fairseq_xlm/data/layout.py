@@ -21,9 +21,10 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import Dictionary
 
 from . import manifest
+from .token_stream import SentenceDataset
 from ..errors import DataBinError
 
 MASK = "<mask>"
@@ -104,13 +105,12 @@ def check_split(prefix: str, dictionary: Dictionary, data_dir: str) -> None:
     manifest.check_split(prefix, os.path.join(data_dir, "dict.txt"), len(dictionary))
 
 
-def load_split(prefix: str, dictionary: Dictionary, data_dir: str):
-    """fairseq's indexed dataset of ``prefix`` (.bin/.idx), checked first (``check_split``)."""
+def load_split(prefix: str, dictionary: Dictionary, data_dir: str, what: str = "text") -> SentenceDataset:
+    """The sentences of ``prefix`` (.bin/.idx), checked first (``check_split``): items and sizes as fairseq's
+    ``MMapIndexedDataset``, opened from the index header only (no warm-up read of the whole files, which
+    fairseq's loader does in every process), so every task opens its splits the same cheap way."""
     check_split(prefix, dictionary, data_dir)
-    dataset = data_utils.load_indexed_dataset(prefix, dictionary, None)
-    if dataset is None:
-        raise DataBinError(f"{prefix}.bin: fairseq could not open it (unknown dataset format)")
-    return dataset
+    return SentenceDataset(prefix, what)
 
 
 def check_parallel(src, tgt, src_prefix: str, tgt_prefix: str) -> None:

@@ -19,22 +19,17 @@ import hashlib
 import json
 import logging
 import os
-import struct
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import DataBinError
+from .token_stream import HEADER_BYTES, read_index_header
 
 logger = logging.getLogger("fairseq_xlm.data.manifest")
 
 NAME = "manifest.json"
 FORMAT = 1
-# fairseq 0.12's MMapIndexedDataset index: magic, version <Q, dtype code <B, length <Q, then int32 sizes
-# and int64 byte pointers (fairseq/data/indexed_dataset.py).
-MMAP_MAGIC = b"MMIDIDX\x00\x00"
-HEADER = len(MMAP_MAGIC) + 8 + 1 + 8
-DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16, 9: np.uint32, 10: np.uint64}
 
 
 def sha256(path: str) -> str:
@@ -59,33 +54,24 @@ def cached_sha256(path: str) -> str:
 # ---------------------------------------------------------------- index structure and token ids
 
 
-def read_index(prefix: str) -> Tuple[type, np.ndarray, np.ndarray]:
+def read_index(prefix: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
     """(dtype, sizes, pointers) of ``prefix.idx``, checked against itself and ``prefix.bin``'s size."""
     idx, bin_path = prefix + ".idx", prefix + ".bin"
     for path in (idx, bin_path):
         if not os.path.isfile(path):
             raise DataBinError(f"{path}: missing (each split needs both .bin and .idx)")
-    data = np.memmap(idx, dtype=np.uint8, mode="r") if os.path.getsize(idx) else np.zeros(0, np.uint8)
-    if len(data) < HEADER or bytes(data[: len(MMAP_MAGIC)]) != MMAP_MAGIC:
-        raise DataBinError(f"{idx}: not a fairseq mmap index (truncated to {len(data)} bytes or another format)")
-    version, code, n = struct.unpack("<QBQ", bytes(data[len(MMAP_MAGIC): HEADER]))
-    if version != 1 or code not in DTYPES:
-        raise DataBinError(f"{idx}: corrupted header (version {version}, dtype code {code})")
-    expected = HEADER + n * 12
-    if len(data) != expected:
-        raise DataBinError(f"{idx}: {len(data)} bytes, but its header says {n} sentences ({expected} bytes): "
-                           f"truncated or corrupted")
-    sizes = np.frombuffer(data, dtype=np.int32, count=n, offset=HEADER)
-    pointers = np.frombuffer(data, dtype=np.int64, count=n, offset=HEADER + 4 * n)
-    itemsize = np.dtype(DTYPES[code]).itemsize
-    ends = np.cumsum(sizes.astype(np.int64)) * itemsize
+    dtype, n = _header(prefix)
+    data = np.memmap(idx, dtype=np.uint8, mode="r")
+    sizes = np.frombuffer(data, dtype=np.int32, count=n, offset=HEADER_BYTES)
+    pointers = np.frombuffer(data, dtype=np.int64, count=n, offset=HEADER_BYTES + 4 * n)
+    ends = np.cumsum(sizes.astype(np.int64)) * dtype.itemsize
     if (sizes < 0).any() or (n and (pointers[0] != 0 or (pointers[1:] != ends[:-1]).any())):
         raise DataBinError(f"{idx}: corrupted (sentence sizes and offsets disagree)")
     total = int(ends[-1]) if n else 0
     if os.path.getsize(bin_path) != total:
         raise DataBinError(f"{bin_path}: {os.path.getsize(bin_path)} bytes, but {idx} indexes {total} bytes "
                            f"({n} sentences): truncated, or .bin and .idx of different data")
-    return DTYPES[code], sizes, pointers
+    return dtype, sizes, pointers
 
 
 def token_range(prefix: str) -> Tuple[int, int]:
@@ -189,7 +175,7 @@ def check_split(prefix: str, dictionary_file: str, vocab_size: int) -> None:
             raise DataBinError(f"{path}: {os.path.getsize(path)} bytes, but {NAME} says {record['bytes']}: "
                                f"truncated or replaced since prepare (python -m fairseq_xlm.cli.verify {folder})")
     if listed:  # cheap: the header and the sizes; the arrays and checksums are verify's (reads everything)
-        sentences = _header_sentences(prefix)
+        sentences = _header(prefix)[1]
         lo, hi = 0, manifest["files"][f"{base}.bin"].get("max_id", -1)
     else:  # no record to hold the files to: read the index arrays and the tokens once
         sentences = len(read_index(prefix)[1])
@@ -201,19 +187,18 @@ def check_split(prefix: str, dictionary_file: str, vocab_size: int) -> None:
         raise DataBinError(f"{prefix}.bin: empty (no sentences)")
 
 
-def _header_sentences(prefix: str) -> int:
-    """The sentence count of ``prefix.idx``'s header, checked against the file's size (no array is read)."""
-    from .token_stream import read_index_header
-
+def _header(prefix: str) -> Tuple[np.dtype, int]:
+    """(dtype, sentences) of ``prefix.idx``'s header (``token_stream.read_index_header``, the one parser),
+    checked against the file's size; no array is read."""
     idx = prefix + ".idx"
     try:
-        _, sentences = read_index_header(prefix)
+        dtype, sentences = read_index_header(prefix)
     except ValueError as err:
         raise DataBinError(str(err)) from None
-    if os.path.getsize(idx) != HEADER + 12 * sentences:
+    if os.path.getsize(idx) != HEADER_BYTES + 12 * sentences:
         raise DataBinError(f"{idx}: {os.path.getsize(idx)} bytes, but its header says {sentences} sentences "
-                           f"({HEADER + 12 * sentences} bytes): truncated or corrupted")
-    return sentences
+                           f"({HEADER_BYTES + 12 * sentences} bytes): truncated or corrupted")
+    return dtype, sentences
 
 
 def verify(folder: str) -> Tuple[int, List[str]]:

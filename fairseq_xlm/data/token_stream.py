@@ -24,17 +24,21 @@ from fairseq.data.indexed_dataset import MMapIndexedDataset, _code_to_dtype
 from .lm_datasets import SizedDataset
 
 _MAGIC = MMapIndexedDataset.Index._HDR_MAGIC
+# fairseq 0.12's mmap index: magic, version <Q, dtype code <B, sentences <Q, then int32 sizes and int64 byte
+# pointers (fairseq/data/indexed_dataset.py); 12 bytes per sentence after this header.
+HEADER_BYTES = len(_MAGIC) + 8 + 1 + 8
 
 
 def read_index_header(prefix: str):
-    """(dtype, sentences) from ``prefix.idx`` without reading its arrays; one clear error for a bad file."""
+    """(dtype, sentences) from ``prefix.idx`` without reading its arrays; one clear error for a bad file.
+    The one parser of the header (``manifest`` checks files with it too)."""
     path = prefix + ".idx"
     try:
         with open(path, "rb") as f:
-            head = f.read(len(_MAGIC) + 8 + 1 + 8)
+            head = f.read(HEADER_BYTES)
     except OSError as e:
         raise ValueError(f"{path}: cannot read the index ({e.strerror})") from None
-    if len(head) < len(_MAGIC) + 17 or head[: len(_MAGIC)] != _MAGIC:
+    if len(head) < HEADER_BYTES or head[: len(_MAGIC)] != _MAGIC:
         raise ValueError(f"{path}: not a fairseq mmap index (binarize with --dataset-impl mmap)")
     (version,) = struct.unpack("<Q", head[len(_MAGIC):len(_MAGIC) + 8])
     code = head[len(_MAGIC) + 8]
@@ -85,12 +89,11 @@ class SentenceDataset(SizedDataset):
     def _index(self):
         if self._arrays is None:
             n, path = self.stream.sentences, self.stream.prefix + ".idx"
-            head = len(_MAGIC) + 17
-            expected = head + 12 * n
+            expected = HEADER_BYTES + 12 * n
             if os.path.getsize(path) < expected:
                 raise ValueError(f"{path}: truncated ({os.path.getsize(path)} bytes, {n} sentences need {expected})")
-            self._arrays = (np.memmap(path, dtype=np.int32, mode="r", offset=head, shape=(n,)),
-                            np.memmap(path, dtype=np.int64, mode="r", offset=head + 4 * n, shape=(n,)))
+            self._arrays = (np.memmap(path, dtype=np.int32, mode="r", offset=HEADER_BYTES, shape=(n,)),
+                            np.memmap(path, dtype=np.int64, mode="r", offset=HEADER_BYTES + 4 * n, shape=(n,)))
         return self._arrays
 
     @property

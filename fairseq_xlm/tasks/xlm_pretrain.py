@@ -26,7 +26,7 @@ from ..data import layout
 from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDataset, XlmMaskDataset, collate_lm
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
-from ..data.token_stream import SentenceDataset, StreamBlockDataset, TokenStream
+from ..data.token_stream import StreamBlockDataset, TokenStream
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
 from .scheduled import ScheduleConfig, ScheduledStepsTask
@@ -150,9 +150,7 @@ class XlmPretrainTask(ScheduledStepsTask):
             sides = [layout.para_prefix(data_dir, split, l1, l2, lang) for lang in (l1, l2)]
             if None in sides:
                 raise self._missing(data_dir, split, f"parallel data for '{l1}-{l2}'")
-            for p in sides:
-                layout.check_split(p, d, data_dir)
-            src, tgt = (SentenceDataset(p, f"parallel {l1}-{l2} text") for p in sides)
+            src, tgt = (layout.load_split(p, d, data_dir, f"parallel {l1}-{l2} text") for p in sides)
             layout.check_parallel(src, tgt, *sides)
             base, sentences = TlmPairDataset(src, tgt, ids[l1], ids[l2], d.eos()), len(src)
             costs = base.sizes
