@@ -1,5 +1,6 @@
 """The CPU training fast paths against their references: explicit attention vs SDPA, the cheap dropout mask
-vs the Bernoulli law, the last layer at predicted rows only vs the full model."""
+vs the Bernoulli law, the last layer at predicted rows only vs the full model, the tied output layer vs
+F.linear."""
 
 import math
 
@@ -11,6 +12,7 @@ import fairseq_xlm  # noqa: F401
 from fairseq_xlm.models.dropout import drop_mask, dropout
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import attention_mask, explicit_attention
+from fairseq_xlm.models.tied_output import tied_output
 from test_model import dictionary  # noqa: F401  (the fixture)
 
 
@@ -124,3 +126,48 @@ def test_last_layer_at_predicted_rows_equals_the_full_model_with_gradients(dicti
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def tied_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 50, (4, 6), generator=g)
+    x = torch.randn(4, 6, 16, generator=g)
+    w = torch.randn(50, 16, generator=g).requires_grad_()
+    b = torch.randn(50, generator=g).requires_grad_()
+    return tokens, x, w, b
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_tied_output_equals_f_linear_with_gradients(bf16):
+    """Values and the gradients of input, weight (tied with an embedding, as in the model) and bias equal
+    F.linear's, in fp32 and under bf16 autocast (where both compute in bf16)."""
+    results = []
+    for layer in (F.linear, tied_output):
+        tokens, x, w, b = tied_inputs()
+        x.requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = layer(x + F.embedding(tokens, w), w, b)
+        grads = torch.autograd.grad(out.float().pow(2).sum(), (x, w, b))
+        results.append((out, grads))
+    (ref, ref_grads), (out, grads) = results
+    assert out.dtype == ref.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == want.dtype and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_tied_output_weight_gradient_is_accumulated_in_place():
+    """The embedding's gradient is added into the output layer's (add_), not into a new (V, C) tensor, the
+    cost F.linear's transposed gradient brings (checked against F.linear, which does allocate)."""
+    from torch.profiler import profile
+
+    def weight_adds(layer):
+        tokens, x, w, b = tied_inputs()
+        with profile(record_shapes=True) as prof:
+            layer(x + F.embedding(tokens, w), w, b).sum().backward()
+        return sorted(e.name for e in prof.events() if e.name in ("aten::add", "aten::add_")
+                      and e.input_shapes and list(e.input_shapes[0]) == [50, 16])
+
+    assert weight_adds(F.linear) == ["aten::add"]
+    assert weight_adds(tied_output) == ["aten::add_"]
