@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fairseq_xlm  # noqa: F401
-from fairseq_xlm.models.dropout import drop_mask, dropout
+from fairseq_xlm.models.dropout import drop_mask, dropout, keep_mask
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import attention_mask, explicit_attention
 from fairseq_xlm.models.tied_output import tied_output
@@ -91,6 +91,17 @@ def test_drop_mask_has_the_bernoulli_law_in_every_lane():
     assert torch.equal(drop_mask(torch.Size([n]), p, torch.device("cpu")), m)
     odd = drop_mask(torch.Size([3, 5]), 0.5, torch.device("cpu"))
     assert odd.shape == (3, 5) and odd.dtype == torch.bool
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_keep_mask_is_the_complement_of_drop_mask_from_the_same_draws(dtype):
+    shape = torch.Size([3, 5, 7])
+    torch.manual_seed(3)
+    keep = keep_mask(shape, 0.3, torch.device("cpu"), dtype)
+    torch.manual_seed(3)
+    dropped = drop_mask(shape, 0.3, torch.device("cpu"))
+    assert keep.dtype == dtype and keep.shape == shape
+    assert torch.equal(keep, (~dropped).to(dtype))
 
 
 def test_dropout_scales_kept_values_and_zeroes_the_rest():

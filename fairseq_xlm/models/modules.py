@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
-from .dropout import drop_mask, dropout
+from .dropout import dropout, keep_mask
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> Tensor:
@@ -117,7 +117,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: f
     SDPA everywhere but in CPU training with attention dropout: there SDPA falls back to its plain
     ("math") path, which also computes bf16 inputs in fp32 and draws torch's costly Bernoulli mask. The
     explicit path below keeps the input dtype (bf16 under autocast: the products run at bf16 speed; the
-    softmax accumulates in fp32 inside torch's kernel), draws :func:`drop_mask`, and scales the (B, H, T, d)
+    softmax accumulates in fp32 inside torch's kernel), multiplies by :func:`keep_mask`, and scales the (B, H, T, d)
     context by 1 / (1 - p) instead of the (B, H, T, S) weights. Equal to SDPA without dropout (tested).
     """
     if dropout_p == 0.0 or q.device.type != "cpu":
@@ -136,7 +136,7 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], 
         mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril_(s - t)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(dim=-1).masked_fill(drop_mask(scores.shape, dropout_p, q.device), 0.0)
+    weights = scores.softmax(dim=-1) * keep_mask(scores.shape, dropout_p, q.device, scores.dtype)
     return torch.matmul(weights, v).mul_(1.0 / (1.0 - dropout_p))
 
 
