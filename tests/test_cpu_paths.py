@@ -117,20 +117,25 @@ def test_dropout_scales_kept_values_and_zeroes_the_rest():
     assert set(g.unique().tolist()) <= {0.0, 2.0}
 
 
-@pytest.mark.parametrize("padded", [False, True])
-def test_last_layer_at_predicted_rows_equals_the_full_model_with_gradients(dictionary, padded):
-    """Logits at masked positions (last layer run there only) equal the full model's logits gathered
-    there, and so do the gradients of every parameter."""
+@pytest.mark.parametrize("padded,causal,empty", [(False, False, False), (True, False, False), (False, True, False),
+                                                  (True, True, True), (False, False, True)])
+def test_last_layer_at_predicted_rows_equals_the_full_model_with_gradients(dictionary, padded, causal, empty):
+    """Logits at masked positions (last layer run there only, queries packed per sentence) equal the full
+    model's logits gathered there, and so do the gradients of every parameter; with padding, causal
+    attention, and a sentence without predicted rows."""
     torch.manual_seed(0)
     model = build_model("xlm_tiny", dictionary, ["en", "fr"], encoder_layers=3).eval()
     x = torch.randint(dictionary.nspecial, len(dictionary) - 1, (3, 11), generator=torch.Generator().manual_seed(2))
     if padded:
         x[1, 8:] = dictionary.pad()
     chosen = (torch.arange(33).view(3, 11) % 4 == 1) & x.ne(dictionary.pad())
+    chosen[0, 2:6] = True  # sentences with different numbers of rows
+    if empty:
+        chosen[2] = False
     langs = torch.tensor([0, 1, 0])
-    part, _ = model(x, langs=langs, masked_tokens=chosen)
+    part, _ = model(x, langs=langs, masked_tokens=chosen, causal=causal)
     part_grads = torch.autograd.grad(part.logsumexp(-1).sum(), list(model.parameters()), allow_unused=True)
-    full, _ = model(x, langs=langs)
+    full, _ = model(x, langs=langs, causal=causal)
     full_grads = torch.autograd.grad(full[chosen].logsumexp(-1).sum(), list(model.parameters()), allow_unused=True)
     torch.testing.assert_close(part, full[chosen], rtol=0, atol=1e-5)
     for a, b in zip(part_grads, full_grads):
