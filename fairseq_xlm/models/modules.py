@@ -172,8 +172,10 @@ class XlmAttention(nn.Module):
         """x: (B, T, C); kv: encoder states (B, S, C) for cross-attention; mask: see attention_mask().
 
         ``rows``: flat indices into the B * T queries, ascending (self-attention without incremental state);
-        the result is then (N, C), those rows only: see :meth:`forward_rows`."""
-        if rows is not None:
+        the result is then (N, C), those rows only. On the CPU only their queries are computed (see
+        :meth:`forward_rows`, which reads the rows on the host); elsewhere, without a host sync, every query
+        is and the output projection runs on the rows alone."""
+        if rows is not None and x.device.type == "cpu":
             return self.forward_rows(x, mask, rows, is_causal)
         b, t, c = x.shape
         q = self._split(self.q_proj(x))
@@ -189,6 +191,8 @@ class XlmAttention(nn.Module):
         if incremental_state is not None:
             self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
         out = attend(q, k, v, mask, self.dropout if self.training else 0.0, is_causal)
+        if rows is not None:
+            return self.out_proj(out.transpose(1, 2).reshape(b * t, c).index_select(0, rows))
         return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
 
     def forward_rows(self, x: Tensor, mask: Optional[Tensor], rows: Tensor, is_causal: bool) -> Tensor:

@@ -9,6 +9,7 @@ The products are the ones ``F.linear`` computes; under autocast they run in auto
 ``F.linear``'s would, and the casts of ``x`` and ``W`` made in the forward are kept for the backward.
 """
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -19,11 +20,12 @@ class _TiedOutput(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         device = x.device.type
-        if torch.is_autocast_enabled(device):
+        autocast = torch.amp.is_autocast_available(device)  # not on e.g. the meta device
+        if autocast and torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
-        with torch.autocast(device, enabled=False):
+        with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
             out = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
