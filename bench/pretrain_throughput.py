@@ -33,27 +33,31 @@ VOCAB, DIM, LAYERS, HEADS, FFN, BATCH, LENGTH, P = 32000, 512, 6, 8, 2048, 8, 25
 XLM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "anchors", "xlm-authors")
 
 
-def matmul_peak_gflops(n=2048, reps=5, rounds=5, dtype=torch.float32) -> float:
-    """Best of several rounds of square matmuls: this machine's attainable FLOP rate in ``dtype``."""
+def matmul_peak_gflops(n=2048, reps=5, rounds=5, dtype=torch.float32, clock=time.perf_counter) -> float:
+    """Best of several rounds of square matmuls: this machine's attainable FLOP rate in ``dtype`` (per
+    second of ``clock``: wall time, or CPU time as the steps with --cpu-time)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = 0.0
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(reps):
             torch.mm(a, b)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+        best = max(best, 2 * n**3 * reps / (clock() - start) / 1e9)
     return best
 
 
-def step_flops(predicted: int, full_logits: bool, last_layer_rows: bool = False) -> float:
+def step_flops(predicted: int, full_logits: bool, slots: int = 0) -> float:
     """Matmul FLOPs of one training step as a model computes it (backward = 2x forward).
 
-    ``full_logits``: the output layer at every position (HF); ``last_layer_rows``: the last layer's output
-    projection and FFN only at predicted positions (fairseq_xlm; its keys, values and queries at all)."""
+    ``full_logits``: the output layer at every position (HF); ``slots`` > 0: the last layer's queries,
+    attention, output projection and FFN only at predicted positions, attention over ``slots`` packed query
+    rows (fairseq_xlm: ``BATCH`` x the most predicted positions of one sentence; keys and values at all)."""
     tokens = BATCH * LENGTH
     per_token = LAYERS * (4 * DIM * DIM + 2 * DIM * FFN + 2 * LENGTH * DIM)
-    skipped = (tokens - predicted) * (DIM * DIM + 2 * DIM * FFN) if last_layer_rows else 0
+    skipped = 0
+    if slots:
+        skipped = (tokens - predicted) * (2 * DIM * DIM + 2 * DIM * FFN) + (tokens - slots) * 2 * LENGTH * DIM
     out_rows = tokens if full_logits else predicted
     return 3 * 2 * (tokens * per_token - skipped + out_rows * VOCAB * DIM)
 
@@ -183,6 +187,8 @@ def main():
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast runs (CPUs with native bf16)")
     parser.add_argument("--xlm-src", default=XLM_SRC, help="the authors' code (a folder holding xlm/)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time steps by this process's CPU time (use with --threads 1 on a shared machine)")
     parser.add_argument("--peak-memory-of", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -198,10 +204,11 @@ def main():
         notes.append(f"authors' row left out: no xlm/ under {args.xlm_src}")
         del systems["authors' XLM"]
     torch.manual_seed(0)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     precisions = ["fp32", "bf16"] if args.bf16 else ["fp32"]
-    peaks = {"fp32": matmul_peak_gflops()}
+    peaks = {"fp32": matmul_peak_gflops(clock=clock)}
     if args.bf16:
-        peaks["bf16"] = matmul_peak_gflops(dtype=torch.bfloat16)
+        peaks["bf16"] = matmul_peak_gflops(dtype=torch.bfloat16, clock=clock)
     batch = make_batch()
     runs = {}
     for name, factory in systems.items():
@@ -213,35 +220,43 @@ def main():
             train_step(model, loss_fn, opt, batch, prec == "bf16")
     for _ in range(args.steps):
         for (_name, prec), (model, loss_fn, opt, times) in runs.items():
-            start = time.perf_counter()
+            start = clock()
             train_step(model, loss_fn, opt, batch, prec == "bf16")
-            times.append(time.perf_counter() - start)
-    peaks["fp32"] = max(peaks["fp32"], matmul_peak_gflops())
+            times.append(clock() - start)
+    peaks["fp32"] = max(peaks["fp32"], matmul_peak_gflops(clock=clock))
     if args.bf16:
-        peaks["bf16"] = max(peaks["bf16"], matmul_peak_gflops(dtype=torch.bfloat16))
+        peaks["bf16"] = max(peaks["bf16"], matmul_peak_gflops(dtype=torch.bfloat16, clock=clock))
     memory = {key: None if args.no_memory else peak_memory(key[0], key[1] == "bf16", args) for key in runs}
 
     tokens = BATCH * LENGTH
     predicted = int(batch[2].sum())
+    slots = BATCH * int(batch[2].sum(1).max())  # fairseq_xlm's packed query rows in its last layer
     med = {key: statistics.median(r[3]) for key, r in runs.items()}
     print(f"MLM step, {BATCH}x{LENGTH} tokens ({predicted} predicted), vocab {VOCAB}, d={DIM}, {LAYERS} layers, "
-          f"{HEADS} heads, dropout 0.1, {torch.get_num_threads()} threads, median of {args.steps} alternated steps; "
+          f"{HEADS} heads, dropout 0.1, {torch.get_num_threads()} threads, median of {args.steps} alternated steps "
+          f"({'CPU' if args.cpu_time else 'wall'} time); "
           + ", ".join(f"{p} matmul peak {g:.0f} GFLOP/s" for p, g in peaks.items()) + "\n")
     print("| model | precision | step (s) | tokens/s | vs HF | vs authors | GFLOP per step | share of matmul peak "
           "| peak step memory (MB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (name, prec), t in med.items():
-        flops = step_flops(predicted, full_logits=name in FULL_LOGITS, last_layer_rows=name == "fairseq_xlm")
+        flops = step_flops(predicted, full_logits=name in FULL_LOGITS, slots=slots if name == "fairseq_xlm" else 0)
         hf_t, au_t = med.get(("HF XLMWithLMHeadModel", prec)), med.get(("authors' XLM", prec))
         mem = memory[name, prec]
         print(f"| {name} | {prec}{' autocast' if prec == 'bf16' else ''} | {t:.3f} | {tokens / t:,.0f} | "
               f"{hf_t / t:.2f}x | {'-' if au_t is None else f'{au_t / t:.2f}x'} | {flops / 1e9:.0f} | "
               f"{100 * flops / t / 1e9 / peaks[prec]:.0f} % | {'-' if mem is None else f'{mem:,.0f}'} |")
-    bound = step_flops(predicted, True) / step_flops(predicted, False, True)
+    ours_flops = step_flops(predicted, False, slots)
+    bound = step_flops(predicted, True) / ours_flops
     print(f"\nAt equal FLOP rates fairseq_xlm would be {bound:.2f}x HF and "
-          f"{step_flops(predicted, False) / step_flops(predicted, False, True):.2f}x the authors: computing the "
+          f"{step_flops(predicted, False) / ours_flops:.2f}x the authors: computing the "
           f"output layer (and our last layer's per-position work) only at predicted positions removes "
           f"{100 * (1 - 1 / bound):.0f}% of HF's matmul work; the rest of each ratio is efficiency.")
+    hf_rate = tokens / med[("HF XLMWithLMHeadModel", "fp32")]
+    ceiling = tokens * peaks["fp32"] * 1e9 / ours_flops
+    print(f"At this machine's fp32 matmul peak ({peaks['fp32']:.0f} GFLOP/s, every op of the step as fast as the "
+          f"square matmul) fairseq_xlm's {ours_flops / 1e9:.0f} GFLOP would take {ours_flops / peaks['fp32'] / 1e9:.3f} "
+          f"s: {ceiling:,.0f} tokens/s, {ceiling / hf_rate:.2f}x HF's measured fp32 rate.")
     for note in notes:
         print(f"Note: {note}.")
 

@@ -19,13 +19,15 @@
 # trains on DATA_BIN/shard0 .. shardN-1, one shard per epoch; default: every shard folder found; DATA_BIN may
 # also be a colon-joined path dir0:dir1:..., see lib/databin.sh). One update is one step
 # (one optimiser step), as the authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules
-# iterations. On GPUs add e.g. --bf16 (or --fp16); several GPUs of one machine are used automatically,
+# iterations. BF16=1: bf16 mixed precision (--autocast-bf16, CPUs with avx512_bf16/AMX and GPUs; see
+# lib/bf16.sh); on GPUs --fp16 works too. Several GPUs of one machine are used automatically,
 # several machines through torchrun or SLURM (see README: "Scale-out").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,6 +55,7 @@ case "$SCALE" in
   *) echo "error: SCALE=$SCALE: expected paper or small" >&2; exit 2 ;;
 esac
 LANG_ALPHA=${LANG_ALPHA:-0.7}
+BF16=${BF16:-0}
 [[ "$SAVE_EVERY" =~ ^[0-9]+$ ]] || { echo "error: SAVE_EVERY=$SAVE_EVERY: expected a number of updates" >&2; exit 2; }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -85,9 +88,11 @@ case "$preset" in
   clm) steps_flags=(--clm-steps "$LANGS") ;;
 esac
 
+bf16_flags "$@"
 user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
 echo "[pretrain] SCALE=$SCALE preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH" \
-     "max_update=$MAX_UPDATE save_every=$SAVE_EVERY shards=$(awk -F: '{print NF}' <<< "$data_path") -> $save"
+     "max_update=$MAX_UPDATE save_every=$SAVE_EVERY shards=$(awk -F: '{print NF}' <<< "$data_path")" \
+     "${BF16_FLAGS[*]:+${BF16_FLAGS[*]} }-> $save"
 echo "[pretrain] data: $data_path"
 saving=()
 [ "$SAVE_EVERY" -gt 0 ] && saving=(--save-interval-updates "$SAVE_EVERY" --keep-interval-updates 1)
@@ -99,4 +104,4 @@ mkdir -p "$save"
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
   --warmup-updates "$WARMUP" --clip-norm 5 --max-update "$MAX_UPDATE" \
   --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints ${saving[@]+"${saving[@]}"} \
-  --log-format simple --log-interval 50 "${TIMEOUT_FLAGS[@]}" "$@"
+  --log-format simple --log-interval 50 "${TIMEOUT_FLAGS[@]}" ${BF16_FLAGS[@]+"${BF16_FLAGS[@]}"} "$@"

@@ -4,7 +4,7 @@
 # back-translation on top (the paper's "+ BT" rows):
 #   recipes/supervised_mt.sh [--stage N] [--stop-stage N]
 #   BT=1 recipes/supervised_mt.sh      # MT steps + back-translation steps
-# Every variable of recipes/umt.sh applies (L1, L2, DATABIN, ARCH, PRETRAINED, MAX_UPDATE, ...).
+# Every variable of recipes/umt.sh applies (L1, L2, DATABIN, ARCH, PRETRAINED, MAX_UPDATE, BF16, ...).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

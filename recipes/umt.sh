@@ -54,6 +54,7 @@ PATIENCE=${PATIENCE:--1}               # stop after this many validations withou
 SPLIT=${SPLIT:-test}
 BEAM=${BEAM:-5}
 EXTRA=${EXTRA:-}                       # more fairseq-train flags for stage 3, e.g. "--fp16"
+BF16=${BF16:-0}                        # 1: stages 2 and 3 in bf16 mixed precision (--autocast-bf16, lib/bf16.sh)
 stage=${stage:-1}
 stop_stage=${stop_stage:-4}
 
@@ -64,6 +65,7 @@ usage() {
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 [ "$L1" != "$L2" ] || { echo "error: L1 and L2 are both $L1" >&2; exit 1; }
@@ -71,6 +73,10 @@ parse_stage_args "$@"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 MT_ARCH=xlm_mt_${ARCH#xlm_}
 PRETRAINED=${PRETRAINED:-$PRE_SAVE/checkpoint_last.pt}
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 2 ]; then
+    # shellcheck disable=SC2086  # EXTRA is a list of flags
+    bf16_flags $EXTRA
+fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: data-bin $DATABIN ($L1,$L2 monolingual; $L1-$L2 parallel for validation)"
@@ -91,7 +97,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
             --langs "$L1,$L2" --mlm-steps "$PRE_STEPS" --criterion xlm_lm --arch "$ARCH" \
             --optimizer adam --adam-betas '(0.9,0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
             --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$PRE_MAX_UPDATE" \
-            --save-dir "$PRE_SAVE" --no-epoch-checkpoints --num-workers 0 --disable-validation
+            --save-dir "$PRE_SAVE" --no-epoch-checkpoints --num-workers 0 --disable-validation \
+            ${BF16_FLAGS[@]+"${BF16_FLAGS[@]}"}
     fi
 fi
 
@@ -119,7 +126,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
         --warmup-updates "$WARMUP" --clip-norm 5 --max-tokens "$MAX_TOKENS" --max-update "$MAX_UPDATE" \
         --eval-bleu "${every[@]}" --best-checkpoint-metric "$BEST" --maximize-best-checkpoint-metric \
         --patience "$PATIENCE" \
-        --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 $EXTRA
+        --save-dir "$SAVE" --no-epoch-checkpoints --num-workers 0 ${BF16_FLAGS[@]+"${BF16_FLAGS[@]}"} $EXTRA
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

@@ -49,6 +49,7 @@ SWEEP_LRS=${SWEEP_LRS:-0.000005,0.000025,0.000125}
 SWEEP_BATCHES=${SWEEP_BATCHES:-4,8}
 DEVICE_FLAGS=${DEVICE_FLAGS:-}        # default: --cpu when no GPU is visible
 EXTRA=${EXTRA:-}                      # more fairseq-train flags for stage 3, e.g. "--seed 2"
+BF16=${BF16:-0}                       # 1: fine-tune in bf16 mixed precision (--autocast-bf16, lib/bf16.sh)
 RUN=${RUN:-}                          # run name: row label and checkpoint folder
 WORK=${WORK:-work/xnli}
 TABLE=${TABLE:-$WORK/table.md}
@@ -61,6 +62,7 @@ usage() {
 }
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stages.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 2 ] || usage
 DATABIN=${POSITIONAL[0]}
@@ -83,6 +85,8 @@ SAVE=$WORK/checkpoints/$RUN
 if [ -z "$DEVICE_FLAGS" ] && ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     DEVICE_FLAGS=--cpu
 fi
+# shellcheck disable=SC2086  # flag lists
+bf16_flags $DEVICE_FLAGS $EXTRA
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: raw $TASK_NAME text for $LANGS into $RAW"
@@ -146,7 +150,7 @@ finetune() {
         --epoch-size "$EPOCH_SIZE" --max-epoch "$MAX_EPOCH" --max-update "$MAX_UPDATE" --patience "$PATIENCE" \
         --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
         --save-dir "$save" --no-epoch-checkpoints --num-workers 0 --log-format simple --log-interval 10 \
-        $DEVICE_FLAGS $EXTRA 2>&1 | tee "$save/train.log"
+        $DEVICE_FLAGS ${BF16_FLAGS[@]+"${BF16_FLAGS[@]}"} $EXTRA 2>&1 | tee "$save/train.log"
     rm -f "$save"/checkpoint_[0-9]*_[0-9]*.pt
     touch "$save/finished"
 }

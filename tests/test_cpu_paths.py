@@ -1,5 +1,6 @@
 """The CPU training fast paths against their references: explicit attention vs SDPA, the cheap dropout mask
-vs the Bernoulli law, the last layer at predicted rows only vs the full model."""
+vs the Bernoulli law, the last layer at predicted rows only vs the full model, the tied output layer vs
+F.linear."""
 
 import math
 
@@ -8,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import fairseq_xlm  # noqa: F401
-from fairseq_xlm.models.dropout import drop_mask, dropout
+from fairseq_xlm.models.dropout import drop_mask, dropout, keep_mask
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import attention_mask, explicit_attention
+from fairseq_xlm.models.tied_output import tied_output
 from test_model import dictionary  # noqa: F401  (the fixture)
 
 
@@ -91,6 +93,17 @@ def test_drop_mask_has_the_bernoulli_law_in_every_lane():
     assert odd.shape == (3, 5) and odd.dtype == torch.bool
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_keep_mask_is_the_complement_of_drop_mask_from_the_same_draws(dtype):
+    shape = torch.Size([3, 5, 7])
+    torch.manual_seed(3)
+    keep = keep_mask(shape, 0.3, torch.device("cpu"), dtype)
+    torch.manual_seed(3)
+    dropped = drop_mask(shape, 0.3, torch.device("cpu"))
+    assert keep.dtype == dtype and keep.shape == shape
+    assert torch.equal(keep, (~dropped).to(dtype))
+
+
 def test_dropout_scales_kept_values_and_zeroes_the_rest():
     x = torch.rand(1000, 64) + 1.0
     torch.manual_seed(1)
@@ -104,23 +117,73 @@ def test_dropout_scales_kept_values_and_zeroes_the_rest():
     assert set(g.unique().tolist()) <= {0.0, 2.0}
 
 
-@pytest.mark.parametrize("padded", [False, True])
-def test_last_layer_at_predicted_rows_equals_the_full_model_with_gradients(dictionary, padded):
-    """Logits at masked positions (last layer run there only) equal the full model's logits gathered
-    there, and so do the gradients of every parameter."""
+@pytest.mark.parametrize("padded,causal,empty", [(False, False, False), (True, False, False), (False, True, False),
+                                                  (True, True, True), (False, False, True)])
+def test_last_layer_at_predicted_rows_equals_the_full_model_with_gradients(dictionary, padded, causal, empty):
+    """Logits at masked positions (last layer run there only, queries packed per sentence) equal the full
+    model's logits gathered there, and so do the gradients of every parameter; with padding, causal
+    attention, and a sentence without predicted rows."""
     torch.manual_seed(0)
     model = build_model("xlm_tiny", dictionary, ["en", "fr"], encoder_layers=3).eval()
     x = torch.randint(dictionary.nspecial, len(dictionary) - 1, (3, 11), generator=torch.Generator().manual_seed(2))
     if padded:
         x[1, 8:] = dictionary.pad()
     chosen = (torch.arange(33).view(3, 11) % 4 == 1) & x.ne(dictionary.pad())
+    chosen[0, 2:6] = True  # sentences with different numbers of rows
+    if empty:
+        chosen[2] = False
     langs = torch.tensor([0, 1, 0])
-    part, _ = model(x, langs=langs, masked_tokens=chosen)
+    part, _ = model(x, langs=langs, masked_tokens=chosen, causal=causal)
     part_grads = torch.autograd.grad(part.logsumexp(-1).sum(), list(model.parameters()), allow_unused=True)
-    full, _ = model(x, langs=langs)
+    full, _ = model(x, langs=langs, causal=causal)
     full_grads = torch.autograd.grad(full[chosen].logsumexp(-1).sum(), list(model.parameters()), allow_unused=True)
     torch.testing.assert_close(part, full[chosen], rtol=0, atol=1e-5)
     for a, b in zip(part_grads, full_grads):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def tied_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 50, (4, 6), generator=g)
+    x = torch.randn(4, 6, 16, generator=g)
+    w = torch.randn(50, 16, generator=g).requires_grad_()
+    b = torch.randn(50, generator=g).requires_grad_()
+    return tokens, x, w, b
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_tied_output_equals_f_linear_with_gradients(bf16):
+    """Values and the gradients of input, weight (tied with an embedding, as in the model) and bias equal
+    F.linear's, in fp32 and under bf16 autocast (where both compute in bf16)."""
+    results = []
+    for layer in (F.linear, tied_output):
+        tokens, x, w, b = tied_inputs()
+        x.requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = layer(x + F.embedding(tokens, w), w, b)
+        grads = torch.autograd.grad(out.float().pow(2).sum(), (x, w, b))
+        results.append((out, grads))
+    (ref, ref_grads), (out, grads) = results
+    assert out.dtype == ref.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == want.dtype and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_tied_output_weight_gradient_is_accumulated_in_place():
+    """The embedding's gradient is added into the output layer's (add_), not into a new (V, C) tensor, the
+    cost F.linear's transposed gradient brings (checked against F.linear, which does allocate)."""
+    from torch.profiler import profile
+
+    def weight_adds(layer):
+        tokens, x, w, b = tied_inputs()
+        with profile(record_shapes=True) as prof:
+            layer(x + F.embedding(tokens, w), w, b).sum().backward()
+        return sorted(e.name for e in prof.events() if e.name in ("aten::add", "aten::add_")
+                      and e.input_shapes and list(e.input_shapes[0]) == [50, 16])
+
+    assert weight_adds(F.linear) == ["aten::add"]
+    assert weight_adds(tied_output) == ["aten::add_"]

@@ -238,6 +238,20 @@ def test_virtual_device_computes_what_the_cpu_computes(models, dictionary):
     torch.testing.assert_close(out.elem, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_logits_at_predicted_rows_on_a_device_equal_the_cpu_path(models, dictionary, causal):
+    """Off the CPU the last layer computes every query (no host read); on the CPU only the predicted rows'
+    (packed per sentence): the same logits."""
+    x = tokens(dictionary, padded=True)
+    chosen = x.ne(dictionary.pad()) & (torch.arange(x.numel()).view(x.shape) % 3 == 0)
+    model = evaluated(models)["enc"]
+    ref, _ = model(x, causal=causal, masked_tokens=chosen)
+    with VirtualDevice() as dev:
+        out, _ = copy.deepcopy(model).to(dev.device)(x.to(dev.device), causal=causal,
+                                                     masked_tokens=chosen.to(dev.device))
+    torch.testing.assert_close(out.elem, ref, rtol=1e-5, atol=1e-5)
+
+
 def model_syncs(dev):
     return [(op, line) for op, line in dev.syncs if line.startswith(MODELS_DIR + os.sep)]
 

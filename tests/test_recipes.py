@@ -69,3 +69,87 @@ def test_renamed_variables_keep_working_with_a_warning():
     assert umt.returncode == 0, umt.stderr
     assert "PRE_UPDATES is renamed PRE_MAX_UPDATE (one name across recipes); using PRE_MAX_UPDATE=3" in umt.stderr
     assert "BATCH_SIZE is set but umt.sh does not read it (read by pretrain.sh)" in umt.stderr
+
+
+def fake_python(tmp_path: Path, cuda: bool = False) -> Path:
+    """A PYTHON for the recipes that records fairseq-train's arguments (one per line, ==END== after each run)
+    instead of training, answers the recipes' GPU and user-dir questions, and runs anything else for real."""
+    import sys
+
+    script = tmp_path / "python"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = -m ] && [ "$2" = fairseq_cli.train ]; then printf "%s\\n" "${@:3}" "==END==" >> "$ARGS_OUT"; exit 0; fi\n'
+        f'if [ "$1" = -c ] && [[ "$2" == *cuda.is_available* ]]; then exit {0 if cuda else 1}; fi\n'
+        f'if [ "$1" = -c ] && [[ "$2" == *userdir* ]]; then echo {REPO / "fairseq_xlm"}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def run_recipe(tmp_path: Path, args, env: dict, cuda: bool = False):
+    """(process, fairseq-train's argument lists) of one recipe run with fake_python."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("FAIRSEQ_XLM_ENV_CHECKED", "BF16")}
+    out = tmp_path / "train-args.txt"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**clean, "PYTHON": str(fake_python(tmp_path, cuda)), "ARGS_OUT": str(out), **env})
+    runs = out.read_text().split("==END==\n")[:-1] if out.exists() else []
+    return proc, [run.split("\n")[:-1] for run in runs]
+
+
+@pytest.fixture
+def cpuinfo(tmp_path):
+    def write(flags: str) -> str:
+        path = tmp_path / f"cpuinfo-{len(flags)}"
+        path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        return str(path)
+    return write
+
+
+def test_bf16_reaches_fairseq_train_in_every_training_recipe(tmp_path, cpuinfo):
+    """BF16=1 adds --autocast-bf16 to each fairseq-train of pretrain.sh, xnli.sh (stage 3), umt.sh (stage 2)
+    and supervised_mt.sh (umt.sh's stage 3); BF16=0 (the default) adds nothing."""
+    data = tmp_path / "bin"
+    data.mkdir()
+    (data / "dict.txt").write_text("a 1\n")
+    (data / "train.en.bin").write_text("")
+    ckpt = tmp_path / "pre.pt"
+    ckpt.write_text("")
+    native = {"FAIRSEQ_XLM_CPUINFO": cpuinfo("avx512f avx512_bf16")}
+    recipes = {
+        "pretrain": [REPO / "recipes" / "pretrain.sh", "mlm", data, tmp_path / "save", "--cpu"],
+        "xnli": [REPO / "recipes" / "xnli.sh", "--stage", "3", "--stop-stage", "3", data, ckpt],
+        "umt pretraining": [REPO / "recipes" / "umt.sh", "--stage", "2", "--stop-stage", "2"],
+        "supervised_mt": [REPO / "recipes" / "supervised_mt.sh", "--stage", "3", "--stop-stage", "3"],
+    }
+    env = {"DATABIN": str(data), "PRE_SAVE": str(tmp_path / "pre"),
+           "SAVE": str(tmp_path / "mt")}
+    for name, args in recipes.items():
+        extra = {"PRETRAINED": str(ckpt)} if name == "supervised_mt" else {}
+        for bf16 in ("1", "0"):
+            work = {"WORK": str(tmp_path / f"xnli-{bf16}")}  # a finished fine-tuning is not run again
+            proc, runs = run_recipe(tmp_path, args, {**env, **native, **extra, **work, "BF16": bf16})
+            assert proc.returncode == 0, (name, proc.stderr)
+            assert len(runs) == 1, (name, runs)
+            assert runs[0].count("--autocast-bf16") == (bf16 == "1"), (name, runs[0])
+            assert "avx512_bf16" not in proc.stderr, (name, proc.stderr)  # native bf16: no warning
+
+
+def test_bf16_warns_once_on_a_cpu_without_native_bf16_and_rejects_other_values(tmp_path, cpuinfo):
+    data = tmp_path / "bin"
+    data.mkdir()
+    (data / "dict.txt").write_text("a 1\n")
+    (data / "train.en.bin").write_text("")
+    args = [REPO / "recipes" / "pretrain.sh", "mlm", data, tmp_path / "save"]
+    emulated = {"BF16": "1", "FAIRSEQ_XLM_CPUINFO": cpuinfo("avx512f")}
+    for extra, cuda in ((["--cpu"], True), ([], False)):  # --cpu, or no GPU visible: the run is on the CPU
+        proc, runs = run_recipe(tmp_path, args + extra, emulated, cuda=cuda)
+        assert proc.returncode == 0 and "--autocast-bf16" in runs[0], proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and "avx512_bf16/amx_bf16" in warnings[0], proc.stderr
+    proc, runs = run_recipe(tmp_path, args, emulated, cuda=True)  # on a GPU the CPU's flags do not matter
+    assert proc.returncode == 0 and "--autocast-bf16" in runs[0] and "avx512_bf16" not in proc.stderr
+    proc, runs = run_recipe(tmp_path, args, {"BF16": "yes"})
+    assert proc.returncode == 2 and runs == [] and "BF16=yes: expected 0 (fp32) or 1" in proc.stderr

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
-from .dropout import drop_mask, dropout
+from .dropout import dropout, keep_mask
 
 
 def sinusoidal_table(n_pos: int, dim: int) -> Tensor:
@@ -117,7 +117,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: f
     SDPA everywhere but in CPU training with attention dropout: there SDPA falls back to its plain
     ("math") path, which also computes bf16 inputs in fp32 and draws torch's costly Bernoulli mask. The
     explicit path below keeps the input dtype (bf16 under autocast: the products run at bf16 speed; the
-    softmax accumulates in fp32 inside torch's kernel), draws :func:`drop_mask`, and scales the (B, H, T, d)
+    softmax accumulates in fp32 inside torch's kernel), multiplies by :func:`keep_mask`, and scales the (B, H, T, d)
     context by 1 / (1 - p) instead of the (B, H, T, S) weights. Equal to SDPA without dropout (tested).
     """
     if dropout_p == 0.0 or q.device.type != "cpu":
@@ -136,7 +136,7 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], 
         mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril_(s - t)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(dim=-1).masked_fill(drop_mask(scores.shape, dropout_p, q.device), 0.0)
+    weights = scores.softmax(dim=-1) * keep_mask(scores.shape, dropout_p, q.device, scores.dtype)
     return torch.matmul(weights, v).mul_(1.0 / (1.0 - dropout_p))
 
 
@@ -171,8 +171,12 @@ class XlmAttention(nn.Module):
     ) -> Tensor:
         """x: (B, T, C); kv: encoder states (B, S, C) for cross-attention; mask: see attention_mask().
 
-        ``rows``: flat indices into the B * T queries; the result is then (N, C), those rows only (the output
-        projection runs on them alone)."""
+        ``rows``: flat indices into the B * T queries, ascending (self-attention without incremental state);
+        the result is then (N, C), those rows only. On the CPU only their queries are computed (see
+        :meth:`forward_rows`, which reads the rows on the host); elsewhere, without a host sync, every query
+        is and the output projection runs on the rows alone."""
+        if rows is not None and x.device.type == "cpu":
+            return self.forward_rows(x, mask, rows, is_causal)
         b, t, c = x.shape
         q = self._split(self.q_proj(x))
         cache = self.get_incremental_state(incremental_state, "kv") if incremental_state is not None else None
@@ -187,8 +191,38 @@ class XlmAttention(nn.Module):
         if incremental_state is not None:
             self.set_incremental_state(incremental_state, "kv", {"k": k, "v": v})
         out = attend(q, k, v, mask, self.dropout if self.training else 0.0, is_causal)
-        out = out.transpose(1, 2).reshape(b * t, c) if rows is not None else out.transpose(1, 2).reshape(b, t, c)
-        return self.out_proj(out if rows is None else out.index_select(0, rows))
+        if rows is not None:
+            return self.out_proj(out.transpose(1, 2).reshape(b * t, c).index_select(0, rows))
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+
+    def forward_rows(self, x: Tensor, mask: Optional[Tensor], rows: Tensor, is_causal: bool) -> Tensor:
+        """Self-attention output (N, C) at ``rows`` (ascending flat indices into B * T) only.
+
+        Keys and values come from every position; queries, scores, softmax, context and output projection
+        only from the rows (an MLM step's last layer: 15 % of them). The rows' queries are packed per
+        sentence into (B, M) slots, M = the most rows in one sentence (read on the host); empty slots get
+        zero queries and every key, and are dropped after attention. Each row sees the keys its full-model
+        query would (the rows of ``mask``, or of the causal triangle), so the result is the full layer's at
+        those rows (tested, values and gradients)."""
+        b, t, c = x.shape
+        k, v = self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        sent, pos = torch.div(rows, t, rounding_mode="floor"), rows % t
+        counts = torch.bincount(sent, minlength=b)
+        slot = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[sent]
+        m = int(counts.max()) if rows.numel() else 0
+        q_rows = self.q_proj(x.reshape(b * t, c).index_select(0, rows))
+        q = self._split(q_rows.new_zeros(b, m, c).index_put((sent, slot), q_rows))
+        if mask is not None:
+            allowed = mask.expand(b, 1, t, t)[sent, 0, pos]  # (N, T): each row's keys
+        elif is_causal:
+            allowed = torch.arange(t, device=x.device)[None, :] <= pos[:, None]
+        else:
+            allowed = None
+        if allowed is not None:
+            full = torch.ones(b, m, t, dtype=torch.bool, device=x.device)
+            allowed = full.index_put((sent, slot), allowed)[:, None]
+        out = attend(q, k, v, allowed, self.dropout if self.training else 0.0, False)
+        return self.out_proj(out.transpose(1, 2)[sent, slot].reshape(-1, c))
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor):
         """Follow beam search's reordering of hypotheses."""

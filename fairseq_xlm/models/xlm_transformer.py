@@ -13,6 +13,7 @@ from fairseq.models import FairseqEncoder, FairseqEncoderModel, register_model, 
 from torch import Tensor, nn
 
 from .modules import XlmEmbeddings, XlmLayer, attention_mask
+from .tied_output import tied_output
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class XlmEncoder(FairseqEncoder):
         """Logits over the vocabulary, only at ``masked_tokens`` (bool, B x T) when given: (N, V)."""
         if masked_tokens is not None:
             features = features[masked_tokens]
-        return nn.functional.linear(features, self.embed_tokens.weight, self.output_bias)
+        return tied_output(features, self.embed_tokens.weight, self.output_bias)
 
     def forward(
         self,
