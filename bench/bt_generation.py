@@ -151,7 +151,7 @@ def bench_decoders(model, d, args):
     a, b = 1.3, 3  # = the authors' int(1.3 * len + 5) with both </s> counted
     decoders = {
         "ours, incremental": lambda: greedy_decode(model, net_input, a, b),
-        "ours, no incremental state": lambda: greedy_decode(model, net_input, a, b, incremental=False),
+        "ours, no incremental state": lambda: greedy_decode(model, net_input, a, b, cache="none"),
         "fairseq SequenceGenerator, beam 1": lambda: beam_decode(model, net_input, 1, a, b),
         "fairseq SequenceGenerator, beam 5": lambda: beam_decode(model, net_input, 5, a, b),
     }
