@@ -2,7 +2,7 @@
 and (--update-share) the share of an unsupervised-MT update spent generating.
 
 Decoders compared on the same batch (every greedy one gives the same tokens in fp32: checked):
-  * ours, static cache    fairseq_xlm.data.backtranslation.greedy_decode (fairseq_xlm.models.greedy:
+  * ours, static cache    fairseq_xlm.data.backtranslation.greedy_decode (fairseq_xlm.data.greedy_decoding:
                           preallocated K/V buffers, finished sentences leave the batch) - what --bt-beam 1 uses
   * ours, incremental     the same loop through the decoder's fairseq incremental state
   * fairseq greedy        fairseq's SequenceGenerator with beam 1 (incremental)

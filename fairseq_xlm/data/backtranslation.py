@@ -2,9 +2,9 @@
 
 ``translate`` runs without gradients and with the model in eval mode (its previous mode is restored), so
 dropout is off while generating and the training forward that follows is unaffected. Greedy decoding is
-our own loop (``fairseq_xlm.models.greedy``: preallocated key/value caches, encoder keys/values projected
-once, finished sentences leave the batch); ``beam > 1`` uses fairseq's ``SequenceGenerator``. Both follow the generator's
-conventions, so greedy output equals ``SequenceGenerator(beam_size=1)``: decoding starts with ``</s>``,
+our own loop (``fairseq_xlm.data.greedy_decoding``: preallocated key/value caches, encoder keys/values
+projected once, finished sentences leave the batch); ``beam > 1`` uses fairseq's ``SequenceGenerator``.
+Both follow the generator's conventions, so greedy output equals ``SequenceGenerator(beam_size=1)``: decoding starts with ``</s>``,
 the target language is given by ``tgt_langs`` (the decoder's language embedding), ``</s>`` is forbidden at
 the first step and forced after ``max_len = min(int(a * src_width + b), max_positions - 1)`` tokens, and
 ``<pad>`` is never produced.
@@ -15,7 +15,7 @@ from typing import List
 
 import torch
 from fairseq.data import data_utils
-from fairseq_xlm.models.greedy import greedy_static_cache
+from fairseq_xlm.data.greedy_decoding import greedy_static_cache
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 

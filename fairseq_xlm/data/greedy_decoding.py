@@ -18,7 +18,7 @@ same projections on the same operands), without its per-step plumbing:
 
 Host reads: on the CPU the loop reads "did any hypothesis finish" at every step (free there). On an
 accelerator that read waits for the device, so it happens every ``check_every`` steps; finished rows run
-on (their extra tokens are discarded) until the next read drops them.
+on (their extra tokens are discarded) until the next read drops them. The hypotheses' ends are read once.
 """
 
 from typing import List, Optional
@@ -137,17 +137,15 @@ def greedy_static_cache(model, net_input: dict, max_len: int, check_every: Optio
         if t == max_len or (t + 1) % check_every:
             last = nxt
             continue
-        if not bool(live.any()):
+        keep = live.nonzero().squeeze(1)  # the one host read of a check (its size)
+        if keep.numel() == 0:
             break
-        if bool(live.all()):
+        if keep.numel() == live.numel():
             last = nxt
             continue
-        keep = live.nonzero().squeeze(1)
         rows, last, live = rows[keep], nxt[keep], live[keep]
         langs = None if langs is None else langs[keep]
         buffers.keep(keep)
-    hyps = []
-    for row in out[:, 1:]:
-        end = int(row.eq(eos).nonzero()[0])
-        hyps.append(row[: end + 1].clone())
-    return hyps
+    # every row holds one </s> (forced at the limit); its positions in one host read
+    ends = out[:, 1:].eq(eos).int().argmax(dim=1).tolist()
+    return [out[i, 1: end + 2].clone() for i, end in enumerate(ends)]
