@@ -32,10 +32,13 @@ def _attend(q: Tensor, k_t: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor
     """softmax(q k^T / sqrt(d), masked) v for one query per row: q (n, H, 1, d); k_t (n, H, d, S); v (n, H, S, d)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k_t.transpose(-2, -1), v, attn_mask=mask)
-    scores = torch.matmul(q * q.size(-1) ** -0.5, k_t)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(dim=-1), v)
+    # fp32 on the CPU, autocast or not (k_t and v are kept in fp32 there): these small batched products
+    # run about 2x faster in fp32 than in bf16 (100 vs 50 us for 256 x (1 x 64) @ (64 x 33))
+    with torch.autocast("cpu", enabled=False):
+        scores = torch.matmul(q.float() * q.size(-1) ** -0.5, k_t)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(scores.softmax(dim=-1), v)
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -58,13 +61,13 @@ class _Stack:
             # contiguous K^T and V: as views of the projections, every step's matmul would copy them
             # (measured: 0.9 + 0.35 ms per layer and step in bf16, a third of the decoder's time)
             k = _heads(cross.k_proj(enc), cross.heads)
-            self.enc_keys.append(k.transpose(-2, -1).contiguous())
-            self.enc_values.append(_heads(cross.v_proj(enc), cross.heads).contiguous())
-            # the dtype the projections give (bf16 under autocast)
+            dtype = torch.float32 if k.device.type == "cpu" else k.dtype  # see _attend
+            self.enc_keys.append(k.transpose(-2, -1).to(dtype).contiguous())
+            self.enc_values.append(_heads(cross.v_proj(enc), cross.heads).to(dtype).contiguous())
             # keys stored transposed, (B, H, d, max_len + 1): a step's K^T is then a slice that bf16
             # matmuls read in place (2.5x faster than the transpose of a (B, H, T, d) slice, which they copy)
-            self.keys.append(k.new_empty(b, heads, dim // heads, width))
-            self.values.append(k.new_empty(b, heads, width, dim // heads))
+            self.keys.append(k.new_empty(b, heads, dim // heads, width, dtype=dtype))
+            self.values.append(k.new_empty(b, heads, width, dim // heads, dtype=dtype))
 
     def keep(self, rows: Tensor) -> None:
         """Keep only ``rows`` (live hypotheses) in every buffer."""
