@@ -107,11 +107,13 @@ def test_greedy_decoding_equals_sequence_generator_beam_one(tiny):
     net_input.pop("prev_output_tokens")
     net_input["tgt_langs"] = torch.ones(8, dtype=torch.long)
     model.eval()
-    inc = greedy_decode(model, net_input, 1.0, 4)
-    full = greedy_decode(model, net_input, 1.0, 4, incremental=False)
+    static = greedy_decode(model, net_input, 1.0, 4)
+    inc = greedy_decode(model, net_input, 1.0, 4, cache="incremental")
+    full = greedy_decode(model, net_input, 1.0, 4, cache="none")
     oracle = beam_decode(model, net_input, beam=1, max_len_a=1.0, max_len_b=4)
     assert len({len(h) for h in inc}) > 1  # hypotheses of different lengths
     assert [h.tolist() for h in inc] == [h.tolist() for h in full] == [h.tolist() for h in oracle]
+    assert [h.tolist() for h in static] == [h.tolist() for h in oracle]
     width = net_input["src_tokens"].size(1)
     assert max(len(h) for h in inc) <= int(1.0 * width + 4) + 1
 

@@ -2,9 +2,9 @@
 
 ``translate`` runs without gradients and with the model in eval mode (its previous mode is restored), so
 dropout is off while generating and the training forward that follows is unaffected. Greedy decoding is
-our own loop with fairseq incremental state (cached self-attention keys and encoder keys/values; finished
-sentences leave the batch); ``beam > 1`` uses fairseq's ``SequenceGenerator``. Both follow the generator's
-conventions, so greedy output equals ``SequenceGenerator(beam_size=1)``: decoding starts with ``</s>``,
+our own loop (``fairseq_xlm.data.greedy_decoding``: preallocated key/value caches, encoder keys/values
+projected once, finished sentences leave the batch); ``beam > 1`` uses fairseq's ``SequenceGenerator``.
+Both follow the generator's conventions, so greedy output equals ``SequenceGenerator(beam_size=1)``: decoding starts with ``</s>``,
 the target language is given by ``tgt_langs`` (the decoder's language embedding), ``</s>`` is forbidden at
 the first step and forced after ``max_len = min(int(a * src_width + b), max_positions - 1)`` tokens, and
 ``<pad>`` is never produced.
@@ -15,6 +15,7 @@ from typing import List
 
 import torch
 from fairseq.data import data_utils
+from fairseq_xlm.data.greedy_decoding import greedy_static_cache
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
 
@@ -26,12 +27,18 @@ def max_output_len(src_tokens: Tensor, max_len_a: float, max_len_b: int, max_pos
 
 @torch.no_grad()
 def greedy_decode(model, net_input: dict, max_len_a: float = 1.3, max_len_b: int = 5,
-                  incremental: bool = True) -> List[Tensor]:
+                  cache: str = "static") -> List[Tensor]:
     """Greedy hypotheses (each ending with ``</s>``) for ``net_input`` (which carries ``tgt_langs``).
 
-    ``incremental=False`` re-runs the decoder on the whole prefix at every step (the baseline of
-    ``bench/bt_generation.py``).
+    ``cache``: "static" (the default: ``greedy_static_cache``'s preallocated buffers), "incremental"
+    (the decoder's own fairseq incremental state, what ``SequenceGenerator`` uses) or "none" (the decoder
+    re-run on the whole prefix at every step); the baselines of ``bench/bt_generation.py``, same tokens.
     """
+    if cache not in ("static", "incremental", "none"):
+        raise ValueError(f"greedy_decode: cache={cache!r}, expected 'static', 'incremental' or 'none'")
+    if cache == "static":
+        limit = max_output_len(net_input["src_tokens"], max_len_a, max_len_b, model.max_decoder_positions())
+        return greedy_static_cache(model, net_input, limit)
     decoder = model.decoder
     dictionary = decoder.dictionary
     eos, pad = dictionary.eos(), dictionary.pad()
@@ -39,7 +46,7 @@ def greedy_decode(model, net_input: dict, max_len_a: float = 1.3, max_len_b: int
     bsz = src.size(0)
     max_len = max_output_len(src, max_len_a, max_len_b, model.max_decoder_positions())
     enc = model.encoder(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
-    state = {} if incremental else None
+    state = {} if cache == "incremental" else None
     out = src.new_full((bsz, max_len + 2), pad)
     out[:, 0] = eos
     active = torch.arange(bsz, device=src.device)
@@ -79,7 +86,7 @@ def beam_decode(model, net_input: dict, beam: int, max_len_a: float = 1.3, max_l
 
 
 def translate(model, net_input: dict, tgt_lang_id: int, beam: int = 1, max_len_a: float = 1.3,
-              max_len_b: int = 5, incremental: bool = True) -> List[Tensor]:
+              max_len_b: int = 5) -> List[Tensor]:
     """Translate ``net_input`` into language ``tgt_lang_id`` in eval mode, without gradients."""
     net_input = dict(net_input)
     net_input.pop("prev_output_tokens", None)
@@ -90,7 +97,7 @@ def translate(model, net_input: dict, tgt_lang_id: int, beam: int = 1, max_len_a
     try:
         if beam > 1:
             return beam_decode(model, net_input, beam, max_len_a, max_len_b)
-        return greedy_decode(model, net_input, max_len_a, max_len_b, incremental)
+        return greedy_decode(model, net_input, max_len_a, max_len_b)
     finally:
         model.train(was_training)
 
