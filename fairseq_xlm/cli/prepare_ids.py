@@ -17,8 +17,9 @@ import logging
 import os
 import shutil
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, compress
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import sentencepiece as spm
@@ -95,9 +96,7 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
             writers = [TokenWriter(stack, os.path.join(ids_dir, f), dtype) for f in files]
             labels = stack.enter_context(open(stack.enter_context(atomic_path(os.path.join(ids_dir, label))), "w",
                                               encoding="utf-8")) if label else None
-            for start, rows in batches(zip(*srcs), BATCH):
-                sides = [sp.encode([row[i].rstrip("\n") for row in rows], out_type=int, num_threads=cfg.workers)
-                         for i in range(len(files))]
+            for start, rows, sides in _encoded(sp, zip(*srcs), len(files), cfg.workers):
                 lengths = np.array([[len(x) for x in side] for side in sides], dtype=np.int64).reshape(len(files), -1)
                 longest = lengths.max(axis=0)
                 over = longest > cfg.warn_line_tokens
@@ -127,6 +126,29 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
         outputs += [os.path.join("prep", IDS, f"{f}.{ext}") for f in files for ext in ("bin", "idx")]
         outputs += [os.path.join("prep", IDS, label)] if label else []
     return {"stats": stats, "outputs": outputs}
+
+
+def _encoded(sp, rows: Iterator[tuple], sides: int, workers: int) -> Iterator[tuple]:
+    """(index of the first row, rows, spm ids of each side) per batch of rows. With workers > 1 the next batch
+    is encoded (sentencepiece's threads, which release the GIL) while the caller writes this one, so reading
+    and writing in Python overlap the encoding instead of adding to it."""
+    def encode_rows(rows):
+        return [sp.encode([row[i].rstrip("\n") for row in rows], out_type=int, num_threads=workers)
+                for i in range(sides)]
+
+    if workers == 1:
+        for start, rows in batches(rows, BATCH):
+            yield start, rows, encode_rows(rows)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for start, rows in batches(rows, BATCH):
+            ahead = pool.submit(encode_rows, rows)
+            if pending:
+                yield pending[0], pending[1], pending[2].result()
+            pending = (start, rows, ahead)
+        if pending:
+            yield pending[0], pending[1], pending[2].result()
 
 
 # ---------------------------------------------------------------- dict
