@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from fairseq.data import Dictionary
 
-from fairseq_xlm.cli.prepare_stages import PrepareConfig, PrepareError, atomic_path, batches
+from fairseq_xlm.cli.prepare_stages import PrepareConfig, PrepareError, atomic_path, batches, encode_stats
 from fairseq_xlm.data.text_pieces import piece_encoder
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -92,15 +92,7 @@ def encode_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) ->
                         out.write(" ".join(x) + "\n")
                     if len(ins) > len(files):
                         outs[-1].write(row[-1].rstrip("\n") + "\n")
-        if long:
-            logger.warning(f"{os.path.join(cfg.raw, files[0])}: {long} line(s) longer than --warn-line-tokens "
-                           f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
-                           + (f"; {dropped} dropped by --max-line-tokens" if dropped else
-                              "; kept, the task cuts them into tokens-per-sample blocks"))
-        if kept == 0:
-            raise PrepareError(f"{os.path.join(cfg.raw, files[0])}: no line left after --max-line-tokens "
-                               f"{cfg.max_line_tokens}")
-        stats[name] = {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
+        stats[name] = encode_stats(cfg, files[0], kept, long, first_long, dropped, tokens, unk)
     return {"stats": stats}
 
 

@@ -26,7 +26,7 @@ import sentencepiece as spm
 from fairseq.data import Dictionary
 from fairseq.data.indexed_dataset import MMapIndexedDataset, _dtype_header_code, best_fitting_int_dtype
 
-from fairseq_xlm.cli.prepare_stages import RESERVED, PrepareConfig, PrepareError, atomic_path, batches
+from fairseq_xlm.cli.prepare_stages import RESERVED, PrepareConfig, PrepareError, atomic_path, batches, encode_stats
 from fairseq_xlm.data.layout import MASK
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -114,15 +114,7 @@ def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict
                     unk += int(np.count_nonzero(flat == unk_id))
                 if labels:
                     labels.writelines(row[-1].rstrip("\n") + "\n" for row in compress(rows, keep))
-        if long:
-            logger.warning(f"{os.path.join(cfg.raw, files[0])}: {long} line(s) longer than --warn-line-tokens "
-                           f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
-                           + (f"; {dropped} dropped by --max-line-tokens" if dropped else
-                              "; kept, the task cuts them into tokens-per-sample blocks"))
-        if kept == 0:
-            raise PrepareError(f"{os.path.join(cfg.raw, files[0])}: no line left after --max-line-tokens "
-                               f"{cfg.max_line_tokens}")
-        stats[name] = {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
+        stats[name] = encode_stats(cfg, files[0], kept, long, first_long, dropped, tokens, unk)
         outputs += [os.path.join("prep", IDS, f"{f}.{ext}") for f in files for ext in ("bin", "idx")]
         outputs += [os.path.join("prep", IDS, label)] if label else []
     return {"stats": stats, "outputs": outputs}

@@ -48,7 +48,8 @@ class PrepareConfig:
                                   "this many BPE tokens (the task cuts them into tokens-per-sample blocks)"})
     max_line_tokens: int = field(default=0, metadata={"help": "drop lines (parallel: pairs) longer than this "
                                  "many BPE tokens; 0 keeps all"})
-    workers: int = field(default=1, metadata={"help": "threads/processes for sentencepiece and binarizing"})
+    workers: int = field(default=1, metadata={"help": "sentencepiece threads (BPE training and encoding; "
+                         "binarizing is vectorised; --bpe authors: fairseq-preprocess processes)"})
     shards: int = field(default=1, metadata={"help": "split the training text into N data-bins DESTDIR/shard0 "
                         "... shard{N-1} (same dict.txt and BPE; valid/test in shard0); train with the path "
                         "DESTDIR/shard0:DESTDIR/shard1:... (one shard per epoch)"})
@@ -236,6 +237,20 @@ def batches(rows, size: int):
             start, batch = start + size, []
     if batch:
         yield start, batch
+
+
+def encode_stats(cfg: PrepareConfig, file: str, kept: int, long: int, first_long, dropped: int, tokens: int,
+                 unk: int) -> dict:
+    """The encode stage's record of one corpus (``file``: its first raw file), after warning about long lines;
+    PrepareError when --max-line-tokens left no line."""
+    if long:
+        logger.warning(f"{os.path.join(cfg.raw, file)}: {long} line(s) longer than --warn-line-tokens "
+                       f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
+                       + (f"; {dropped} dropped by --max-line-tokens" if dropped else
+                          "; kept, the task cuts them into tokens-per-sample blocks"))
+    if kept == 0:
+        raise PrepareError(f"{os.path.join(cfg.raw, file)}: no line left after --max-line-tokens {cfg.max_line_tokens}")
+    return {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
 
 
 def write_manifest(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
