@@ -13,7 +13,7 @@ import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary, data_utils
 
-from fairseq_xlm.cli import bible, prepare, prepare_stages
+from fairseq_xlm.cli import bible, prepare, prepare_ids, prepare_stages
 from fairseq_xlm.data import layout
 
 from conftest import BIBLE_MONO, BIBLE_PARA, REPO, bible_tsv
@@ -39,19 +39,6 @@ def raw_copy(bible_raw, tmp_path):
 
 
 # ---------------------------------------------------------------- smoothing and the BPE sample
-
-
-def test_smoothed_probs_by_hand():
-    # p = (0.9, 0.1); sqrt gives (3, 1)/sqrt(10) -> (0.75, 0.25)
-    q = prepare_stages.smoothed_probs({"en": 900, "ny": 100}, 0.5)
-    assert q == pytest.approx({"en": 0.75, "ny": 0.25})
-    assert prepare_stages.smoothed_probs([900, 100], 1.0) == pytest.approx([0.9, 0.1])  # alpha 1: proportional
-    assert prepare_stages.smoothed_probs([900, 100, 5], 0.0) == pytest.approx([1 / 3] * 3)  # alpha 0: uniform
-    # 0.3 smoothing of (1, 8, 27)/36: p^0.3 ∝ (1, 8^0.3, 27^0.3) -- cube roots (1, 2, 3) to the 0.9th power
-    w = np.array([1, 2, 3], dtype=float) ** 0.9
-    assert prepare_stages.smoothed_probs([1, 8, 27], 0.3) == pytest.approx((w / w.sum()).tolist())
-    with pytest.raises(ValueError, match="non-negative"):
-        prepare_stages.smoothed_probs([0, 0], 0.5)
 
 
 def _synthetic_raw(root: Path, sizes: dict) -> Path:
@@ -200,18 +187,18 @@ def test_binarized_text_decodes_to_the_raw_text(bible_databin, bible_raw):
 
 def test_dictionary_is_joined_without_mask(bible_databin):
     text = (bible_databin / "dict.txt").read_text(encoding="utf-8")
+    sp = spm.SentencePieceProcessor(model_file=str(bible_databin / "spm.model"))
     symbols = [line.split(" ")[0] for line in text.splitlines()]
     assert "<mask>" not in symbols and not [s for s in symbols if s.startswith("madeupword")]
     assert not set(SPECIALS) & set(symbols)  # fairseq adds its specials itself
-    sp = spm.SentencePieceProcessor(model_file=str(bible_databin / "spm.model"))
     pieces = {sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_unknown(i)}
     assert set(symbols) == pieces and len(symbols) == len(pieces)  # one vocabulary: the spm model's
     counts = [int(line.split(" ")[1]) for line in text.splitlines()]
     assert counts == sorted(counts, reverse=True)
     # joined: pieces seen only in English and only in Spanish text are both in the one dictionary
-    en = Counter(t for line in lines(bible_databin / "prep/bpe/train.en") for t in line.split())
-    es = Counter(t for line in lines(bible_databin / "prep/bpe/train.es") for t in line.split())
-    en_only, es_only = set(en) - set(es), set(es) - set(en)
+    en, es = ({sp.id_to_piece(int(i)) for i in prepare_ids.read_tokens(str(bible_databin / f"prep/ids/train.{lang}"))[0]}
+              for lang in ("en", "es"))
+    en_only, es_only = en - es, es - en
     assert min(len(en_only), len(es_only)) > 50
     assert en_only | es_only <= set(symbols)
     # tasks append <mask> after the pieces: one more symbol, at the end
@@ -225,8 +212,8 @@ def test_spm_round_trips_raw_text(bible_databin, bible_raw):
     for name in ("train.en", "train.es", "test.es", "valid.en-es.es"):
         raw = lines(bible_raw / name)
         encoded = sp.encode(raw)
-        bpe = [line.split() for line in lines(bible_databin / "prep" / "bpe" / name)]
-        assert [sp.id_to_piece(ids) for ids in encoded] == bpe
+        tokens, sizes = prepare_ids.read_tokens(str(bible_databin / "prep" / "ids" / name))
+        assert [x.tolist() for x in np.split(np.asarray(tokens), np.cumsum(sizes)[:-1])] == encoded
         # character coverage 1.0: every training character is known; held-out text may hold a rare one
         known = [i for i, ids in enumerate(encoded) if sp.unk_id() not in ids]
         assert len(known) == len(raw) if name.startswith("train") else len(known) > 0.95 * len(raw)
@@ -273,34 +260,33 @@ def test_second_run_skips_every_stage(raw_copy, tmp_path, caplog):
 
 def test_crash_leaves_no_partial_output_and_rerun_finishes(bible_raw, tmp_path, monkeypatch):
     dest = tmp_path / "bin"
-    real = prepare_stages._preprocess
+    real = prepare_ids.TokenWriter.add
     calls = []
 
-    def crash_second_unit(*args, **kwargs):
-        calls.append(args[3])
-        if len(calls) == 2:
-            # leave a half-written file in the temp destdir, as a killed fairseq-preprocess would
-            os.makedirs(args[2], exist_ok=True)
-            Path(args[2], "train.en-es.en.bin").write_bytes(b"\0" * 10)
-            raise KeyboardInterrupt("simulated crash")
-        return real(*args, **kwargs)
+    def crash_second_output(self, tokens, sizes):
+        if Path(self.tmp_idx).parent == dest:  # binarize's writers (encode's write to prep/ids)
+            calls.append(self.tmp_idx)
+            if len(set(calls)) == 2:  # half of the second data-bin file written, then killed
+                self.bin.write(b"\0" * 10)
+                raise KeyboardInterrupt("simulated crash")
+        return real(self, tokens, sizes)
 
-    monkeypatch.setattr(prepare_stages, "_preprocess", crash_second_unit)
+    monkeypatch.setattr(prepare_ids.TokenWriter, "add", crash_second_output)
     with pytest.raises(KeyboardInterrupt):
         prep(bible_raw, dest)
     leftovers = [p for p in dest.rglob("*") if ".tmp" in p.name or "None" in p.name]
     assert not leftovers
     assert not (dest / "prep" / "binarize.done").exists() and (dest / "prep" / "dict.done").exists()
-    assert not list(dest.glob("*.en-es.*"))  # the crashed unit wrote nothing in place
+    assert (dest / "test.en.bin").is_file() and not list(dest.glob("test.en-es.*"))  # the crashed file: nothing
 
-    # crash inside encode: no bpe file is half-written
-    monkeypatch.setattr(prepare_stages, "_preprocess", real)
+    # crash inside encode: no ids file is half-written
+    monkeypatch.setattr(prepare_ids.TokenWriter, "add", real)
 
     def broken_batches(rows, size):
         yield 0, [next(iter(rows))]
         raise OSError("disk full")
 
-    monkeypatch.setattr(prepare_stages, "_batches", broken_batches)
+    monkeypatch.setattr(prepare_ids, "batches", broken_batches)
     with pytest.raises(OSError):
         prep(bible_raw, dest, "--max-line-tokens", "500")  # changed setting: encode reruns and crashes
     assert not (dest / "prep" / "encode.done").exists()

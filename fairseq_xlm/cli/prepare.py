@@ -12,15 +12,16 @@ marker in DESTDIR/prep/ matches its settings and its outputs exist:
     check     every file exists, is UTF-8, non-empty; parallel sides and labels are line-aligned
     sample    BPE training sample, languages drawn with q_i ∝ p_i^alpha (XLM, Section 3.1)
     spm       one sentencepiece BPE model for all languages -> spm.model, spm.vocab
-    encode    all splits into BPE pieces (DESTDIR/prep/bpe/); long lines counted (or dropped)
+    encode    all splits into sentencepiece ids (DESTDIR/prep/ids/); long lines counted (or dropped)
     dict      one joined fairseq dictionary (all spm pieces, by training frequency) -> dict.txt
-    binarize  fairseq-preprocess per language / pair, each in its own temp destdir
-              (with --shards N: one stage per shard, DESTDIR/shard{i}/, see ``binarize_shard``)
+    binarize  ids -> dictionary ids -> {split}.{lang}.bin/idx, the bytes fairseq-preprocess would write
+              (with --shards N: one stage per shard, DESTDIR/shard{i}/); see ``prepare_ids``
     manifest  manifest.json: size and sha256 of every file (of each shard; tasks check it at load; see data/manifest.py)
 
 With ``--bpe authors`` (the authors' released checkpoints) ``authors_bpe`` replaces sample, spm and dict: it
 checks the languages, codes and vocabulary against the converted release and installs DESTDIR/authors_bpe/
-(Moses + BPE, ``fairseq_xlm.data.authors_bpe``) and the release's dict.txt; encode then applies them.
+(Moses + BPE, ``fairseq_xlm.data.authors_bpe``) and the release's dict.txt; encode then applies them
+(text pieces in DESTDIR/prep/bpe/) and binarize runs fairseq-preprocess (``prepare_authors``).
 
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
@@ -35,10 +36,10 @@ import sys
 from typing import Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
-from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, binarize, binarize_shard,
-                                            build_dict, check, check_release, draw_sample, encode,
-                                            install_authors_bpe, raw_inventory, raw_stats,
-                                            train_spm, write_json, write_manifest)
+from fairseq_xlm.cli import prepare_ids
+from fairseq_xlm.cli.prepare_authors import binarize_text, check_release, encode_text, install_authors_bpe
+from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, check, draw_sample, raw_inventory,
+                                            raw_stats, train_spm, write_json, write_manifest)
 from fairseq_xlm.data.layout import parse_langs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -99,15 +100,19 @@ def run(cfg: PrepareConfig) -> dict:
             lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
         out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
                                 lambda: train_spm(cfg, sample, work))
-    out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
-                               lambda: encode(cfg, corpora, work))
-    if cfg.bpe != "authors":  # the authors' BPE comes with the release's dictionary
-        out["dict"] = stages.run("dict", {}, lambda: build_dict(cfg, corpora, work))
-    if cfg.shards == 1:
-        out["binarize"] = stages.run("binarize", {}, lambda: binarize(cfg, corpora, work))
+    if cfg.bpe == "authors":  # text pieces, fairseq-preprocess; the release's dictionary
+        out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
+                                   lambda: encode_text(cfg, corpora, work))
+        out["binarize"] = stages.run("binarize", {}, lambda: binarize_text(cfg, corpora, work))
+    else:  # sentencepiece ids throughout ("ids": a data-bin prepared from text pieces redoes encode)
+        out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens, "ids": 1},
+                                   lambda: prepare_ids.encode(cfg, corpora, work))
+        out["dict"] = stages.run("dict", {}, lambda: prepare_ids.build_dict(cfg, corpora, work))
+    if cfg.shards == 1 and cfg.bpe != "authors":
+        out["binarize"] = stages.run("binarize", {}, lambda: prepare_ids.binarize(cfg, corpora, work))
     for i in range(cfg.shards if cfg.shards > 1 else 0):  # one stage per shard: a crash redoes only that shard
         out[f"binarize-shard{i}"] = stages.run(f"binarize-shard{i}", {"shards": cfg.shards},
-                                               lambda i=i: binarize_shard(cfg, corpora, work, i))
+                                               lambda i=i: prepare_ids.binarize_shard(cfg, corpora, work, i))
     out["manifest"] = stages.run("manifest", {"shards": cfg.shards}, lambda: write_manifest(cfg, corpora, langs))
     if cfg.shards == 1:
         logger.info(f"data-bin ready: {cfg.destdir}")

@@ -1,23 +1,22 @@
-"""The stages of ``python -m fairseq_xlm.cli.prepare`` (check, sample, spm, encode, dict, binarize), their
-settings (``PrepareConfig``) and the atomic-file helpers they share; ``prepare.run`` chains them."""
+"""The stages of ``python -m fairseq_xlm.cli.prepare`` that every tokenization shares (check, sample, spm,
+manifest), its settings (``PrepareConfig``) and the atomic-file helpers all stages use; encode, dict and
+binarize are in ``prepare_ids`` (sentencepiece) and ``prepare_authors`` (--bpe authors); ``prepare.run`` chains
+them."""
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, List
 
 import numpy as np
 import sentencepiece as spm
-from fairseq.data import Dictionary
 
 from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import MASK
-from fairseq_xlm.data.text_pieces import piece_encoder
+from fairseq_xlm.data.schedule import smoothed_probs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
@@ -49,7 +48,8 @@ class PrepareConfig:
                                   "this many BPE tokens (the task cuts them into tokens-per-sample blocks)"})
     max_line_tokens: int = field(default=0, metadata={"help": "drop lines (parallel: pairs) longer than this "
                                  "many BPE tokens; 0 keeps all"})
-    workers: int = field(default=1, metadata={"help": "threads/processes for sentencepiece and binarizing"})
+    workers: int = field(default=1, metadata={"help": "sentencepiece threads (BPE training and encoding; "
+                         "binarizing is vectorised; --bpe authors: fairseq-preprocess processes)"})
     shards: int = field(default=1, metadata={"help": "split the training text into N data-bins DESTDIR/shard0 "
                         "... shard{N-1} (same dict.txt and BPE; valid/test in shard0); train with the path "
                         "DESTDIR/shard0:DESTDIR/shard1:... (one shard per epoch)"})
@@ -65,17 +65,6 @@ class PrepareConfig:
     valid_optional: bool = field(default=False, metadata={"help": "allow a language without valid.{lang} (training "
                                  "then has no validation for it: pass --disable-validation or validate on pairs)"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})
-
-
-def smoothed_probs(counts: Union[Mapping[str, float], Sequence[float]], alpha: float):
-    """q_i = p_i^alpha / sum_j p_j^alpha with p_i = counts_i / sum(counts); same container as ``counts``."""
-    keys = list(counts) if isinstance(counts, Mapping) else None
-    values = np.array([counts[k] for k in keys] if keys else list(counts), dtype=np.float64)
-    if values.size == 0 or (values < 0).any() or values.sum() <= 0:
-        raise PrepareError(f"smoothed_probs: counts must be non-negative with a positive sum, got {counts}")
-    q = (values / values.sum()) ** alpha
-    q = (q / q.sum()).tolist()
-    return dict(zip(keys, q)) if keys else q
 
 
 # ---------------------------------------------------------------- atomic files and stage markers
@@ -191,7 +180,7 @@ def draw_sample(cfg: PrepareConfig, corpora, langs: List[str], lines: Dict[str, 
     """Write the BPE sample: n ~ Multinomial(sample_lines, q), then n_i lines of language i, drawn
     without replacement while there are enough, else every line repeated (low-resource upsampling)."""
     counts = {lang: sum(lines[f] for f in train_files(corpora, lang)) for lang in langs}
-    probs = smoothed_probs(counts, cfg.alpha)
+    probs = dict(zip(langs, smoothed_probs([counts[lang] for lang in langs], cfg.alpha).tolist()))
     rng = np.random.default_rng(cfg.seed)
     # more lines than the corpus holds would only repeat it: the shares, not the size, matter for BPE
     size = min(cfg.sample_lines, sum(counts.values()))
@@ -238,99 +227,8 @@ def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
     return {"pieces": size, "outputs": ["spm.model", "spm.vocab"]}
 
 
-# ---------------------------------------------------------------- authors_bpe (instead of sample, spm, dict)
-
-
-def check_release(cfg: PrepareConfig, langs: List[str]) -> List[str]:
-    """--bpe authors: --release is a converted release that knows every language of --langs; returns its
-    languages in id order (training must use them all, in this order, as --langs)."""
-    from fairseq_xlm.formats.readers import release_langs
-
-    for name in ("checkpoint.pt", "dict.txt"):
-        if not os.path.isfile(os.path.join(cfg.release, name)):
-            raise PrepareError(f"{os.path.join(cfg.release, name)}: missing; --release must be a folder written by "
-                               f"python -m fairseq_xlm.cli.convert xlm-to-fairseq")
-    known = release_langs(os.path.join(cfg.release, "checkpoint.pt"))
-    unknown = [lang for lang in langs if lang not in known]
-    if unknown:
-        raise PrepareError(f"--langs: {unknown} not among the languages of the release {cfg.release} "
-                           f"({','.join(known)})")
-    return known
-
-
-def install_authors_bpe(cfg: PrepareConfig, langs: List[str]) -> dict:
-    """--bpe authors: VOCAB must be the release's dictionary and CODES the BPE VOCAB was made with; then
-    DESTDIR/authors_bpe/ (the tokenizer) and DESTDIR/dict.txt (the release's, so the binarized ids are the
-    release's ids)."""
-    from fairseq_xlm.data import authors_bpe
-
-    known = check_release(cfg, langs)
-    dict_path = os.path.join(cfg.release, "dict.txt")
-    vocab = authors_bpe.read_vocab(cfg.vocab)
-    authors_bpe.check_dictionary(vocab, Dictionary.load(dict_path).symbols, cfg.vocab, dict_path)
-    hint = authors_bpe.lowercase_hint(vocab, cfg.lowercase_accents)
-    if hint:
-        logger.warning(f"{cfg.vocab}: {hint}")
-    info = authors_bpe.write_folder(cfg.codes, cfg.vocab, os.path.join(cfg.destdir, authors_bpe.FOLDER),
-                                    cfg.lowercase_accents)
-    with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp:
-        shutil.copyfile(dict_path, tmp)
-    logger.info(f"authors' BPE: {info['merges']} merges, {info['words']} words = {dict_path}; release "
-                f"languages {','.join(known)}")
-    return dict(info, release_langs=known, outputs=[authors_bpe.FOLDER, "dict.txt"])
-
-
-# ---------------------------------------------------------------- encode, dict, binarize
-
-
-def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
-    """Every raw file -> space-separated BPE pieces in WORK/bpe, with the data-bin's tokenization (its
-    spm.model or authors_bpe/); unknown pieces are counted."""
-    encoder = piece_encoder(cfg.destdir, cfg.workers)
-    bpe_dir = os.path.join(work, "bpe")
-    os.makedirs(bpe_dir, exist_ok=True)
-    stats = {}
-    for name, files in sorted(corpora.items()):
-        label = os.path.join(cfg.raw, f"{name}.label")
-        ins = files + ([f"{name}.label"] if len(files) == 1 and os.path.isfile(label) else [])
-        kept = long = dropped = unk = tokens = 0
-        first_long: Optional[int] = None
-        with contextlib.ExitStack() as stack:
-            srcs = [stack.enter_context(open(os.path.join(cfg.raw, f), encoding="utf-8")) for f in ins]
-            tmps = [stack.enter_context(atomic_path(os.path.join(bpe_dir, f))) for f in ins]
-            outs = [stack.enter_context(open(t, "w", encoding="utf-8")) for t in tmps]
-            for start, rows in _batches(zip(*srcs), 10_000):
-                sides = [encoder.batch([row[i].rstrip("\n") for row in rows], files[i].rsplit(".", 1)[1])
-                         for i in range(len(files))]
-                for j, row in enumerate(rows):
-                    ids = [side[j] for side in sides]
-                    longest = max(len(x) for x in ids)
-                    if longest > cfg.warn_line_tokens:
-                        long += 1
-                        first_long = first_long or start + j + 1
-                    if cfg.max_line_tokens and longest > cfg.max_line_tokens:
-                        dropped += 1
-                        continue
-                    kept += 1
-                    for x, out in zip(ids, outs):
-                        tokens += len(x)
-                        unk += encoder.unknown(x)
-                        out.write(" ".join(x) + "\n")
-                    if len(ins) > len(files):
-                        outs[-1].write(row[-1].rstrip("\n") + "\n")
-        if long:
-            logger.warning(f"{os.path.join(cfg.raw, files[0])}: {long} line(s) longer than --warn-line-tokens "
-                           f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
-                           + (f"; {dropped} dropped by --max-line-tokens" if dropped else
-                              "; kept, the task cuts them into tokens-per-sample blocks"))
-        if kept == 0:
-            raise PrepareError(f"{os.path.join(cfg.raw, files[0])}: no line left after --max-line-tokens "
-                               f"{cfg.max_line_tokens}")
-        stats[name] = {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
-    return {"stats": stats}
-
-
-def _batches(rows, size: int):
+def batches(rows, size: int):
+    """(index of the first row, rows) for every ``size`` rows of ``rows``; the last batch may be shorter."""
     batch, start = [], 0
     for row in rows:
         batch.append(row)
@@ -341,109 +239,18 @@ def _batches(rows, size: int):
         yield start, batch
 
 
-def build_dict(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
-    """dict.txt: every sentencepiece piece once, ordered by training frequency (unseen ones count 0).
-    No <mask> (tasks append it) and no padding words, so <mask> always lands right after the pieces."""
-    counts: Counter = Counter()
-    for name, files in corpora.items():
-        if name.startswith("train."):
-            for file in files:
-                with open(os.path.join(work, "bpe", file), encoding="utf-8") as f:
-                    for line in f:
-                        counts.update(line.split())
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
-    dictionary = Dictionary()
-    for i in range(sp.get_piece_size()):
-        piece = sp.id_to_piece(i)
-        if not (sp.is_control(i) or sp.is_unknown(i) or piece in RESERVED):
-            dictionary.add_symbol(piece, n=counts[piece])
-    dictionary.finalize(threshold=-1, nwords=-1, padding_factor=1)
-    with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        dictionary.save(f)
-    logger.info(f"dict.txt: {len(dictionary)} symbols with fairseq's specials ({len(dictionary) + 1} with {MASK})")
-    return {"size": len(dictionary), "outputs": ["dict.txt"]}
-
-
-def binarize(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
-    """fairseq-preprocess with dict.txt, one temp destdir per language or pair, files moved into place."""
-    units: Dict[str, List[str]] = {}
-    for name in sorted(corpora):
-        split, unit = name.split(".", 1)
-        units.setdefault(unit, []).append(split)
-    outputs = []
-    for unit, splits in units.items():
-        langs = unit.split("-")
-        tmpdir = os.path.join(work, f"bin-{unit}.tmp")
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        try:
-            _preprocess(cfg, work, tmpdir, unit, langs, splits)
-            for split in splits:
-                for lang in langs:
-                    made = f"{split}.{langs[0]}-{langs[1] if len(langs) == 2 else 'None'}.{lang}"
-                    final = f"{split}.{unit}.{lang}" if len(langs) == 2 else f"{split}.{lang}"
-                    for ext in ("bin", "idx"):
-                        os.replace(os.path.join(tmpdir, f"{made}.{ext}"), os.path.join(cfg.destdir, f"{final}.{ext}"))
-                        outputs.append(f"{final}.{ext}")
-                label = os.path.join(work, "bpe", f"{split}.{unit}.label")
-                if len(langs) == 1 and os.path.isfile(label):
-                    with atomic_path(os.path.join(cfg.destdir, f"{split}.{unit}.label")) as tmp:
-                        shutil.copyfile(label, tmp)
-                    outputs.append(f"{split}.{unit}.label")
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    return {"outputs": outputs}
-
-
-def _preprocess(cfg: PrepareConfig, work: str, tmpdir: str, unit: str, langs: List[str], splits: List[str]):
-    from fairseq import options
-    from fairseq_cli import preprocess  # imported late: importing it configures the root logger
-
-    argv = ["--source-lang", langs[0], "--srcdict", os.path.join(cfg.destdir, "dict.txt"), "--destdir", tmpdir,
-            "--dataset-impl", "mmap", "--workers", str(cfg.workers)]
-    argv += ["--target-lang", langs[1], "--joined-dictionary"] if len(langs) == 2 else ["--only-source"]
-    for split in splits:
-        prefix = f"{split}.{unit}" if len(langs) == 2 else split
-        argv += [f"--{split}pref", os.path.join(work, "bpe", prefix)]
-    args = options.get_preprocessing_parser().parse_args(argv)
-    handlers = list(preprocess.logger.handlers)
-    try:
-        preprocess.main(args)
-    finally:
-        for handler in preprocess.logger.handlers[len(handlers):]:  # main() adds a log file per call
-            preprocess.logger.removeHandler(handler)
-            handler.close()
-
-
-def binarize_shard(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str, shard: int) -> dict:
-    """Shard ``shard`` of ``cfg.shards``: the ``shard``-th contiguous slice of every training file (parallel
-    sides and labels cut at the same lines), plus valid/test in shard 0, binarized into DESTDIR/shard{i} with
-    the shared dict.txt and BPE model."""
-    name = f"shard{shard}"
-    dest, shard_work = os.path.join(cfg.destdir, name), os.path.join(work, name)
-    os.makedirs(os.path.join(shard_work, "bpe"), exist_ok=True)
-    os.makedirs(dest, exist_ok=True)
-    for shared in ("dict.txt", "spm.model", "spm.vocab"):
-        with atomic_path(os.path.join(dest, shared)) as tmp:
-            shutil.copyfile(os.path.join(cfg.destdir, shared), tmp)
-    mine = {k: v for k, v in corpora.items() if k.startswith("train.") or shard == 0}
-    for corpus, files in mine.items():
-        label = f"{corpus}.label" if os.path.isfile(os.path.join(work, "bpe", f"{corpus}.label")) else None
-        for file in files + ([label] if label else []):
-            src = os.path.join(work, "bpe", file)
-            with open(src, encoding="utf-8") as f:
-                lines = sum(1 for _ in f)
-            lo, hi = (lines * shard // cfg.shards, lines * (shard + 1) // cfg.shards) if corpus.startswith(
-                "train.") else (0, lines)
-            if hi <= lo:
-                raise PrepareError(f"{os.path.join(cfg.raw, file)}: {lines} lines cannot fill {cfg.shards} shards")
-            with open(src, encoding="utf-8") as f, atomic_path(os.path.join(shard_work, "bpe", file)) as tmp, \
-                    open(tmp, "w", encoding="utf-8") as out:
-                for k, line in enumerate(f):
-                    if lo <= k < hi:
-                        out.write(line)
-    result = binarize(dataclasses.replace(cfg, destdir=dest), mine, shard_work)
-    shutil.rmtree(os.path.join(shard_work, "bpe"))
-    return {"outputs": [os.path.join(name, p) for p in ["dict.txt", "spm.model"] + result["outputs"]]}
+def encode_stats(cfg: PrepareConfig, file: str, kept: int, long: int, first_long, dropped: int, tokens: int,
+                 unk: int) -> dict:
+    """The encode stage's record of one corpus (``file``: its first raw file), after warning about long lines;
+    PrepareError when --max-line-tokens left no line."""
+    if long:
+        logger.warning(f"{os.path.join(cfg.raw, file)}: {long} line(s) longer than --warn-line-tokens "
+                       f"{cfg.warn_line_tokens} BPE tokens (first: line {first_long})"
+                       + (f"; {dropped} dropped by --max-line-tokens" if dropped else
+                          "; kept, the task cuts them into tokens-per-sample blocks"))
+    if kept == 0:
+        raise PrepareError(f"{os.path.join(cfg.raw, file)}: no line left after --max-line-tokens {cfg.max_line_tokens}")
+    return {"lines": kept, "long": long, "dropped": dropped, "tokens": tokens, "unk": unk}
 
 
 def write_manifest(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:
