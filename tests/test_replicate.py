@@ -132,6 +132,29 @@ def test_beats_copy_share():
         replicate.beats_copy_share(refs[:1], srcs, refs)
 
 
+def test_bleu_over_shifted_is_the_bleu_the_source_explains(tmp_path):
+    refs = ["the cat sat on my mat", "a dog runs in one park", "birds sing loudly every single morning"]
+    # perfect translations: 100 against their references, 0 against the shifted ones (no shared n-gram)
+    assert replicate.bleu_over_shifted(refs, refs) == pytest.approx(100.0)
+    # one output whatever the input: corpus BLEU's sums are the same for any pairing, so exactly 0
+    constant = ["the dog sat in one park"] * 3
+    assert replicate.bleu_over_shifted(constant, refs) == pytest.approx(0.0, abs=1e-9)
+    # outputs that fit the next sentence's reference: the source explains less than nothing
+    assert replicate.bleu_over_shifted(refs[1:] + refs[:1], refs) == pytest.approx(-100.0)
+    with pytest.raises(ValueError, match="needs >= 2 pairs"):
+        replicate.bleu_over_shifted(refs[:1], refs[:1])
+    with pytest.raises(ValueError, match="2 hypotheses, 3 references"):
+        replicate.bleu_over_shifted(refs[:2], refs)
+    paths = {}
+    for name, lines in (("hyp", refs), ("src", ["x y z"] * 3), ("ref", refs)):
+        paths[name] = tmp_path / name
+        write(paths[name], lines)
+    out = tmp_path / "copy.tsv"
+    replicate.main(["record", "--out", str(out), "--claim", "b", "--arm", "clm", "--seed", "3", "copy",
+                    str(paths["hyp"]), str(paths["src"]), str(paths["ref"]), "--direction", "en-es"])
+    assert out.read_text() == "b\tbeats_copy_en_es\tclm\t3\t100\nb\tbleu_over_shifted_en_es\tclm\t3\t100\n"
+
+
 def test_label_raw_trains_on_one_language_and_tests_the_labelled_others(tmp_path):
     raw = tmp_path / "raw"
     write(raw / "train.en", ["a", "b"])
@@ -181,7 +204,8 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
     measures = {"a": {"acc_en", "acc_es", "acc_ny"}, "b": {"bleu_en_es", "tok_bleu_en_es", "bleu_es_en",
                                                            "tok_bleu_es_en"},
                 "d": {"ppl_ny"}, "e": {"p1_en_es", "p1_es_en"}}
-    measures["c"] = measures["b"] | {"beats_copy_en_es", "beats_copy_es_en"}
+    measures["b"] |= {"beats_copy_en_es", "beats_copy_es_en", "bleu_over_shifted_en_es", "bleu_over_shifted_es_en"}
+    measures["c"] = measures["b"]
     for claim in "abcde":
         if claim in "bc" and not ALL_CLAIMS:
             assert "**Skipped**: not selected (CLAIMS=a,d,e)." in text.split(f"## ({claim})")[1].split("## (")[0]

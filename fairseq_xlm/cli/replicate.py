@@ -4,7 +4,7 @@ at small scale, several seeds per arm, a paired comparison of each pair of neigh
     python -m fairseq_xlm.cli.replicate record --out FILE --claim a --arm mlm --seed 1 genre TABLE.md [--langs es,ny]
     python -m fairseq_xlm.cli.replicate record ... ppl LOG --metric clm_ppl_ny
     python -m fairseq_xlm.cli.replicate record ... bleu TABLE.md --direction en-es
-    python -m fairseq_xlm.cli.replicate record ... copy HYP SRC REF --direction en-es
+    python -m fairseq_xlm.cli.replicate record ... copy HYP SRC REF --direction en-es   (+ bleu_over_shifted)
     python -m fairseq_xlm.cli.replicate report --dir OUT [--curve TITLE:GLOB:METRIC ...] [--settings TEXT]
 
 A record file holds tab-separated ``claim measure arm seed value`` lines (one job's numbers, written
@@ -113,6 +113,21 @@ def beats_copy_share(hyps: Sequence[str], srcs: Sequence[str], refs: Sequence[st
     wins = sum(sacrebleu.sentence_bleu(h, [r]).score > sacrebleu.sentence_bleu(s, [r]).score
                for h, s, r in zip(hyps, srcs, refs))
     return 100.0 * wins / len(refs)
+
+
+def bleu_over_shifted(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus sacreBLEU against the references minus corpus sacreBLEU against the same references shifted by
+    one sentence (each hypothesis scored against the next sentence's reference). The shifted references keep
+    every n-gram statistic of the text and break only the pairing, so the difference is the BLEU that the
+    source explains: about 0 for a model that writes fluent target text whatever its input (a decoder that
+    ignores the encoder), which plain BLEU cannot tell from a weak translator. Neighbouring test sentences
+    often share words (one chapter), so this is a lower bound."""
+    import sacrebleu
+
+    if len(hyps) != len(refs) or len(refs) < 2:
+        raise ValueError(f"bleu_over_shifted: {len(hyps)} hypotheses, {len(refs)} references (needs >= 2 pairs)")
+    shifted = list(refs[1:]) + list(refs[:1])
+    return sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score - sacrebleu.corpus_bleu(list(hyps), [shifted]).score
 
 
 def _text(path: str) -> List[str]:
@@ -286,7 +301,8 @@ def get_parser() -> argparse.ArgumentParser:
     k.add_argument("--direction", required=True, help="SRC-TGT")
     k = kinds.add_parser("retrieval", help="both P@1 of python -m fairseq_xlm.cli.evaluate_retrieval --json")
     k.add_argument("result")
-    k = kinds.add_parser("copy", help="share of sentences whose translation beats copying the source")
+    k = kinds.add_parser("copy", help="share of sentences whose translation beats copying the source, and the "
+                         "BLEU the source explains (against the references minus against them shifted by one)")
     k.add_argument("hyp")
     k.add_argument("src")
     k.add_argument("ref")
@@ -319,7 +335,9 @@ def record(args) -> Dict[str, float]:
         values = retrieval_measures(args.result)
     else:
         s, t = args.direction.split("-")
-        values = {f"beats_copy_{s}_{t}": beats_copy_share(_text(args.hyp), _text(args.src), _text(args.ref))}
+        hyps, refs = _text(args.hyp), _text(args.ref)
+        values = {f"beats_copy_{s}_{t}": beats_copy_share(hyps, _text(args.src), refs),
+                  f"bleu_over_shifted_{s}_{t}": bleu_over_shifted(hyps, refs)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_lines(args.out, [f"{args.claim}\t{m}\t{args.arm}\t{args.seed}\t{v:.6g}" for m, v in values.items()])
     return values
