@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make replicate`: the XLM paper's orderings at small scale, several seeds per arm, with paired comparisons.
 #   recipes/replicate.sh [--stage N] [--stop-stage N] [RAW_DIR]
-#   QUICK=1 recipes/replicate.sh        (smaller settings, about 10 minutes on 2 idle cores)
+#   QUICK=1 recipes/replicate.sh        (smaller settings, 12 minutes on 2 idle cores)
 #   SMOKE=1 recipes/replicate.sh        (tiny settings, what `make test` runs; OUT in $TMPDIR)
 # RAW_DIR: a raw folder in the prepare_pretrain.sh layout ({split}.{lang}, {split}.{l1}-{l2}.{lang}; labels as
 # {split}.{lang}.label for the classification claim). Default: the Bible corpus (en, es, ny; book genres).
@@ -49,7 +49,7 @@ if [ "$SMOKE" = 1 ]; then
     SEEDS=${SMOKE_SEEDS:-1,2}
     CLAIMS=${SMOKE_CLAIMS:-a,d,e}  # what `make test` runs in a minute or two; SMOKE_CLAIMS=a,b,c,d,e for all
 elif [ "$QUICK" = 1 ]; then
-    # about 120 fairseq processes of a few seconds' start-up each: 2 seeds and short runs keep it near 10 min
+    # about 120 fairseq processes of a few seconds' start-up each: 2 seeds and short runs keep it near 12 min (719 s idle)
     OUT=${OUT:-$ROOT/data-bin/replicate-quick}
     VERSES=${VERSES:-3000,200,200}
     PARA_VERSES=${PARA_VERSES:-3000,150,150}
