@@ -75,7 +75,7 @@ def test_same_bytes_as_fairseq_preprocess(bible_raw, tmp_path, workers, extra):
                                 max_line_tokens=int(extra[1]) if extra else 0)
     names = _same_files(dest, _text_path(cfg, tmp_path / "oracle"))
     assert len(names) == 1 + 12 * 2 + 6  # dict.txt, 12 datasets, 6 label files
-    lookup = prepare_ids.Lookup(prepare_ids._pieces(cfg), Dictionary.load(str(dest / "dict.txt")))
+    lookup = prepare_ids.Lookup(prepare_ids._pieces(prepare_ids._processor(cfg)), Dictionary.load(str(dest / "dict.txt")))
     assert not lookup.one_to_one  # the U+0085 piece was learnt: the uneven mapping was exercised
     stats = out["encode"]["stats"]
     assert stats["valid.en-es"]["unk"] > 0 and stats["train.en-es"]["lines"] + stats["train.en-es"]["dropped"] == 303

@@ -82,7 +82,7 @@ def read_tokens(prefix: str) -> Tuple[np.ndarray, np.ndarray]:
 def encode(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
     """Every raw file -> its sentencepiece ids in WORK/ids/{file}.bin/.idx (lines over --max-line-tokens on any
     side dropped, from every side and the labels); unknown characters (spm's unk id) are counted."""
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+    sp = _processor(cfg)
     dtype, unk_id = best_fitting_int_dtype(sp.get_piece_size()), sp.unk_id()
     ids_dir = os.path.join(work, IDS)
     os.makedirs(ids_dir, exist_ok=True)
@@ -146,8 +146,11 @@ def _encoded(sp, rows: Iterator[tuple], sides: int, workers: int) -> Iterator[tu
 # ---------------------------------------------------------------- dict
 
 
-def _pieces(cfg: PrepareConfig) -> List[str]:
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+def _processor(cfg: PrepareConfig) -> spm.SentencePieceProcessor:
+    return spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
+
+
+def _pieces(sp: spm.SentencePieceProcessor) -> List[str]:
     return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
 
@@ -155,8 +158,8 @@ def build_dict(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> 
     """dict.txt: every sentencepiece piece once, ordered by training frequency (unseen ones count 0; ties in
     fairseq's order, ``Dictionary.finalize``: alphabetical). No <mask> (tasks append it) and no padding words,
     so <mask> always lands right after the pieces."""
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(cfg.destdir, "spm.model"))
-    pieces = _pieces(cfg)
+    sp = _processor(cfg)
+    pieces = _pieces(sp)
     per_id = np.zeros(len(pieces), np.int64)
     for name, files in corpora.items():
         if name.startswith("train."):
@@ -221,7 +224,7 @@ def binarize(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str,
     """WORK/ids -> DESTDIR's {split}.{lang}.bin/.idx and {split}.{l1}-{l2}.{lang}.bin/.idx (+ labels), sentences
     ``rows(corpus, lines)`` = [lo, hi) of each; ids through dict.txt, eos appended."""
     dictionary = Dictionary.load(os.path.join(cfg.destdir, "dict.txt"))
-    lookup = Lookup(_pieces(cfg), dictionary)
+    lookup = Lookup(_pieces(_processor(cfg)), dictionary)
     dtype = best_fitting_int_dtype(len(dictionary))
     outputs = []
     for name, files in sorted(corpora.items()):

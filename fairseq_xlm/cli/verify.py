@@ -26,16 +26,14 @@ def write_manifest(folder: str) -> str:
     if not os.path.isfile(dictionary):
         raise DataBinError(f"{dictionary}: missing (every data-bin folder holds the dictionary it was made with)")
     vocab = len(layout.load_dictionary(folder))
+    prefixes = sorted(name[: -len(".bin")] for name in os.listdir(folder) if name.endswith(".bin"))
+    for prefix in prefixes:
+        manifest.check_split(os.path.join(folder, prefix), dictionary, vocab)
     langs, pairs = set(), set()
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".bin"):
-            prefix = os.path.join(folder, name[: -len(".bin")])
-            manifest.check_split(prefix, dictionary, vocab)
-            parts = name.split(".")
-            if len(parts) == 3:
-                langs.add(parts[1])
-            elif len(parts) == 4:
-                pairs.add(parts[1])
+    for split in {prefix.split(".")[0] for prefix in prefixes}:
+        mono, para = layout.available(folder, split)
+        langs.update(mono)
+        pairs.update(para)
     return manifest.write(folder, dictionary, sorted(langs), sorted(pairs))
 
 

@@ -15,9 +15,10 @@ from typing import List
 
 import torch
 from fairseq.data import data_utils
-from fairseq_xlm.data.greedy_decoding import greedy_static_cache
 from fairseq.sequence_generator import SequenceGenerator
 from torch import Tensor
+
+from .greedy_decoding import greedy_static_cache
 
 
 def max_output_len(src_tokens: Tensor, max_len_a: float, max_len_b: int, max_positions: int) -> int:
@@ -36,15 +37,14 @@ def greedy_decode(model, net_input: dict, max_len_a: float = 1.3, max_len_b: int
     """
     if cache not in ("static", "incremental", "none"):
         raise ValueError(f"greedy_decode: cache={cache!r}, expected 'static', 'incremental' or 'none'")
+    src = net_input["src_tokens"]
+    max_len = max_output_len(src, max_len_a, max_len_b, model.max_decoder_positions())
     if cache == "static":
-        limit = max_output_len(net_input["src_tokens"], max_len_a, max_len_b, model.max_decoder_positions())
-        return greedy_static_cache(model, net_input, limit)
+        return greedy_static_cache(model, net_input, max_len)
     decoder = model.decoder
     dictionary = decoder.dictionary
     eos, pad = dictionary.eos(), dictionary.pad()
-    src = net_input["src_tokens"]
     bsz = src.size(0)
-    max_len = max_output_len(src, max_len_a, max_len_b, model.max_decoder_positions())
     enc = model.encoder(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
     state = {} if cache == "incremental" else None
     out = src.new_full((bsz, max_len + 2), pad)

@@ -45,12 +45,6 @@ def _attend(q: Tensor, k_t: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor
         return torch.matmul(scores.softmax(dim=-1), v).to(q.dtype)
 
 
-def _heads(x: Tensor, heads: int) -> Tensor:
-    """(B, T, C) -> (B, H, T, C / H), as ``XlmAttention._split``."""
-    b, t, c = x.shape
-    return x.view(b, t, heads, c // heads).transpose(1, 2)
-
-
 class _Stack:
     """Per-layer buffers of one decode: self-attention K^T and V (preallocated), the encoder's K^T and V."""
 
@@ -64,10 +58,10 @@ class _Stack:
             dim, heads = attn.q_proj.out_features, attn.heads
             # contiguous K^T and V: as views of the projections, every step's matmul would copy them
             # (measured: 0.9 + 0.35 ms per layer and step in bf16, a third of the decoder's time)
-            k = _heads(cross.k_proj(enc), cross.heads)
+            k = cross._split(cross.k_proj(enc))
             dtype = torch.float32 if k.device.type == "cpu" else k.dtype  # see _attend
             self.enc_keys.append(k.transpose(-2, -1).to(dtype).contiguous())
-            self.enc_values.append(_heads(cross.v_proj(enc), cross.heads).to(dtype).contiguous())
+            self.enc_values.append(cross._split(cross.v_proj(enc)).to(dtype).contiguous())
             # keys stored transposed, (B, H, d, max_len): a step's K^T is then a slice that bf16
             # matmuls read in place (2.5x faster than the transpose of a (B, H, T, d) slice, which they copy)
             self.keys.append(k.new_empty(b, heads, dim // heads, width, dtype=dtype))
@@ -85,7 +79,7 @@ class _Stack:
         for i, layer in enumerate(self.layers):
             x = layer.self_attn_layer_norm(x + self._self_attention(layer.self_attn, x, i, t))
             cross = layer.encoder_attn
-            q = _heads(cross.q_proj(x), cross.heads)
+            q = cross._split(cross.q_proj(x))
             ctx = _attend(q, self.enc_keys[i], self.enc_values[i], self.enc_mask)
             x = layer.encoder_attn_layer_norm(x + cross.out_proj(ctx.transpose(1, 2).reshape(x.shape)))
             x = layer.final_layer_norm(x + layer.fc2(layer.activation(layer.fc1(x))))
@@ -94,7 +88,7 @@ class _Stack:
     def _self_attention(self, attn, x: Tensor, i: int, t: int) -> Tensor:
         self.keys[i][:, :, :, t] = attn.k_proj(x).view(x.size(0), attn.heads, -1)
         self.values[i][:, :, t] = attn.v_proj(x).view(x.size(0), attn.heads, -1)
-        q = _heads(attn.q_proj(x), attn.heads)
+        q = attn._split(attn.q_proj(x))
         ctx = _attend(q, self.keys[i][..., : t + 1], self.values[i][:, :, : t + 1], None)
         return attn.out_proj(ctx.transpose(1, 2).reshape(x.shape))
 

@@ -28,7 +28,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 from fairseq import utils
-from fairseq.data import LanguagePairDataset, data_utils
+from fairseq.data import LanguagePairDataset
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.tasks import register_task

@@ -40,7 +40,7 @@ from typing import List, Optional
 
 import numpy as np
 from fairseq import checkpoint_utils
-from fairseq.data import ConcatDataset, data_utils, iterators
+from fairseq.data import ConcatDataset, iterators
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
