@@ -53,10 +53,11 @@ def embed(model, dictionary, batches: Iterable[Sequence[Tensor]], lang_id: int, 
 
 def _length_batches(dataset, indices: Sequence[int], max_tokens: int) -> List[List[int]]:
     """Indices grouped by length into batches of at most ``max_tokens`` padded tokens (less padding, same result)."""
-    order = sorted(indices, key=lambda i: len(dataset[i]))
+    sizes = dataset.sizes  # lengths without reading the sentences
+    order = sorted(indices, key=lambda i: int(sizes[i]))
     batches, batch, width = [], [], 0
     for i in order:
-        length = len(dataset[i]) + 1  # + the </s> in front
+        length = int(sizes[i]) + 1  # + the </s> in front
         if batch and max(width, length) * (len(batch) + 1) > max_tokens:
             batches.append(batch)
             batch, width = [], 0

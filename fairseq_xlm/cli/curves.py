@@ -15,8 +15,9 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-_VALID = re.compile(r"valid on '([^']+)' subset(.*)$")
-_METRIC = re.compile(r"\|\s*([A-Za-z_][\w\-]*)\s+(-?[0-9.]+(?:e[-+]?\d+)?)\s*(?=\||$)")
+# a fairseq log's validation line and its "| name value" fields (also read by the demo's report)
+VALID_LINE = re.compile(r"valid on '([^']+)' subset(.*)$")
+METRIC = re.compile(r"\|\s*([A-Za-z_][\w\-]*)\s+(-?[0-9.]+(?:e[-+]?\d+)?)\s*(?=\||$)")
 STYLES = ["-", "--", ":", "-."]
 
 # The demo's figures: (file, title, y label, log scale, metrics, {run label: log path under DIR/runs}).
@@ -38,9 +39,9 @@ def read_validations(path: str, subset: str = "valid") -> List[Dict[str, float]]
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = _VALID.search(line)
+            m = VALID_LINE.search(line)
             if m and m.group(1) == subset:
-                metrics = {k: float(v) for k, v in _METRIC.findall(m.group(2))}
+                metrics = {k: float(v) for k, v in METRIC.findall(m.group(2))}
                 if "num_updates" in metrics:
                     out.append(metrics)
     if not out:

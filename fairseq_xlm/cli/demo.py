@@ -24,16 +24,14 @@ import collections
 import glob
 import json
 import os
-import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.cli import setup_logging
+from fairseq_xlm.cli.curves import METRIC, VALID_LINE
 
 RUNS = ("xlm", "random")
 RUN_TITLES = {"xlm": "XLM pretrained", "random": "random init"}
-_VALID_LINE = re.compile(r"valid on '([^']+)' subset(.*)$")
-_METRIC = re.compile(r"\|\s*([A-Za-z_][\w\-]*)\s+(-?[0-9.]+(?:e-?\d+)?)\s*(?=\||$)")
 
 
 # ------------------------------------------------------------------------------------- baseline
@@ -120,9 +118,9 @@ def parse_valid_log(path: str, subset: Optional[str] = None) -> Dict[str, float]
     found = None
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = _VALID_LINE.search(line)
+            m = VALID_LINE.search(line)
             if m and (subset is None or m.group(1) == subset):
-                found = {k: float(v) for k, v in _METRIC.findall(m.group(2))}
+                found = {k: float(v) for k, v in METRIC.findall(m.group(2))}
     if found is None:
         raise ValueError(f"{path}: no 'valid on {subset or '...'} subset' line (did fairseq-validate fail?)")
     return found

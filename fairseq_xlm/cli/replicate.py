@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli.bible import write_lines
+from fairseq_xlm.cli.curves import read_validations, series
 from fairseq_xlm.cli.demo import parse_valid_log, read_accuracy_table
 from fairseq_xlm.paired import better, comparison, fmt, mean_std
 
@@ -162,15 +163,6 @@ def label_raw(raw: str, out: str, train_lang: str, langs: Sequence[str]) -> List
     return eval_langs
 
 
-def retrieval_available() -> Optional[str]:
-    """None when cross-lingual retrieval can run (fairseq_xlm.retrieval importable), else the reason."""
-    import importlib.util
-
-    if importlib.util.find_spec("fairseq_xlm.retrieval") is None:
-        return "fairseq_xlm.retrieval (cross-lingual retrieval) is not part of this checkout yet"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------- report
 def build_report(directory: str, settings: str = "", plots: Sequence[str] = ()) -> str:
     """REPLICATION.md for OUT=``directory`` from OUT/results/plan.tsv and the record files beside it."""
@@ -225,18 +217,13 @@ def build_report(directory: str, settings: str = "", plots: Sequence[str] = ()) 
 _RUN_PATH = re.compile(r"/([^/]+?)[/-]s(\d+)/[^/]+$")  # .../ARM/sSEED/train.log or .../ARM-sSEED/train.log
 
 
-def read_curve(log: str, metric: str) -> List[Tuple[int, float]]:
-    """(num_updates, metric) of every ``valid on 'valid' subset`` line of a fairseq training log."""
-    points = []
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if "valid on 'valid' subset" not in line:
-                continue
-            m = re.search(rf"\|\s*{re.escape(metric)}\s+(-?[0-9.]+)", line)
-            u = re.search(r"\|\s*num_updates\s+(\d+)", line)
-            if m and u:
-                points.append((int(u.group(1)), float(m.group(1))))
-    return points
+def read_curve(log: str, metric: str) -> List[Tuple[float, float]]:
+    """(num_updates, metric) of the ``valid on 'valid' subset`` lines of a fairseq training log (``curves``'
+    reader); none for a log without validations."""
+    try:
+        return list(zip(*series(read_validations(log), metric)))
+    except (ValueError, FileNotFoundError):
+        return []
 
 
 def plot_curves(directory: str, title: str, pattern: str, metric: str) -> Optional[str]:
@@ -312,7 +299,6 @@ def get_parser() -> argparse.ArgumentParser:
     lab.add_argument("--out", required=True)
     lab.add_argument("--train-lang", required=True)
     lab.add_argument("--langs", required=True, help="candidate evaluation languages")
-    sub.add_parser("retrieval-status", help="print why cross-lingual retrieval cannot run (nothing if it can)")
     rep = sub.add_parser("report", help="OUT/results/*.tsv -> OUT/REPLICATION.md (+ curves)")
     rep.add_argument("--dir", required=True, help="the study's folder (OUT)")
     rep.add_argument("--settings", default="", help="text put under the title (settings, commands, machine)")
@@ -355,9 +341,6 @@ def main(argv: Optional[Sequence[str]] = None):
             langs = label_raw(args.raw, args.out, args.train_lang, [x for x in args.langs.split(",") if x])
             print(",".join(langs))
             return langs
-        if args.command == "retrieval-status":
-            print(retrieval_available() or "")
-            return None
         plots = []
         for spec in args.curve:
             parts = spec.split(":")
