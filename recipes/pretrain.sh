@@ -21,7 +21,7 @@
 # (one optimiser step), as the authors': WARMUP and MAX_UPDATE count steps, the --lambda-* schedules
 # iterations. BF16=1: bf16 mixed precision (--autocast-bf16, CPUs with avx512_bf16/AMX and GPUs; see
 # lib/bf16.sh); on GPUs --fp16 works too. Several GPUs of one machine are used automatically,
-# several machines through torchrun or SLURM (see README: "Scale-out").
+# several machines through torchrun or SLURM (see docs/pretraining.md, "Scale-out").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTBEAT_TIMEOUT (600 s each)
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"

@@ -148,7 +148,7 @@ def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -
             if blank:
                 empty[file] = len(blank)
                 logger.warning(f"{path}: {len(blank)} empty line(s) (first: line {blank[0]}); kept, so that "
-                               f"parallel sides and labels stay line-aligned (see README, Failure behaviour)")
+                               f"parallel sides and labels stay line-aligned (see docs/failures.md)")
         if len({lines[f] for f in files}) > 1:
             raise PrepareError(f"{os.path.join(cfg.raw, files[1])}: {lines[files[1]]} lines but "
                                f"{files[0]} has {lines[files[0]]}; parallel sides must be line-aligned")

@@ -6,7 +6,7 @@ Tasks check sizes and the dictionary at load (cheap); this reads every byte, so 
 
 ``--write-manifest`` is for a data-bin made without ``fairseq_xlm.cli.prepare`` (plain ``fairseq-preprocess``):
 without a manifest every task reads each split's index and tokens once at load, in every process (at
-hundreds of millions of sentences that is the start-up: 22 s and 4 GiB of page cache at 257 M, see README
+hundreds of millions of sentences that is the start-up: 22 s and 4 GiB of page cache at 257 M, see docs/benchmarks.md
 "Scale-out"). This checks every split once the same way (index structure, token ids against dict.txt) and
 then records sizes and checksums in ``manifest.json``, so later loads read headers only.
 """

@@ -1,5 +1,5 @@
 # Sourced by the training recipes: a rank that stops answering fails the job in minutes, not after torch's
-# 30-minute default (README: "Failure behaviour"). Override from the environment; 0 turns one off.
+# 30-minute default (docs/failures.md). Override from the environment; 0 turns one off.
 #   DIST_TIMEOUT       seconds a collective waits for the other ranks (FAIRSEQ_XLM_DIST_TIMEOUT, read by
 #                      fairseq_xlm at import: the process-group timeout); default 600
 #   HEARTBEAT_TIMEOUT  fairseq's --heartbeat-timeout: seconds a rank may go without a forward pass; default 600
