@@ -7,6 +7,7 @@ job per value. Runs are stamped: a finished stage (or sweep job) writes ``.stage
 checkpoints, and a rerun with the same config and overrides skips it.
 """
 
+import functools
 import json
 import os
 import shlex
@@ -145,15 +146,26 @@ def compose(cdir: Path, config: str, overrides: Sequence[str]):
     from fairseq.utils import import_user_module
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     import_user_module(Namespace(user_dir=userdir.path()))
-    hydra_init(config)
+    hydra_init(config)  # fairseq's schema under the config's name, as fairseq-hydra-train stores it
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
-        cfg = hydra_compose(config, overrides=[f"common.user_dir={userdir.path()}", *overrides])
+    try:
+        with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
+            cfg = hydra_compose(config, overrides=[f"common.user_dir={userdir.path()}", *overrides])
+    finally:
+        # hydra copies every stored config at each compose: drop this one's schema again
+        ConfigStore.instance().repo.pop(f"{config}.yaml", None)
     add_defaults(cfg)
     return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def compose_cached(cdir: Path, config: str, overrides: Tuple[str, ...]):
+    """``compose``, once per (folder, config, overrides) in a process: for readers (the plan), not runs."""
+    return compose(cdir, config, overrides)
 
 
 def _stamp(save: str) -> Path:
