@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from fairseq_xlm.cli import experiments as E
 from fairseq_xlm.cli import plan as P
@@ -197,8 +198,11 @@ def test_submitit_local_sweep_of_two_arms_and_two_seeds(twins, twin_data, tmp_pa
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     seen = set()
     for job in jobs:
-        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-        seen.add((cfg["task"]["train_langs"], cfg["common"]["seed"]))
-        assert cfg["task"]["eval_langs"] == cfg["task"]["train_langs"]
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")  # the job's config, as hydra composed it
+        seen.add((cfg.task.train_langs, cfg.common.seed))
+        assert cfg.task.eval_langs == cfg.task.train_langs
         assert (job / "checkpoints" / "checkpoint_best.pt").is_file()
+        log = (job / "hydra_train.log").read_text()  # trained and validated on its own language only
+        other = {"en": "es", "es": "en"}[cfg.task.train_langs]
+        assert f"accuracy_{cfg.task.train_langs}" in log and f"accuracy_{other}" not in log
     assert seen == {("en", 1), ("en", 2), ("es", 1), ("es", 2)}

@@ -1,8 +1,8 @@
 """The paper's experiments as stages of hydra configs: the catalogue (``configs/experiments.yaml``), each
 stage's ``fairseq-hydra-train`` command, its twin (the same config with sizes overridden), and the runs.
 
-A stage is one config file plus overrides; ``{data}``, ``{save}`` and an experiment's ``vars`` (``{l1}``,
-``{pair}``, ...) are filled in here. A stage with ``sweep`` is one ``fairseq-hydra-train -m`` command, a
+A stage is one config file plus overrides; ``{databin}``, ``{save}`` and an experiment's ``vars`` (``{l1}``,
+``{l2}``) are filled in here. A stage with ``sweep`` is one ``fairseq-hydra-train -m`` command, a
 job per value. Runs are stamped: a finished stage (or sweep job) writes ``.stage.json`` beside its
 checkpoints, and a rerun with the same config and overrides skips it.
 """
@@ -82,15 +82,18 @@ def split_sweep(sweep: str) -> Tuple[str, List[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     override = OverridesParser.create().parse_override(sweep)
-    return override.get_key_element(), list(override.sweep_string_iterator())
+    if not override.is_sweep_override():
+        raise SystemExit(f"error: sweep '{sweep}' has one value; expected key=a,b,...")
+    return override.get_key_element(), list(override.sweep_string_iterator())  # quoted values stay quoted
 
 
 def stages(catalogue: dict, name: str, data: str, save: str, twin: bool = False) -> List[Stage]:
-    """The stages of experiment ``name`` with ``{data}``/``{save}``/vars filled in; ``twin``: plus each
+    """The stages of experiment ``name`` with ``{databin}``/``{save}``/vars filled in; ``twin``: plus each
     stage's twin sizes and language overrides (and its own sweep, if any)."""
     exp = experiment(catalogue, name)
     spec = exp.get("twin") or {}
-    fill = {"data": data, "save": save, **(exp.get("vars") or {})}
+    # the experiment's data-bin: DATA/NAME, or for a twin the given (Bible) data-bin itself
+    fill = {"databin": data if twin else os.path.join(data, exp["data"]), "save": save, **(exp.get("vars") or {})}
     if twin:
         fill.update(spec.get("vars") or {})
     out = []
