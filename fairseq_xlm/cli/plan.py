@@ -112,11 +112,10 @@ def plan(name: str, data: str, save: str, cdir, gpus: Optional[int] = None, laun
     stage_list = E.stages(cat, name, data, save, twin=twin)
     rows = []
     for stage in stage_list:
-        job_overrides = stage.jobs()[0][1]
-        cfg = E.compose_cached(cdir, stage.config, tuple(job_overrides))
         row = {"name": stage.name, "config": stage.config, "command": E.shell(E.command(stage, cdir, launcher)),
                "save": stage.save}
-        if not twin:
+        if not twin:  # a twin is not priced (its run composes each stage anyway)
+            cfg = E.compose_cached(cdir, stage.config, tuple(stage.jobs()[0][1]))
             row["cost"] = asdict(stage_cost(cfg, stage, dataset["vocab"], cat["cost"], gpus))
         rows.append(row)
     out = {"experiment": name, "title": exp["title"], "paper": exp["paper"], "twin": twin,
