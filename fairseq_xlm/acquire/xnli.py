@@ -1,14 +1,15 @@
 """XNLI-1.0 + MultiNLI (+ XNLI-MT-1.0's translate-train sets) -> ``OUT/xnli/`` through ``prepare_xnli extract``.
 
 The archives are fetched like every other source, the members ``prepare_xnli extract`` reads are unpacked
-under ``OUT/downloads/{archive}.d/``, and ``fairseq_xlm.cli.prepare_xnli.extract_nli`` writes the raw
+under ``OUT/downloads/{archive}.d/``, and the extractor the caller passes (the CLI passes
+``fairseq_xlm.cli.prepare_xnli.extract_nli``; the library does not import the CLI) writes the raw
 classification layout (``{split}.{lang}.input0/.input1/.label``, ``labels.txt``) that its ``binarize`` reads.
 """
 
 import json
 import logging
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from fairseq_xlm.acquire import archives, sources
 from fairseq_xlm.acquire.download import Fetcher
@@ -18,10 +19,13 @@ logger = logging.getLogger("fairseq_xlm.acquire")
 STAMP = ".acquired.json"  # written last: the languages and sets a finished run extracted
 
 
-def acquire_xnli(fetcher: Fetcher, out: str, langs: List[str], translate_train: bool = False) -> Dict[str, int]:
-    """XNLI dev/test of LANGS, MultiNLI train (en), XNLI-MT train (other LANGS, when asked) -> OUT/xnli."""
-    from fairseq_xlm.cli.prepare_xnli import extract_nli
+Extract = Callable[[str, List[str], str, Optional[str], Optional[str]], Dict[str, int]]
 
+
+def acquire_xnli(fetcher: Fetcher, out: str, langs: List[str], extract_nli: Extract,
+                 translate_train: bool = False) -> Dict[str, int]:
+    """XNLI dev/test of LANGS, MultiNLI train (en), XNLI-MT train (other LANGS, when asked) -> OUT/xnli, written
+    by ``extract_nli(out, langs, xnli_dir, mnli_train, translate_train_dir)``."""
     folder = os.path.join(out, "xnli")
     stamp_path = os.path.join(folder, STAMP)
     stamp = {"langs": langs, "translate_train": translate_train}

@@ -135,9 +135,9 @@ def run(args) -> Dict[str, int]:
             counts.update(wmt.acquire_newstest(fetcher, args.out, pairs))
         return counts
     from fairseq_xlm.acquire.xnli import acquire_xnli
+    from fairseq_xlm.cli.prepare_xnli import extract_nli
 
-    langs = _codes(args.langs, "--langs")
-    return acquire_xnli(fetcher, args.out, langs, args.translate_train)
+    return acquire_xnli(fetcher, args.out, _codes(args.langs, "--langs"), extract_nli, args.translate_train)
 
 
 def get_parser() -> argparse.ArgumentParser:
