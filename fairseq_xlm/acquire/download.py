@@ -143,7 +143,8 @@ class Fetcher:
             if entry and entry["size"] == stat.st_size and entry.get("mtime") == int(stat.st_mtime):
                 logger.info("%s: present (%s, sha256 %s)", path, _human(stat.st_size), entry["sha256"][:12])
                 return path
-            if entry and entry.get("path") == os.path.abspath(path) and entry["size"] != stat.st_size:
+            if (not self.from_dir and entry and entry.get("path") == os.path.abspath(path)
+                    and entry["size"] != stat.st_size):
                 raise DataSourceError(f"{path}: {stat.st_size} bytes but the ledger recorded {entry['size']}: "
                                       "changed since it was fetched; delete it to fetch it again")
         else:

@@ -10,6 +10,7 @@ import codecs
 import io
 import logging
 import os
+import time
 from contextlib import ExitStack, contextmanager
 from itertools import zip_longest
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, TextIO
@@ -51,6 +52,18 @@ def text_lines(binary: io.RawIOBase, name: str) -> Iterator[str]:
         logger.warning("%s: %d invalid UTF-8 sequences replaced by U+FFFD", name, bad)
 
 
+class Progress:
+    """Logs ``NAME: N lines so far`` at most every EVERY seconds (long extractions show they advance)."""
+
+    def __init__(self, name: str, every: float = 60.0):
+        self.name, self.every, self.last = name, every, time.time()
+
+    def tick(self, n: int) -> None:
+        if n % 4096 == 0 and time.time() - self.last >= self.every:
+            self.last = time.time()
+            logger.info("%s: %d lines so far", self.name, n)
+
+
 def done(paths: Sequence[str]) -> bool:
     """True when every output exists (they are only ever renamed into place once complete)."""
     return all(os.path.isfile(p) for p in paths)
@@ -83,13 +96,14 @@ def atomic_outputs(paths: Sequence[str]) -> Iterator[List[TextIO]]:
 
 def write_mono(lines: Iterable[str], path: str) -> int:
     """Clean lines -> PATH atomically; returns the number written."""
-    n = 0
+    n, progress = 0, Progress(path)
     with atomic_outputs([path]) as (out,):
         for raw in lines:
             line = clean_line(raw)
             if line is not None:
                 out.write(line + "\n")
                 n += 1
+                progress.tick(n)
     logger.info("%s: %d lines", path, n)
     return n
 
@@ -100,6 +114,7 @@ def write_parallel(sides: Dict[str, Iterable[str]], names: Dict[str, str], paths
     ``names`` names each side's source in errors: sides of different lengths are refused."""
     langs = list(sides)
     n = dropped = 0
+    progress = Progress(paths[langs[0]][: -len(langs[0]) - 1])
     with atomic_outputs([paths[lg] for lg in langs]) as outs:
         for count, row in enumerate(zip_longest(*(sides[lg] for lg in langs)), start=1):
             if any(r is None for r in row):
@@ -114,6 +129,7 @@ def write_parallel(sides: Dict[str, Iterable[str]], names: Dict[str, str], paths
             for out, line in zip(outs, cleaned):
                 out.write(line + "\n")
             n += 1
+            progress.tick(n)
     logger.info("%s: %d line pairs (%d with a blank side dropped)",
                 ", ".join(paths[lg] for lg in langs), n, dropped)
     return n

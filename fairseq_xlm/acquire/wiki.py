@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from fairseq_xlm.acquire.textfiles import atomic_outputs, text_lines
+from fairseq_xlm.acquire.textfiles import Progress, atomic_outputs, text_lines
 from fairseq_xlm.errors import DataSourceError
 
 logger = logging.getLogger("fairseq_xlm.acquire")
@@ -31,7 +31,7 @@ def extract_wiki(dump: str, path: str, processes: int = 1, templates: bool = Tru
     cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", dump, "--processes", str(processes), "-q", "-o", "-"]
     if not templates:
         cmd.append("--no-templates")
-    n = 0
+    n, progress = 0, Progress(path)
     with tempfile.TemporaryFile(mode="w+b") as errors:
         with atomic_outputs([path]) as (out,):
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
@@ -41,6 +41,7 @@ def extract_wiki(dump: str, path: str, processes: int = 1, templates: bool = Tru
                     if keep(line):
                         out.write(line + "\n")
                         n += 1
+                        progress.tick(n)
             except BaseException:
                 proc.kill()
                 proc.wait()
