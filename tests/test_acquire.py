@@ -155,34 +155,42 @@ KILLER = textwrap.dedent("""
     package.__path__ = [os.path.join(os.environ["REPO"], "fairseq_xlm")]
     sys.modules["fairseq_xlm"] = package
     from fairseq_xlm.acquire import textfiles
-    real = textfiles.clean_line
-    seen = []
-    def clean_line(line):  # SIGKILL this process at the 3rd line written, with the .tmp half-written on disk
-        seen.append(line)
-        if len(seen) == 3:
+    real = textfiles.Progress.tick
+    def tick(self, n):  # every writer ticks once a line: SIGKILL at the 3rd, the .tmp half-written on disk
+        if n == 3:
+            import gc, io
+            for f in gc.get_objects():  # as a large output would have: lines on disk before the kill
+                if isinstance(f, io.TextIOWrapper) and str(getattr(f, "name", "")).endswith(".tmp"):
+                    f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(line)
-    textfiles.clean_line = clean_line
+        real(self, n)
+    textfiles.Progress.tick = tick
     from fairseq_xlm.cli import get_data
     get_data.main(sys.argv[1:])
 """)
 
+KILLED = {  # family: (fixture builder, arguments, outputs)
+    "para": (fx.opus_zip, ["--pairs", "en-fr"], ["para/MultiUN.en-fr.en", "para/MultiUN.en-fr.fr"]),
+    "nmt": (fx.news_crawl, ["--langs", "en", "--parts", "newscrawl"], ["newscrawl/en.txt"]),
+    "wiki": (fx.wiki_dump, ["--langs", "en", "--processes", "1"], ["wiki/en.txt"]),
+}
 
-def test_kill_during_extraction_then_rerun_gives_the_same_bytes(tmp_path):
+
+@pytest.mark.parametrize("family", sorted(KILLED))
+def test_kill_during_extraction_then_rerun_gives_the_same_bytes(tmp_path, family):
+    build, args, outputs = KILLED[family]
     src = tmp_path / "src"
     src.mkdir()
-    fx.opus_zip(src)
-    args = ["para", "--pairs", "en-fr", "--from", str(src)]
-    run("para", tmp_path / "clean", src, "--pairs", "en-fr")
+    build(src)
+    run(family, tmp_path / "clean", src, *args)
     out = tmp_path / "killed"
     env = dict(os.environ, REPO=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", KILLER, *args, "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", KILLER, family, *args, "--from", str(src), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    final = out / "para" / "MultiUN.en-fr.en"
-    assert not final.exists() and (out / "para" / "MultiUN.en-fr.en.tmp").exists()
-    run("para", out, src, "--pairs", "en-fr")
-    for lg in ("en", "fr"):
-        name = f"MultiUN.en-fr.{lg}"
-        assert (out / "para" / name).read_bytes() == (tmp_path / "clean" / "para" / name).read_bytes()
-    assert sorted(p.name for p in (out / "para").iterdir()) == ["MultiUN.en-fr.en", "MultiUN.en-fr.fr"]
+    first = out / outputs[0]
+    assert not first.exists() and first.with_name(first.name + ".tmp").stat().st_size > 0
+    run(family, out, src, *args)
+    for name in outputs:
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+    assert not list(out.glob("*/*.tmp"))
