@@ -194,3 +194,15 @@ def test_kill_during_extraction_then_rerun_gives_the_same_bytes(tmp_path, family
     for name in outputs:
         assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
     assert not list(out.glob("*/*.tmp"))
+
+
+def test_list_prints_what_to_fetch_and_fetches_nothing(tmp_path, capsys):
+    get_data.main(["para", "--pairs", "sw-en", "--out", str(tmp_path / "o"), "--list", "--mirror", "http://127.0.0.1:9"])
+    assert capsys.readouterr().out.splitlines() == [
+        "Tanzil.en-sw.txt.zip http://127.0.0.1:9/OPUS-Tanzil/v1/moses/en-sw.txt.zip",
+        "GlobalVoices.en-sw.txt.zip http://127.0.0.1:9/OPUS-GlobalVoices/v2018q4/moses/en-sw.txt.zip"]
+    get_data.main(["nmt", "--langs", "ro", "--parts", "newscrawl,newstest", "--out", str(tmp_path / "o"), "--list"])
+    assert capsys.readouterr().out.splitlines() == [
+        "news.2015.ro.shuffled.gz http://data.statmt.org/wmt16/translation-task/news.2015.ro.shuffled.gz",
+        "dev.tgz http://data.statmt.org/wmt18/translation-task/dev.tgz"]
+    assert not (tmp_path / "o").exists()
