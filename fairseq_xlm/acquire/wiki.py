@@ -9,7 +9,6 @@ grow with the dump.
 """
 
 import logging
-import os
 import subprocess
 import sys
 import tempfile
