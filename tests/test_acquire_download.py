@@ -111,6 +111,15 @@ def test_a_rerun_resumes_the_part_file_and_shows_progress(server, tmp_path, capl
     assert fetcher.get(remote) == str(final)
     assert final.read_bytes() == data and server.requests[-1] == ("/f.bin", "bytes=300000-")
     assert "f.bin.part: 1.0 MiB of 1.0 MiB (100%)" in caplog.text  # progress lines (every chunk here)
+    asked = len(server.requests)
+    fetcher.get(remote)  # recorded in the ledger with this size and mtime: reused, the server is not asked
+    assert len(server.requests) == asked
+    # A .part that is already whole (killed before its rename): the server answers 416 and it is kept.
+    (tmp_path / "downloads" / "h.bin.part").write_bytes(data)
+    server.files["/h.bin"] = data
+    fetcher.get(Remote("h.bin", "http://x/h.bin"))
+    assert server.requests[-1] == ("/h.bin", f"bytes={len(data)}-")
+    assert (tmp_path / "downloads" / "h.bin").read_bytes() == data
     # A server that ignores Range: the .part restarts from byte 0, still the same bytes.
     server.ranges = False
     server.cuts["/g.bin"] = [1000]
