@@ -17,13 +17,15 @@ import heapq
 import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from fairseq_xlm.errors import DataSourceError
+
 from .stl_order import iteration_order
 
 END, DELIM = "</w>", "@@"
 Codes = List[Tuple[str, str, int]]
 
 
-class BpeError(ValueError):
+class BpeError(DataSourceError):
     """A text, codes or vocabulary file that cannot be used; the message names it."""
 
 

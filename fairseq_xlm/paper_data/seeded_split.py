@@ -19,14 +19,18 @@ import contextlib
 import hashlib
 import mmap
 import os
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, Sequence
 
 import numpy as np
+
+from fairseq_xlm.errors import DataSourceError
+
+from . import crash_point
 
 CHUNK = 1 << 16
 
 
-class SplitError(ValueError):
+class SplitError(DataSourceError):
     """A corpus that cannot be split as asked; the message names the file."""
 
 
@@ -140,6 +144,7 @@ def _write(paths, offsets, parts: Dict[str, np.ndarray], outs) -> None:
                         for i in rows.tolist():
                             line = mm[off[i]:off[i + 1]]
                             out.write(line if line.endswith(b"\n") else line + b"\n")
+                    crash_point("split")
         for name in outs:
             for tmp, final in zip(tmps[name], outs[name]):
                 os.replace(tmp, final)
@@ -185,6 +190,7 @@ def stream_split(paths: Sequence[str], outs: Dict[str, Sequence[str]], size: int
                         held_lines[i] = line
                 for name, rows in (("valid", held[:size]), ("test", held[size:])):
                     files[name].writelines(held_lines[i] for i in rows.tolist())
+                crash_point("split")
         for name in outs:
             for tmp, final in zip(tmps[name], outs[name]):
                 os.replace(tmp, final)

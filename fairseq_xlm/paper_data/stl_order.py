@@ -11,7 +11,7 @@ any other node to the front of its bucket's run; a rehash re-links the nodes in 
 So after processing a sequence, buckets are ordered by their first node's position (latest first) and the nodes
 of a bucket by position (latest first): one stable sort per rehash (``_regroup``)."""
 
-from typing import Iterable, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 

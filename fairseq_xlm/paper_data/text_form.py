@@ -22,7 +22,9 @@ import os
 import re
 import unicodedata
 from multiprocessing import get_context
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional
+
+from fairseq_xlm.errors import DataSourceError
 
 CHUNK_LINES = 2000
 # ISO 639-1 codes: what Wikipedia, OPUS and WMT name their languages with (three-letter codes are also allowed)
@@ -33,7 +35,7 @@ na nb nd ne ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw
 sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split())
 
 
-class TextFormError(ValueError):
+class TextFormError(DataSourceError):
     """A language or file the authors' text form cannot process; the message names it."""
 
 
@@ -118,10 +120,12 @@ def _chunk(lines: List[str]) -> str:
     return "".join(_FORM.line(line) + "\n" for line in lines)
 
 
-def _chunks(path: str) -> Iterator[List[str]]:
+def _chunks(path: str, max_lines: int = 0) -> Iterator[List[str]]:
     with open(path, encoding="utf-8") as f:
         chunk: List[str] = []
         for n, line in enumerate(f, 1):
+            if max_lines and n > max_lines:
+                break
             chunk.append(line.rstrip("\n"))
             if len(chunk) == CHUNK_LINES:
                 yield chunk
@@ -130,9 +134,11 @@ def _chunks(path: str) -> Iterator[List[str]]:
             yield chunk
 
 
-def tokenize_file(src: str, dst: str, lang: str, lowercase: bool, workers: int = 1) -> int:
-    """``src`` (raw, one sentence per line) -> ``dst`` in the authors' form with ``workers`` processes; order
-    kept. Returns the number of lines."""
+def tokenize_file(src: str, dst: str, lang: str, lowercase: bool, workers: int = 1, max_lines: int = 0) -> int:
+    """``src`` (raw, one sentence per line; its first ``max_lines`` if > 0, as the authors' ``head -n``) ->
+    ``dst`` in the authors' form with ``workers`` processes; order kept. Returns the number of lines."""
+    from fairseq_xlm.paper_data import crash_point
+
     check_lang(lang, src)
     _check_utf8(src)
     tmp, n = f"{dst}.tmp", 0
@@ -140,15 +146,17 @@ def tokenize_file(src: str, dst: str, lang: str, lowercase: bool, workers: int =
         with open(tmp, "w", encoding="utf-8") as out:
             if workers == 1:
                 _init(lang, lowercase)
-                for chunk in _chunks(src):
+                for chunk in _chunks(src, max_lines):
                     out.write(_chunk(chunk))
                     n += len(chunk)
+                    crash_point("tokenize")
             else:
                 # fork: the children inherit the imported libraries; imap keeps the chunks in input order
                 with get_context("fork").Pool(workers, _init, (lang, lowercase)) as pool:
-                    for text in pool.imap(_chunk, _chunks(src), chunksize=1):
+                    for text in pool.imap(_chunk, _chunks(src, max_lines), chunksize=1):
                         out.write(text)
                         n += text.count("\n")
+                        crash_point("tokenize")
         os.replace(tmp, dst)
     finally:
         with contextlib.suppress(FileNotFoundError):
