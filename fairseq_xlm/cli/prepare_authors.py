@@ -13,6 +13,7 @@ from fairseq.data import Dictionary
 
 from fairseq_xlm.cli.prepare_stages import PrepareConfig, PrepareError, atomic_path, batches, encode_stats
 from fairseq_xlm.data.text_pieces import piece_encoder
+from fairseq_xlm.paper_data import crash_point
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
@@ -128,6 +129,7 @@ def encode_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) ->
                         out.write(" ".join(x) + "\n")
                     if len(ins) > len(files):
                         outs[-1].write(row[-1].rstrip("\n") + "\n")
+                crash_point("encode")
         stats[name] = encode_stats(cfg, files[0], kept, long, first_long, dropped, tokens, unk)
     return {"stats": stats}
 
@@ -146,6 +148,7 @@ def binarize_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) 
         shutil.rmtree(tmpdir, ignore_errors=True)
         try:
             _preprocess(cfg, work, tmpdir, unit, langs, splits)
+            crash_point("binarize")
             for split in splits:
                 for lang in langs:
                     made = f"{split}.{langs[0]}-{langs[1] if len(langs) == 2 else 'None'}.{lang}"
