@@ -202,3 +202,133 @@ def test_learnbpe_getvocab_applybpe_equal_fastbpe(fastbpe_oracle, tmp_path):
             fastBPE.fastBPE(str(tmp_path / "codes"))
         ours = fastbpe.ApplyBpe(codes, vocab_dict)
         assert [ours.line(l) for l in lines] == applier.apply(lines)
+
+
+# ---------------------------------------------------------------- part A's layout -> data-bin -> training
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def acquired(out: Path) -> Path:
+    """Files in part A's layout (fairseq_xlm.acquire): Wikipedia text of en and es (real verses), a parallel
+    corpus en-es, and XNLI as prepare_xnli extract writes it."""
+    from fairseq_xlm.cli import prepare_xnli
+
+    (out / "wiki").mkdir(parents=True)
+    (out / "para").mkdir()
+    for lang, start in (("en", 0), ("es", 700)):
+        (out / "wiki" / f"{lang}.txt").write_text("".join(l + "\n" for l in verses(lang, start, start + 600)),
+                                                   encoding="utf-8")
+        (out / "para" / f"Bible.en-es.{lang}").write_text(
+            "".join(l + "\n" for l in verses(lang, 2000, 2300)), encoding="utf-8")
+    prepare_xnli.main(["extract", "--out", str(out / "xnli"), "--langs", "en,es", "--xnli-dir",
+                       str(FIXTURES / "xnli"), "--mnli-train", str(FIXTURES / "xnli" / "multinli_1.0_train.jsonl")])
+    return out
+
+
+def paper_args(acq: Path, dest: Path):
+    return ["xnli15", "--acquired", str(acq), "--destdir", str(dest), "--langs", "en,es", "--codes", "800",
+            "--held-out", "60"]
+
+
+@pytest.fixture(scope="module")
+def paper_bin(tmp_path_factory):
+    """prepare_paper xnli15 (en, es) on ``acquired`` files: (acquired folder, data-bin)."""
+    acq = acquired(tmp_path_factory.mktemp("acquired"))
+    dest = tmp_path_factory.mktemp("paper_bin")
+    prepare_paper.main(paper_args(acq, dest))
+    return acq, dest
+
+
+def _databin_bytes(folder: Path):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "prep" not in p.relative_to(folder).parts}
+
+
+def test_acquired_layout_to_databin_then_xlm_pretrain_trains(paper_bin, pkg_dir, run_fairseq, tmp_path):
+    acq, dest = paper_bin
+    text = dest / "prep" / "paper" / "text"
+    # the authors' split of 600 lines: 480 / 60 / 60; the pair's too; everything lowercased Moses text
+    assert [len((text / f"{s}.en").read_text(encoding="utf-8").splitlines()) for s in ("train", "valid", "test")] \
+        == [480, 60, 60]
+    assert len((text / "valid.en-es.es").read_text(encoding="utf-8").splitlines()) == 60
+    first = (text / "train.es").read_text(encoding="utf-8").splitlines()[0]
+    assert first == first.lower() and " , " in (text / "train.es").read_text(encoding="utf-8")
+    codes = (dest / "prep" / "paper" / "codes").read_text(encoding="utf-8").splitlines()
+    assert len(codes) == 800 and codes == [f"{a} {b} {c}" for a, b, c in fastbpe.learn_bpe(
+        [str(dest / "prep" / "paper" / "bpe_text.txt")], 800)]
+    # dict.txt is the vocabulary: every piece of the training text, nothing else
+    from fairseq.data import Dictionary, data_utils
+
+    d = Dictionary.load(str(dest / "dict.txt"))
+    vocab = (dest / "prep" / "paper" / "vocab").read_text(encoding="utf-8").splitlines()
+    assert d.symbols[d.nspecial:] == [line.split(" ")[0] for line in vocab]
+    train = data_utils.load_indexed_dataset(str(dest / "train.en-es.es"), d, "mmap")
+    assert len(train) == 180 and all(int((train[i] == d.unk()).sum()) == 0 for i in range(len(train)))
+    assert (dest / "xnli" / "train.en.input0.bin").is_file() and (dest / "manifest.json").is_file()
+    save = tmp_path / "ckpt"
+    out = run_fairseq("fairseq_cli.train", [
+        dest, "--user-dir", pkg_dir, "--task", "xlm_pretrain", "--arch", "xlm_tiny", "--criterion", "xlm_lm",
+        "--langs", "en,es", "--mlm-steps", "en,es,en-es", "--optimizer", "adam", "--lr", "1e-3", "--batch-size",
+        "4", "--tokens-per-sample", "64", "--cpu", "--num-workers", "0", "--log-interval", "1", "--save-dir", save,
+        "--no-epoch-checkpoints", "--seed", "3", "--max-update", "2", "--disable-validation"]).stdout
+    import re
+
+    assert [float(v) for v in re.findall(r"[ ,|]num_updates[= ]([0-9.]+)", out)][-1] == 2
+    assert (save / "checkpoint_last.pt").is_file()
+    # our sentencepiece, trained on the same language mix
+    import sentencepiece as spm
+
+    prepare.main(["--raw", str(text), "--destdir", str(tmp_path / "spm"), "--langs", "en,es", "--vocab-size", "400",
+                  "--sample-file", str(dest / "prep" / "paper" / "bpe_text.txt")])
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model = pb.ModelProto.FromString((tmp_path / "spm" / "spm.model").read_bytes())
+    assert list(model.trainer_spec.input) == [str(dest / "prep" / "paper" / "bpe_text.txt")]
+    assert spm.SentencePieceProcessor(model_file=str(tmp_path / "spm" / "spm.model")).get_piece_size() == 400
+
+
+def _run_killed(argv, stage):
+    """prepare_paper in a forked child killed (SIGKILL) at ``stage``'s crash point; its exit status."""
+    import multiprocessing
+
+    def child():
+        os.environ[CRASH_ENV] = stage
+        prepare_paper.main(argv)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join()
+    return proc.exitcode
+
+
+def test_a_kill_in_every_stage_then_a_restart_gives_the_same_bytes(paper_bin, tmp_path):
+    acq, reference = paper_bin
+    dest = tmp_path / "bin"
+    argv = paper_args(acq, dest)
+    # each run dies in the next stage (its .tmp output half-written); the first stages are done by then
+    for stage in ("tokenize", "split", "learnbpe", "getvocab", "encode", "binarize"):
+        assert _run_killed(argv, stage) == -signal.SIGKILL, stage
+    assert not (dest / "manifest.json").exists()
+    prepare_paper.main(argv)
+    assert _databin_bytes(dest) == _databin_bytes(reference)
+
+
+def test_bad_input_names_the_file_or_flag(paper_bin, tmp_path):
+    acq, _ = paper_bin
+    with pytest.raises(SystemExit, match=r"--langs: 'english' is not a language code"):
+        prepare_paper.main(["xnli15", "--acquired", str(acq), "--destdir", str(tmp_path / "a"), "--langs", "en,english"])
+    with pytest.raises(SystemExit, match=r"--langs: 'ja' is not a language of xnli15"):
+        prepare_paper.main(["xnli15", "--acquired", str(acq), "--destdir", str(tmp_path / "a"), "--langs", "en,ja"])
+    with pytest.raises(SystemExit, match=r"experiment 'xnli16': choose one of xnli15, umt-enfr"):
+        prepare_paper.main(["xnli16", "--acquired", str(acq), "--destdir", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match=r"wiki/fr.txt: missing; fetch it with python -m fairseq_xlm.cli.get_data"):
+        prepare_paper.main(["xnli15", "--acquired", str(acq), "--destdir", str(tmp_path / "a"), "--langs", "en,fr"])
+    empty = tmp_path / "empty"
+    shutil.copytree(acq, empty)
+    (empty / "wiki" / "es.txt").write_text("")
+    with pytest.raises(SystemExit, match=r"empty/wiki/es.txt: empty file"):
+        prepare_paper.main(paper_args(empty, tmp_path / "b"))
+    (empty / "wiki" / "es.txt").write_bytes(b"hola\n\xff\xfe mundo\n")
+    with pytest.raises(SystemExit, match=r"empty/wiki/es.txt:2: not UTF-8 text"):
+        prepare_paper.main(paper_args(empty, tmp_path / "c"))

@@ -103,6 +103,7 @@ def run(cfg: PrepareConfig) -> dict:
         out["sample"] = stages.run(
             "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
             lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
+    if cfg.bpe != "authors":
         out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
                                 lambda: train_spm(cfg, sample, work))
     if cfg.bpe == "authors":  # text pieces, fairseq-preprocess; the release's dictionary

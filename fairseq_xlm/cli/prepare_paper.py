@@ -60,6 +60,7 @@ def _files(cfg: PaperConfig, exp: Experiment, langs: List[str]) -> Tuple[Dict[st
     out, acq = {}, cfg.acquired
     for lang in langs:
         out[f"{exp.mono}.{lang}"] = (os.path.join(acq, exp.mono, f"{lang}.txt"), lang)
+    _exist(out, acq)
     pairs = [p for p in exp.pairs if set(p.split("-")) <= set(langs)]
     for pair in pairs:
         folder = os.path.join(acq, exp.para)
@@ -76,10 +77,14 @@ def _files(cfg: PaperConfig, exp: Experiment, langs: List[str]) -> Tuple[Dict[st
             for name in sets:
                 for lang in pair.split("-"):
                     out[f"{name}.{pair}.{lang}"] = (os.path.join(acq, "newstest", f"{name}.{pair}.{lang}"), lang)
-    for name, (path, _) in out.items():
+    _exist(out, acq)
+    return out, pairs
+
+
+def _exist(files: Dict[str, Tuple[str, str]], acq: str) -> None:
+    for path, _ in files.values():
         if not os.path.isfile(path):
             raise DataSourceError(f"{path}: missing; fetch it with python -m fairseq_xlm.cli.get_data (--out {acq})")
-    return out, pairs
 
 
 def _concat(paths: List[str], dst: str) -> None:
