@@ -44,4 +44,6 @@ pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "proto
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
 # get_data wiki: WikiExtractor, the program the authors' get-data-wiki.sh runs on Wikipedia dumps.
 pip_install "wikiextractor>=3.1"
+# prepare_paper: openssl's AES-CTR stream of the authors' seeded split, their zh / th word segmenters.
+pip_install "cryptography>=41" "jieba>=0.42" "pythainlp>=4"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
