@@ -52,6 +52,7 @@ class PaperConfig:
     max_mono_lines: int = -1
     workers: int = 1
     shards: int = 1
+    stop_after: str = ""
     force: bool = False
 
 
@@ -121,12 +122,16 @@ def run(cfg: PaperConfig) -> dict:
 
     for name, (src, lang) in sorted(files.items()):
         limit = max_mono if name.startswith(f"{exp.mono}.") else 0
-        out[f"tokenize-{name}"] = stages.run(
+        # a stage of its own (no chain to the files before it): a job that tokenized only this file (--langs L
+        # --stop-after tokenize, e.g. one SLURM job per language) leaves a marker the full run accepts
+        out[f"tokenize-{name}"] = prepare.Stages(cfg, work).run(
             f"tokenize-{name}", {"src": [src, os.path.getsize(src), os.stat(src).st_mtime_ns], "lang": lang,
                                  "lower": exp.lowercase, "limit": limit},
             lambda src=src, lang=lang, name=name, limit=limit: {
                 "lines": text_form.tokenize_file(src, os.path.join(tok, name), lang, exp.lowercase, cfg.workers,
                                                  limit), "outputs": [rel(tok, name)]})
+    if cfg.stop_after == "tokenize":
+        return out
     split = seeded_split.shuf_split if cfg.split == "shuf" else seeded_split.stream_split
     units = [(lang, [f"{exp.mono}.{lang}"], [lang]) for lang in langs]
     units += [(pair, sorted(n for n in files if f".{pair}." in n and n.split(".")[0] not in
@@ -149,7 +154,9 @@ def run(cfg: PaperConfig) -> dict:
             sizes = split(ins, outs, cfg.held_out)
             return {"sizes": sizes, "outputs": [rel(p) for ps in outs.values() for p in ps]}
 
-        out[f"split-{unit}"] = stages.run(f"split-{unit}", {"how": cfg.split, "held_out": cfg.held_out}, do_split)
+        tokenized = [[n, *(lambda st: (st.st_size, st.st_mtime_ns))(os.stat(os.path.join(tok, n)))] for n in names]
+        out[f"split-{unit}"] = stages.run(f"split-{unit}", {"how": cfg.split, "held_out": cfg.held_out,
+                                                            "tokenized": tokenized}, do_split)
     for pair, (valid, test) in exp.newstest.items():
         if set(pair.split("-")) <= set(langs):
             def held(pair=pair, valid=valid, test=test):
@@ -161,7 +168,10 @@ def run(cfg: PaperConfig) -> dict:
                             made.append(rel(text, dst))
                 return {"outputs": made}
 
-            out[f"heldout-{pair}"] = stages.run(f"heldout-{pair}", {"sets": [valid, test]}, held)
+            tokenized = [[n, os.path.getsize(os.path.join(tok, n))] for n in sorted(files)
+                         if n.split(".")[0] in (valid, test) and f".{pair}." in n]
+            out[f"heldout-{pair}"] = stages.run(f"heldout-{pair}", {"sets": [valid, test], "tokenized": tokenized},
+                                                held)
 
     mono = {f"train.{lang}": [f"train.{lang}"] for lang in langs}
     sample = os.path.join(work, "bpe_text.txt")
@@ -238,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the experiment's; 0: all)")
     p.add_argument("--workers", type=int, default=1, help="processes for tokenizing and binarizing")
     p.add_argument("--shards", type=int, default=1, help="--bpe sentencepiece: training text in N data-bins")
+    p.add_argument("--stop-after", default="", choices=["", "tokenize"], help="tokenize: stop after tokenizing "
+                   "(one job per language on a cluster; the full run then skips those files)")
     p.add_argument("--force", action="store_true", help="redo every stage")
     return p
 
