@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/paper_data.py [--lines 5000 --scales 1,10 --merges 5000 --tsv BIBLE.tsv.gz]
 
-Input: real Bible verses (../shared/data/bible.en-es-ny.tsv.gz), en and es, --lines per language at 1x and
-the verses cycled to --lines x 10 at 10x (the replicated Bible: word counts grow with the input, the
+Input: real Bible verses (../shared/data/bible.en-es-ny.tsv.gz), en and es, the first --lines verses per
+language at 1x and those verses ten times at 10x (the replicated Bible: word counts grow with the input, the
 distinct words do not, as in a corpus whose vocabulary has saturated). Each stage runs alone in a fresh process
 (``--stage``) on the previous stage's output and reports:
 
@@ -104,12 +104,13 @@ def run_stage(stage: str, work: Path, merges: int) -> dict:
             "rise_kb": _status("VmHWM") - start_rss}
 
 
-def make_input(tsv: Path, work: Path, lines: int) -> None:
+def make_input(tsv: Path, work: Path, lines: int, pool: int) -> None:
+    """raw.{en,es}: ``lines`` lines cycling the first ``pool`` verses (10x = the 1x text ten times)."""
     with gzip.open(tsv, "rt", encoding="utf-8") as f:
         rows = [r for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:] if r[4] and r[5]]
     work.mkdir(parents=True, exist_ok=True)
     for i, lang in enumerate(LANGS):
-        verses = [r[4 + i] for r in rows]
+        verses = [r[4 + i] for r in rows][:pool]
         with open(work / f"raw.{lang}", "w", encoding="utf-8") as out:
             out.writelines(verses[k % len(verses)] + "\n" for k in range(lines))
 
@@ -130,7 +131,7 @@ def main() -> None:
     results = {}
     for scale in [int(s) for s in args.scales.split(",")]:
         work = Path(args.work) / f"x{scale}"
-        make_input(Path(args.tsv), work, args.lines * scale)
+        make_input(Path(args.tsv), work, args.lines * scale, args.lines)
         for stage in STAGES:
             out = subprocess.run([sys.executable, __file__, "--stage", stage, "--work", str(work), "--merges",
                                   str(args.merges)], env=env, capture_output=True, text=True)
