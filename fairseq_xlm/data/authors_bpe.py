@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 FOLDER = "authors_bpe"  # in a data-bin: vocab.json, merges.txt, tokenizer_config.json
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]  # the authors' ids 0-13
 CONTINUE, END = "@@", "</w>"
-# Languages HF tokenizes with other tools than Moses (zh: rjieba, not the authors' Stanford segmenter).
+# Languages segmented by other tools than Moses (``paper_data.text_form``: th PyThaiNLP, zh jieba, ja KyTea).
 NOT_MOSES = {"zh", "th", "ja"}
 
 
@@ -202,9 +202,17 @@ class AuthorsBpe:
                                       do_lowercase_and_remove_accent=self.lowercase_accents)
         self.known = set(self.tokenizer.encoder)
         self._detok: Dict[str, object] = {}
+        self._forms: Dict[str, object] = {}
 
     def pieces(self, line: str, lang: str) -> List[str]:
         """One line -> its tokens in the authors' spelling (the words of their vocab and of dict.txt)."""
+        if lang in NOT_MOSES:  # their segmenters (zh: jieba for Stanford's; HF wants rjieba), then the codes
+            form = self._forms.get(lang)
+            if form is None:
+                from fairseq_xlm.paper_data.text_form import AuthorsTextForm
+
+                form = self._forms[lang] = AuthorsTextForm(lang, self.lowercase_accents)
+            return [authors_piece(p) for word in form.line(line).split() for p in self.tokenizer.bpe(word).split(" ")]
         # _tokenize, not tokenize(): transformers 5's tokenize() does not pass ``lang`` on (Moses would use
         # English rules for every language) and keeps "<s>"-like text whole, which the authors' Moses splits.
         return [authors_piece(p) for p in self.tokenizer._tokenize(line, lang=lang)]
