@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from authors_release import perl_moses
 from conftest import bible_tsv
 from fairseq_xlm.cli import prepare, prepare_paper
 from fairseq_xlm.paper_data import CRASH_ENV, fastbpe, seeded_split, text_form
@@ -41,30 +42,6 @@ def _authors_tool(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"the authors' {name} is not at {path}")
     return path
-
-
-def perl_moses(lines, lang, tokenize=True):
-    """replace-unicode-punctuation (HF's port; the perl script is not in mosestokenizer) | normalize-punctuation
-    | remove-non-printing-char | tokenizer -no-escape, the perl scripts."""
-    mosestokenizer = pytest.importorskip("mosestokenizer")
-    if shutil.which("perl") is None:
-        pytest.skip("perl is not installed")
-    import re
-    import unicodedata
-
-    from transformers.models.xlm.tokenization_xlm import replace_unicode_punct
-
-    scripts = Path(mosestokenizer.__file__).parent
-    text = "".join(replace_unicode_punct(line) + "\n" for line in lines)
-    text = subprocess.run(["perl", scripts / "normalize-punctuation.perl", "-l", lang], input=text,
-                          capture_output=True, text=True, check=True).stdout
-    text = "".join(" " if unicodedata.category(c).startswith("C") and c != "\n" else c for c in text)
-    if not tokenize:
-        return text.splitlines()
-    text = subprocess.run(["perl", scripts / "tokenizer-v1.1.perl", "-q", "-l", lang, "-no-escape"], input=text,
-                          capture_output=True, text=True, check=True).stdout
-    # tokenizer-v1.1 predates Moses' fix for a sentence-final ".'", which the authors' tokenizer.perl has
-    return [re.sub(r"\.' ?$", " . ' ", line).strip() for line in text.splitlines()]
 
 
 def authors_python(script: Path, lines, tmp_path):
@@ -93,7 +70,7 @@ def test_text_form_equals_the_authors_tools(tmp_path):
         assert mine == theirs, lang
         lowered = [text_form.lowercase_and_remove_accent(line) for line in mine]  # what lowercase=True appends
         assert lowered == authors_python(lower, theirs, tmp_path), lang
-    assert text_form.AuthorsTextForm("es", lowercase=True).line(lines[-1]) == lowered[-1]
+    assert text_form.AuthorsTextForm(LANGS[-1], lowercase=True).line(lines[-1]) == lowered[-1]
     # Thai: Moses' normalisation, then the authors' segment_th.py (PyThaiNLP)
     thai = ["สวัสดีครับ ผมชื่อสมชาย", "ประเทศไทยมีประชากรประมาณ 70 ล้านคน", "ภาษาไทยเป็นภาษาราชการ"]
     theirs = authors_python(_authors_tool("segment_th.py"), perl_moses(thai, "th", tokenize=False), tmp_path)

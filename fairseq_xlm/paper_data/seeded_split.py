@@ -133,9 +133,24 @@ def shuf_split(paths: Sequence[str], outs: Dict[str, Sequence[str]], size: int =
     return {name: len(rows) for name, rows in parts.items()}
 
 
-def _write(paths, offsets, parts: Dict[str, np.ndarray], outs) -> None:
+@contextlib.contextmanager
+def _staged(outs: Dict[str, Sequence[str]]):
+    """{part: temporary names} for ``outs``, renamed together when the block succeeds, removed otherwise."""
     tmps = {name: [f"{o}.tmp" for o in files] for name, files in outs.items()}
     try:
+        yield tmps
+        for name in outs:
+            for tmp, final in zip(tmps[name], outs[name]):
+                os.replace(tmp, final)
+    finally:
+        for files in tmps.values():
+            for tmp in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+
+
+def _write(paths, offsets, parts: Dict[str, np.ndarray], outs) -> None:
+    with _staged(outs) as tmps:
         for k, path in enumerate(paths):
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 off = offsets[k]
@@ -145,14 +160,6 @@ def _write(paths, offsets, parts: Dict[str, np.ndarray], outs) -> None:
                             line = mm[off[i]:off[i + 1]]
                             out.write(line if line.endswith(b"\n") else line + b"\n")
                     crash_point("split")
-        for name in outs:
-            for tmp, final in zip(tmps[name], outs[name]):
-                os.replace(tmp, final)
-    finally:
-        for files in tmps.values():
-            for tmp in files:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
 
 
 def count_lines(path: str) -> int:
@@ -173,9 +180,8 @@ def stream_split(paths: Sequence[str], outs: Dict[str, Sequence[str]], size: int
         raise SplitError(f"{paths[0]}: empty file, nothing to split")
     _check_sizes(paths, n, 2 * size)
     held = np.random.default_rng(seed).choice(n[0], 2 * size, replace=False)
-    role = dict.fromkeys(held[:size].tolist(), "valid") | dict.fromkeys(held[size:].tolist(), "test")
-    tmps = {name: [f"{o}.tmp" for o in files] for name, files in outs.items()}
-    try:
+    role = set(held.tolist())
+    with _staged(outs) as tmps:
         for k, path in enumerate(paths):
             with contextlib.ExitStack() as stack:
                 files = {name: stack.enter_context(open(tmps[name][k], "wb")) for name in outs}
@@ -183,20 +189,11 @@ def stream_split(paths: Sequence[str], outs: Dict[str, Sequence[str]], size: int
                 held_lines: Dict[int, bytes] = {}
                 for i, line in enumerate(src):
                     line = line if line.endswith(b"\n") else line + b"\n"
-                    r = role.get(i)
-                    if r is None:
-                        files["train"].write(line)
-                    else:
+                    if i in role:
                         held_lines[i] = line
+                    else:
+                        files["train"].write(line)
                 for name, rows in (("valid", held[:size]), ("test", held[size:])):
                     files[name].writelines(held_lines[i] for i in rows.tolist())
                 crash_point("split")
-        for name in outs:
-            for tmp, final in zip(tmps[name], outs[name]):
-                os.replace(tmp, final)
-    finally:
-        for files in tmps.values():
-            for tmp in files:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
     return {"train": n[0] - 2 * size, "valid": size, "test": size}
