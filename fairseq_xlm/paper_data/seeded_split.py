@@ -98,19 +98,17 @@ def shuf_permutation(n: int, seed: str = "42") -> np.ndarray:
 
 
 def line_offsets(path: str) -> np.ndarray:
-    """Byte offsets of every line start, plus the end (a last line without newline counts)."""
+    """Byte offsets of every line start, plus the end (a last line without newline counts): 8 bytes a line."""
     size = os.path.getsize(path)
     if size == 0:
         raise SplitError(f"{path}: empty file, nothing to split")
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        starts = [0]
-        pos = mm.find(b"\n")
-        while pos != -1:
-            starts.append(pos + 1)
-            pos = mm.find(b"\n", pos + 1)
-    if starts[-1] != size:
-        starts.append(size)
-    return np.array(starts, dtype=np.int64)
+    parts, pos = [np.zeros(1, np.int64)], 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            parts.append(np.flatnonzero(np.frombuffer(block, np.uint8) == 10).astype(np.int64) + (pos + 1))
+            pos += len(block)
+    starts = np.concatenate(parts)
+    return starts if starts[-1] == size else np.append(starts, size)
 
 
 def _check_sizes(paths: Sequence[str], n: Sequence[int], held_out: int) -> None:
