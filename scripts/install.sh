@@ -46,4 +46,6 @@ pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "proto
 pip_install "hydra-submitit-launcher==1.2.0"
 # get_data wiki: WikiExtractor, the program the authors' get-data-wiki.sh runs on Wikipedia dumps.
 pip_install "wikiextractor>=3.1"
+# prepare_paper: openssl's AES-CTR stream of the authors' seeded split, their zh / th word segmenters.
+pip_install "cryptography>=41" "jieba>=0.42" "pythainlp>=4"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
