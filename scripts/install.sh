@@ -42,4 +42,6 @@ pip_install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqd
 pip_install --no-deps --no-build-isolation -e ".[test]"
 pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "protobuf>=4" "matplotlib>=3.7" \
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
+# make test runs on 2 workers (pytest-xdist); the workers share the Bible data-bins through a file lock
+pip_install "pytest-xdist>=3.5" "filelock>=3.12"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
