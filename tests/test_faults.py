@@ -237,7 +237,6 @@ def pretrain_task(data):
 @pytest.fixture
 def databin(bible_databin, tmp_path):
     """A fresh copy of the session's data-bin (with its manifest.json) to damage."""
-
     out = tmp_path / "db"
     shutil.copytree(bible_databin, out, ignore=shutil.ignore_patterns("prep"))
     return out
@@ -361,27 +360,12 @@ def test_verify_writes_the_manifest_of_a_plain_data_bin(databin, capsys):
 # ---------------------------------------------------------------- prepare killed mid-stage
 
 
-# prepare run with a pause: inside stage STAGE, its first rename of a finished file into place (an output, or
-# for a stage without outputs its marker) writes PAUSED and sleeps, so that the test's SIGKILL lands inside
-# that stage for certain. MUTATION "marker-first" is a broken Stages.run that writes a stage's marker before
-# doing the stage (the bug that the marker-after-outputs order prevents): the test must fail on it.
-PAUSED_PREPARE = r"""
-import hashlib, json, os, sys, time
-from fairseq_xlm.cli import prepare
-
-stage, paused, mutation = sys.argv[1:4]
-real_replace, real_run, current = os.replace, prepare.Stages.run, []
-
-def replace(src, dst):
-    if current and current[-1] == stage:
-        with open(paused + ".tmp", "w") as f:
-            json.dump({"stage": stage, "dst": os.path.basename(dst)}, f)
-        real_replace(paused + ".tmp", paused)
-        while True:
-            time.sleep(60)
-    return real_replace(src, dst)
-
 def marker_first_run(self, name, params, fn):
+    """A broken Stages.run that writes a stage's marker before doing the stage (the bug that prepare's
+    marker-after-outputs order prevents): a kill inside the stage leaves a marker claiming it done."""
+    import hashlib
+    import json
+
     fingerprint = hashlib.sha1(json.dumps([self.chain, name, params], sort_keys=True).encode()).hexdigest()
     self.chain, marker = fingerprint, os.path.join(self.work, f"{name}.done")
     if os.path.isfile(marker):
@@ -390,40 +374,59 @@ def marker_first_run(self, name, params, fn):
         if done["fingerprint"] == fingerprint and all(os.path.exists(os.path.join(self.cfg.destdir, p))
                                                       for p in done["result"].get("outputs", [])):
             return done["result"]
-    with open(marker, "w") as f:
-        json.dump({"fingerprint": fingerprint, "result": {}}, f)
-    result = fn()
-    with open(marker, "w") as f:
-        json.dump({"fingerprint": fingerprint, "result": result}, f)
+    for result in ({}, None):
+        if result is None:
+            result = fn()
+        with open(marker, "w") as f:
+            json.dump({"fingerprint": fingerprint, "result": result}, f)
     return result
 
-def run(self, name, params, fn):
-    current.append(name)
+
+def kill_prepare_inside(args, stage: str, mutation=None) -> dict:
+    """Run prepare (``args``) in a forked child (fairseq already imported: no interpreter start) until it
+    pauses inside ``stage`` -- at the stage's first rename of a finished file into place (an output, or for
+    a stage without outputs its marker) -- and SIGKILL it there. Returns {"stage", "dst"} of that rename.
+    ``mutation``: a replacement for Stages.run in the child (the test must fail on it)."""
+    import json
+    import select
+
+    from fairseq_xlm.cli import prepare
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            real_replace, real_run, current = os.replace, mutation or prepare.Stages.run, []
+
+            def replace(src, dst):
+                if current and current[-1] == stage:
+                    os.write(write, json.dumps({"stage": stage, "dst": os.path.basename(dst)}).encode())
+                    while True:
+                        time.sleep(60)
+                return real_replace(src, dst)
+
+            def run_stage(self, name, params, fn):
+                current.append(name)
+                try:
+                    return real_run(self, name, params, fn)
+                finally:
+                    current.pop()
+
+            os.replace, prepare.Stages.run = replace, run_stage
+            prepare.main(args)
+        finally:
+            os._exit(1)
+    os.close(write)
     try:
-        return (marker_first_run if mutation == "marker-first" else real_run)(self, name, params, fn)
+        ready, _, _ = select.select([read], [], [], 240)
+        paused = os.read(read, 4096) if ready else b""
     finally:
-        current.pop()
-
-os.replace, prepare.Stages.run = replace, run
-prepare.main(sys.argv[4:])
-"""
-
-
-def kill_prepare_inside(args, stage: str, paused: Path, mutation: str = "none") -> dict:
-    """Run prepare (``args``) until it pauses inside ``stage``, SIGKILL it there; returns what it was about to
-    rename into place. Fails if prepare ended without reaching the stage."""
-    paused.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED_PREPARE, stage, str(paused), mutation, *args],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    try:
-        while proc.poll() is None and not paused.exists() and time.time() < deadline:
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        _, err = proc.communicate()
-    assert paused.exists(), f"prepare never paused in stage {stage}:\n{err[-2000:]}"
-    return __import__("json").loads(paused.read_text())
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert paused, f"prepare never paused in stage {stage}"
+    return json.loads(paused)
 
 
 def prepare_args(raw, dest):
@@ -440,27 +443,35 @@ def assert_same_files(dest: Path, clean: Path):
 
 def test_prepare_killed_inside_every_stage_reruns_to_identical_bytes(bible_raw, tmp_path):
     """prepare is SIGKILLed inside each of its stages in turn (each restart skips the stages done and is
-    killed in the next one, before its marker), then run to the end: every file equals a build made in one
-    go into the same folder (sentencepiece records its paths in spm.model) with the same settings. The same
+    killed in the next one, before its marker), then run to the end: the killed runs' temporaries are removed
+    and every file equals a build made in one go into the same folder (sentencepiece records its paths in spm.model) with the same settings. The same
     kill against a Stages.run that writes a stage's marker first ends in a failed or different build."""
-    from fairseq_xlm.cli.prepare import STAGES
+    from fairseq_xlm.cli import prepare
 
     dest, clean = tmp_path / "db", tmp_path / "clean"
-    run([sys.executable, "-m", "fairseq_xlm.cli.prepare", *prepare_args(bible_raw, dest)])
-    dest.rename(clean)
     args = prepare_args(bible_raw, dest)
-    for stage in STAGES:
-        where = kill_prepare_inside(args, stage, tmp_path / "paused.json")
+    prepare.main(args)
+    dest.rename(clean)
+    for stage in prepare.STAGES:
+        where = kill_prepare_inside(args, stage)
         assert where["stage"] == stage and not (dest / "prep" / f"{stage}.done").exists(), where
-        assert all((dest / "prep" / f"{done}.done").is_file() for done in STAGES[:STAGES.index(stage)])
-    run([sys.executable, "-m", "fairseq_xlm.cli.prepare", *args])
+        assert all((dest / "prep" / f"{done}.done").is_file() for done in prepare.STAGES[:prepare.STAGES.index(stage)])
+    stale = [p.name for p in dest.rglob("*.tmp[0-9]*")]
+    assert stale  # the kills interrupted writes: their temporaries, complete but never renamed, are left
+    prepare.main(args)
+    assert not list(dest.rglob("*.tmp[0-9]*"))  # removed by the rerun
     assert_same_files(dest, clean)
 
-    shutil.rmtree(dest)  # the broken implementation in the same folder (spm.model records its paths)
-    kill_prepare_inside(args, "sample", tmp_path / "paused.json", "marker-first")
-    with pytest.raises((AssertionError, pytest.fail.Exception)):
-        run([sys.executable, "-m", "fairseq_xlm.cli.prepare", *args])
+    shutil.rmtree(dest)  # the broken implementation, in the same folder (spm.model records its paths)
+    kill_prepare_inside(args, "sample", mutation=marker_first_run)
+    try:
+        prepare.main(args)
         assert_same_files(dest, clean)
+    except (AssertionError, SystemExit, Exception) as e:
+        failed = e
+    else:
+        failed = None
+    assert failed is not None, "the marker-first Stages.run passed"
 
 
 # ---------------------------------------------------------------- a frozen rank
