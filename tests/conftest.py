@@ -165,15 +165,3 @@ def bible_ny_databin(tmp_path_factory) -> Path:
                       "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
 
     return shared_dir(tmp_path_factory, "bible_ny_databin", build)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``), keep the tests of a module that defines a module-scoped
-    fixture (a trained model, a converted release) on one worker, so that fixture is built once; the other
-    tests are spread one by one."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        module = item.nodeid.split("::", 1)[0]
-        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
-        if any(d.scope in ("module", "class") and d.baseid.startswith(module) for d in defs):
-            item.add_marker(pytest.mark.xdist_group(module))
