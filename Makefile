@@ -2,6 +2,11 @@
 # min). All create .venv and install the project on first use; the stamp makes a second run skip the install in seconds.
 PYTHON ?= python3
 VENV := .venv
+# pytest-xdist workers for `make test` (each test's subprocesses use one thread), a test file per worker at a
+# time (its module fixtures, a trained model or a converted release, are built once); PYTEST_ARGS adds options
+# (.ci/run: --max-skips).
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: install test demo replicate twin bench clean
@@ -13,7 +18,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	bash recipes/demo.sh

@@ -48,4 +48,6 @@ pip_install "hydra-submitit-launcher==1.2.0"
 pip_install "wikiextractor>=3.1"
 # prepare_paper: openssl's AES-CTR stream of the authors' seeded split, their zh / th word segmenters.
 pip_install "cryptography>=41" "jieba>=0.42" "pythainlp>=4"
+# make test runs on 2 workers (pytest-xdist); the workers share the Bible data-bins through a file lock
+pip_install "pytest-xdist>=3.5" "filelock>=3.12"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"

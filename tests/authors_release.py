@@ -27,30 +27,64 @@ def strip_accents_lower(word: str) -> str:
     return "".join(c for c in text if unicodedata.category(c) != "Mn").lower()
 
 
+# Moses' replace-unicode-punctuation.perl, the first step of the authors' tokenize.sh, as its substitutions
+# (written from the script's rules, not from HF's port of it, which the code under test calls); run by perl
+# on bytes, as the script runs.
+REPLACE_UNICODE_PUNCT = [("，", ","), ("。 *", ". "), ("、", ","), ("”", '"'), ("“", '"'), ("∶", ":"), ("：", ":"),
+                         ("？", "?"), ("《", '"'), ("》", '"'), ("）", ")"), ("！", "!"), ("（", "("), ("；", ";"),
+                         ("１", '"'), ("」", '"'), ("「", '"'), ("０", "0"), ("３", "3"), ("２", "2"), ("５", "5"),
+                         ("６", "6"), ("９", "9"), ("７", "7"), ("８", "8"), ("４", "4"), ("． *", ". "), ("～", "~"),
+                         ("’", "'"), ("…", "..."), ("━", "-"), ("〈", "<"), ("〉", ">"), ("【", "["), ("】", "]"),
+                         ("％", "%")]
+# remove-non-printing-char.perl: every \p{C} character of the chomped line (tab, zero-width space) -> a space
+REMOVE_NON_PRINTING = (r'binmode(STDIN, ":utf8"); binmode(STDOUT, ":utf8"); '
+                       r'while (<STDIN>) { chomp; s/\p{C}/ /g; print "$_\n"; }')
+
+
+def perl_escape(replacement: str) -> str:
+    """A replacement for perl's s///: backslash before anything not a letter or digit (as the script writes)."""
+    return "".join(c if c.isalnum() or c == " " else "\\" + c for c in replacement)
+
+
+def run_perl(program: str, text: str) -> str:
+    """``program`` run by perl on ``text`` (written to a file: perl reads its source as bytes, as a script)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".pl", encoding="utf-8", delete=False) as f:
+        f.write(program)
+    try:
+        return subprocess.run(["perl", f.name], input=text.encode("utf-8"), capture_output=True,
+                              check=True).stdout.decode("utf-8")
+    finally:
+        Path(f.name).unlink()
+
+
 def perl_moses(lines, lang, tokenize=True):
-    """The authors' tokenize.sh with Moses' perl scripts (as packaged by ``mosestokenizer``; skips without perl):
-    replace-unicode-punctuation (HF's port; the perl script is not in mosestokenizer) | normalize-punctuation
-    | remove-non-printing-char | tokenizer -no-escape, the perl scripts."""
+    """The authors' tokenize.sh with Moses' perl scripts (skips without perl): replace-unicode-punctuation and
+    remove-non-printing-char by their rules above, normalize-punctuation and tokenizer -no-escape as packaged
+    by ``mosestokenizer``."""
     import re
     import shutil
     import subprocess
 
     import pytest
-    from transformers.models.xlm.tokenization_xlm import replace_unicode_punct
 
     mosestokenizer = pytest.importorskip("mosestokenizer")
     if shutil.which("perl") is None:
         pytest.skip("perl is not installed")
     scripts = Path(mosestokenizer.__file__).parent
-    text = "".join(replace_unicode_punct(line) + "\n" for line in lines)
+    replace = "while (<STDIN>) { " + " ".join(f"s/{a}/{perl_escape(b)}/g;" for a, b in REPLACE_UNICODE_PUNCT) \
+        + " print; }"
+    text = run_perl(replace, "".join(line + "\n" for line in lines))
     text = subprocess.run(["perl", scripts / "normalize-punctuation.perl", "-l", lang], input=text,
                           capture_output=True, text=True, check=True).stdout
-    text = "".join(" " if unicodedata.category(c).startswith("C") and c != "\n" else c for c in text)
+    text = run_perl(REMOVE_NON_PRINTING, text)
     if not tokenize:
         return text.splitlines()
     text = subprocess.run(["perl", scripts / "tokenizer-v1.1.perl", "-q", "-l", lang, "-no-escape"], input=text,
                           capture_output=True, text=True, check=True).stdout
-    # tokenizer-v1.1 predates Moses' fix for a sentence-final ".'", which the authors' tokenizer.perl has
+    # tokenizer-v1.1 predates Moses' fix for a sentence-final ".'" (s/\.\' ?$/ . ' /), which the authors' had
     return [re.sub(r"\.' ?$", " . ' ", line).strip() for line in text.splitlines()]
 
 

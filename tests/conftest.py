@@ -6,16 +6,23 @@
     pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
     run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
     one_torch_thread  torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``)
+    shared_dir     shared_dir(tmp_path_factory, name, build) -> Path: a folder built once per test run, also
+                   under pytest-xdist (``make test`` runs ``-n 2``): the first worker builds, the others wait
+    --max-skips N  fail the run when more than N tests skip (``.ci/run``; see docs/testing.md)
 """
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import pytest
+from filelock import FileLock
+
+from skip_budget import pytest_addoption, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +71,27 @@ def run_module(module: str, args: Sequence, cwd=None, timeout: float = 600,
     return proc
 
 
+def shared_dir(tmp_path_factory, name: str, build) -> Path:
+    """``build(path)`` once per test run, its folder shared by every pytest-xdist worker (xdist's documented
+    pattern: the workers' base temp dirs share a parent, a file lock lets the first one build); without
+    xdist, a plain ``mktemp``. A ``name.done`` file beside the folder marks a finished build, so a failed or
+    skipped build is redone (in place: sentencepiece records its paths in spm.model) instead of taken as done."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread while a module runs: on 2 shared cores, torch's default pool oversubscribes and tiny
@@ -95,13 +123,16 @@ def bible_raw(tmp_path_factory) -> Path:
     {split}.en-es.{en,es}; sizes BIBLE_MONO / BIBLE_PARA verses."""
     from fairseq_xlm.cli import bible
 
-    out = tmp_path_factory.mktemp("bible_raw")
-    argv = ["--tsv", str(bible_tsv()), "--out", str(out), "--langs", ",".join(BIBLE_LANGS),
-            "--pairs", "-".join(BIBLE_LANGS), "--labels", "--ids"]
-    for split in BIBLE_MONO:
-        argv += [f"--{split}-verses", str(BIBLE_MONO[split]), f"--para-{split}-verses", str(BIBLE_PARA[split])]
-    bible.main(argv)
-    return out
+    tsv = bible_tsv()
+
+    def build(out: Path) -> None:
+        argv = ["--tsv", str(tsv), "--out", str(out), "--langs", ",".join(BIBLE_LANGS),
+                "--pairs", "-".join(BIBLE_LANGS), "--labels", "--ids"]
+        for split in BIBLE_MONO:
+            argv += [f"--{split}-verses", str(BIBLE_MONO[split]), f"--para-{split}-verses", str(BIBLE_PARA[split])]
+        bible.main(argv)
+
+    return shared_dir(tmp_path_factory, "bible_raw", build)
 
 
 @pytest.fixture(scope="session")
@@ -110,10 +141,11 @@ def bible_databin(bible_raw, tmp_path_factory) -> Path:
     {split}.{en,es}.label) built from ``bible_raw`` with vocab ~1000; built once per session."""
     from fairseq_xlm.cli import prepare
 
-    out = tmp_path_factory.mktemp("bible_databin")
-    prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", ",".join(BIBLE_LANGS),
-                  "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
-    return out
+    def build(out: Path) -> None:
+        prepare.main(["--raw", str(bible_raw), "--destdir", str(out), "--langs", ",".join(BIBLE_LANGS),
+                      "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
+
+    return shared_dir(tmp_path_factory, "bible_databin", build)
 
 
 @pytest.fixture(scope="session")
@@ -122,11 +154,14 @@ def bible_ny_databin(tmp_path_factory) -> Path:
     split (with .label genres), vocab ~1000: its own raw slice in DATABIN/raw; built once per session."""
     from fairseq_xlm.cli import bible, prepare
 
-    out = tmp_path_factory.mktemp("bible_ny_databin")
-    argv = ["--tsv", str(bible_tsv()), "--out", str(out / "raw"), "--langs", ",".join(BIBLE_NY_LANGS), "--labels"]
-    for split, n in BIBLE_NY_MONO.items():
-        argv += [f"--{split}-verses", str(n)]
-    bible.main(argv)
-    prepare.main(["--raw", str(out / "raw"), "--destdir", str(out), "--langs", ",".join(BIBLE_NY_LANGS),
-                  "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
-    return out
+    tsv = bible_tsv()
+
+    def build(out: Path) -> None:
+        argv = ["--tsv", str(tsv), "--out", str(out / "raw"), "--langs", ",".join(BIBLE_NY_LANGS), "--labels"]
+        for split, n in BIBLE_NY_MONO.items():
+            argv += [f"--{split}-verses", str(n)]
+        bible.main(argv)
+        prepare.main(["--raw", str(out / "raw"), "--destdir", str(out), "--langs", ",".join(BIBLE_NY_LANGS),
+                      "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"])
+
+    return shared_dir(tmp_path_factory, "bible_ny_databin", build)

@@ -178,6 +178,51 @@ def test_authors_checkpoint_matches_hf_logits(tmp_path):
     assert diff <= TOL
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["mlm", "clm"])
+def test_a_checkpoint_saved_by_the_authors_transformer_matches_their_logits(tmp_path, causal):
+    """A .pth written from the authors' own TransformerModel (their code in ../shared/anchors, random weights,
+    their Dictionary) converts to a model whose logits equal their fwd + pred_layer's (bidirectional and
+    causal), columns compared by symbol; ids and languages in their order."""
+    from authors_release import authors_modules
+
+    Dictionary, TransformerModel = authors_modules()
+    dico = Dictionary(dict(enumerate(WORDS)), {w: i for i, w in enumerate(WORDS)},
+                      {w: 1000 - i for i, w in enumerate(WORDS)})
+    params = argparse.Namespace(
+        n_langs=3, n_words=V, eos_index=dico.eos_index, pad_index=dico.pad_index, id2lang=dict(enumerate(LANGS)),
+        lang2id={lang: i for i, lang in enumerate(LANGS)}, use_lang_emb=True, emb_dim=32, n_layers=2, n_heads=4,
+        dropout=0.1, attention_dropout=0.1, gelu_activation=True, sinusoidal_embeddings=False, share_inout_emb=True,
+        asm=False, mask_index=dico.index("<special1>"), mlm_steps=[(lang, None) for lang in LANGS], clm_steps=[])
+    torch.manual_seed(4)
+    theirs = TransformerModel(params, dico, is_encoder=True, with_output=True)
+    with torch.no_grad():  # LayerNorm = identity and zero biases at init would hide swapped parameters
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    torch.save({"model": theirs.state_dict(), "dico_id2word": dico.id2word, "dico_word2id": dico.word2id,
+                "dico_counts": dico.counts, "params": dict(vars(params))}, tmp_path / "model.pth")
+    assert convert.main(["xlm-to-fairseq", str(tmp_path / "model.pth"), str(tmp_path / "out")]) == 0
+    ours = formats.load_model(str(tmp_path / "out" / "checkpoint.pt")).eval()
+    theirs.eval()
+
+    ids, langs = hf_batch()  # the authors' ids (HF kept their vocabulary order): <s>=0, </s>=1, <pad>=2
+    lengths = (ids != dico.pad_index).sum(1)
+    with torch.no_grad():
+        hidden = theirs("fwd", x=ids.t(), lengths=lengths, langs=langs.t(), causal=causal)
+        expected = theirs.pred_layer.proj(hidden).transpose(0, 1)
+        cols = column_map(ours.encoder.dictionary)
+        got = ours(cols[ids], langs=langs, causal=causal)[0][..., cols]
+    keep = ids != dico.pad_index
+    diff = (got - expected)[keep].abs().max().item()
+    MEASURED[f"authors' TransformerModel xlm-to-fairseq {'clm' if causal else 'mlm'}"] = diff
+    print(f"max |dlogit| authors' TransformerModel ({'causal' if causal else 'bidirectional'}): {diff:.2e}")
+    assert diff <= TOL
+    # a converter that kept the authors' ids (no </s>/<pad> swap, no <mask> renaming) would fail it: their ids
+    # read as ours, their columns as ours
+    with torch.no_grad():
+        kept_ids = ours(ids, langs=langs, causal=causal)[0][..., : len(WORDS)]
+    assert (kept_ids - expected)[keep].abs().max().item() > 100 * TOL
+
+
 def tiny_spm_model(path, pieces):
     """A valid sentencepiece BPE model file whose normal pieces are ``pieces`` (no merges between them)."""
     from transformers.convert_slow_tokenizer import import_protobuf

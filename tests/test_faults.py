@@ -1,19 +1,21 @@
 """Fault injection: fairseq-train killed during checkpoint saves, torn and missing checkpoints, a data-bin
 whose files are truncated, corrupted or mismatched, prepare killed mid-stage, a frozen distributed rank.
 
-Fast by default (a few kills); ``FAIRSEQ_XLM_SOAK=N`` kills training N times instead (e.g. 20) and also
-runs the frozen-rank test.
+Fast by default (a few kills, a rank frozen after its first update); ``FAIRSEQ_XLM_SOAK=N`` kills training
+N times instead (e.g. 20) and freezes the rank after 3 updates.
 """
 
 import io
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -72,30 +74,45 @@ def saved_updates(save: Path) -> int:
     return best
 
 
-def kill_during_save(cmd, save: Path, log: Path, rng: random.Random) -> None:
-    """Start training and SIGKILL it at one of three moments, drawn at random: as soon as a checkpoint
-    temporary appears (a write or one of our copies under way), as soon as a new checkpoint_1_N.pt appears
-    (fairseq then copies it to checkpoint_best/last.pt), or at a random time after the first save."""
-    numbered = re.compile(r"checkpoint_\d+_\d+\.pt$")
-    before = set(os.listdir(save)) if save.is_dir() else set()
-    when, delay = rng.choice(["tmp", "new", "random"]), rng.uniform(0, 0.4)
+def kill_inside_save(cmd, save: Path, log: Path, target: str) -> Optional[str]:
+    """Start training and SIGKILL it inside a checkpoint save, for certain: as soon as a temporary whose name
+    matches ``target`` appears (fairseq's write of checkpoint_1_N.pt.tmp, or our copy to checkpoint_last.pt.tmp /
+    checkpoint_best.pt.tmp), the process is frozen (SIGSTOP, waited for); if the temporary is still there, it is
+    frozen inside that save and is killed, else (the save ended in between) it goes on to the next one.
+    Returns the temporary's name (it is left behind, stale), or None if training finished first."""
+    pattern = re.compile(target)
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+    deadline = time.time() + 240
     try:
         while proc.poll() is None and time.time() < deadline:
-            names = set(os.listdir(save)) if save.is_dir() else set()
-            if when == "tmp" and any(n.endswith(".tmp") for n in names):
-                break
-            if when == "new" and any(numbered.match(n) for n in names - before):
-                break
-            if when == "random" and any(n.endswith(".pt") for n in names):
-                time.sleep(delay)
-                break
+            names = [n for n in (os.listdir(save) if save.is_dir() else ()) if pattern.fullmatch(n)]
+            if names:
+                proc.send_signal(signal.SIGSTOP)
+                _, status = os.waitpid(proc.pid, os.WUNTRACED)
+                if not os.WIFSTOPPED(status):  # it ended before the stop
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    return None
+                if (save / names[0]).exists():
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    assert (save / names[0]).exists()
+                    return names[0]
+                proc.send_signal(signal.SIGCONT)
             time.sleep(0.0002)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    if proc.returncode != 0 or time.time() >= deadline:
+        pytest.fail(f"training failed or hung before a save matching {target}:\n{log.read_text()[-2000:]}")
+    return None
+
+
+# Where the kills land, one per restart: inside fairseq's write of a numbered checkpoint, inside our copy of
+# it to checkpoint_last.pt (the copy to checkpoint_best.pt is the same atomic_copy: FAIRSEQ_XLM_SOAK draws
+# from all three at random).
+KILL_TARGETS = (r"checkpoint_1_[2-9]\.pt\.tmp", r"checkpoint_last\.pt\.tmp", r"checkpoint_best\.pt\.tmp")
 
 
 def final_state(path: Path):
@@ -114,24 +131,31 @@ def assert_same_state(a, b):
 
 
 def test_kills_during_checkpoint_saves_always_resume_exactly(bible_databin, pkg_dir, tmp_path):
-    """Every checkpoint name left by a kill loads in full, each restart resumes from the newest save or the
-    one before, and the finished run equals an uninterrupted one bit for bit (dropout on: weights, Adam
-    moments, logged losses). Then a real torn checkpoint_last.pt: the start resumes from the newest readable
-    checkpoint and removes a stale temporary."""
+    """Every kill lands inside a save (fairseq's write, our copy to checkpoint_last.pt); every
+    checkpoint name left loads in full, each restart removes the stale temporary and resumes from the newest
+    save or the one before, and the finished run equals an uninterrupted one bit for bit (dropout on: weights,
+    Adam moments, logged losses). Then a real torn checkpoint_last.pt: the start resumes from the newest
+    readable checkpoint and removes a stale temporary."""
     ref = tmp_path / "ref"
     ref_log = run(train_cmd(bible_databin, ref, pkg_dir)).stdout
     save, rng = tmp_path / "killed", random.Random(13)
-    newest = 0
-    for i in range(SOAK or 2):
-        log = tmp_path / f"kill{i}.log"
-        kill_during_save(train_cmd(bible_databin, save, pkg_dir), save, log, rng)
-        if loaded_updates(log.read_text()) is not None:
-            assert loaded_updates(log.read_text()) >= newest - 1  # at most one save interval lost
+    newest, logs, killed = 0, [], None
+    targets = [rng.choice(KILL_TARGETS) for _ in range(SOAK)] if SOAK else KILL_TARGETS[:2]
+    for i, target in enumerate(targets):
+        logs.append(tmp_path / f"kill{i}.log")
+        killed_in = kill_inside_save(train_cmd(bible_databin, save, pkg_dir), save, logs[-1], target)
+        if killed_in is None:  # a soak's draw: the restart had no such save left to do
+            assert SOAK, f"training ended without a save matching {target}"
+        if i and killed:
+            assert "removed 1 stale temporary" in logs[-1].read_text()  # the previous kill's
+            assert loaded_updates(logs[-1].read_text()) >= newest - 1  # at most one save interval lost
+        killed = killed_in
         newest = saved_updates(save)  # torch.load raises if any checkpoint_1_N.pt is torn
         for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
             if (save / name).exists():
                 torch.load(save / name, weights_only=True)
     finished = run(train_cmd(bible_databin, save, pkg_dir)).stdout
+    assert "removed 1 stale temporary" in finished or not killed
     assert (loaded_updates(finished) or 0) >= newest - 1
     assert not list(save.glob("*.tmp"))
     assert_same_state(final_state(save / "checkpoint_last.pt"), final_state(ref / "checkpoint_last.pt"))
@@ -213,8 +237,6 @@ def pretrain_task(data):
 @pytest.fixture
 def databin(bible_databin, tmp_path):
     """A fresh copy of the session's data-bin (with its manifest.json) to damage."""
-    import shutil
-
     out = tmp_path / "db"
     shutil.copytree(bible_databin, out, ignore=shutil.ignore_patterns("prep"))
     return out
@@ -338,26 +360,118 @@ def test_verify_writes_the_manifest_of_a_plain_data_bin(databin, capsys):
 # ---------------------------------------------------------------- prepare killed mid-stage
 
 
-def test_prepare_killed_mid_stage_reruns_to_identical_bytes(bible_raw, tmp_path):
-    """prepare is SIGKILLed at a random moment, then run to the end: every file equals a build made in one
-    go into the same folder (sentencepiece records its paths in spm.model) with the same settings."""
-    dest, clean, rng = tmp_path / "db", tmp_path / "clean", random.Random(5)
-    cmd = [sys.executable, "-m", "fairseq_xlm.cli.prepare", "--raw", str(bible_raw), "--destdir", str(dest),
-           "--langs", ",".join(BIBLE_LANGS), "--vocab-size", str(BIBLE_VOCAB), "--sample-lines", "4000"]
-    run(cmd)
-    dest.rename(clean)
-    for _ in range(max(1, SOAK // 4)):
-        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and not (dest / "prep").is_dir():
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 2.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    run(cmd)
+def marker_first_run(self, name, params, fn):
+    """A broken Stages.run that writes a stage's marker before doing the stage (the bug that prepare's
+    marker-after-outputs order prevents): a kill inside the stage leaves a marker claiming it done."""
+    import hashlib
+    import json
+
+    fingerprint = hashlib.sha1(json.dumps([self.chain, name, params], sort_keys=True).encode()).hexdigest()
+    self.chain, marker = fingerprint, os.path.join(self.work, f"{name}.done")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            done = json.load(f)
+        if done["fingerprint"] == fingerprint and all(os.path.exists(os.path.join(self.cfg.destdir, p))
+                                                      for p in done["result"].get("outputs", [])):
+            return done["result"]
+    for result in ({}, None):
+        if result is None:
+            result = fn()
+        with open(marker, "w") as f:
+            json.dump({"fingerprint": fingerprint, "result": result}, f)
+    return result
+
+
+def kill_prepare_inside(args, stage: str, mutation=None) -> dict:
+    """Run prepare (``args``) in a forked child (fairseq already imported: no interpreter start) until it
+    pauses inside ``stage`` -- at the stage's first rename of a finished file into place (an output, or for
+    a stage without outputs its marker) -- and SIGKILL it there. Returns {"stage", "dst"} of that rename.
+    ``mutation``: a replacement for Stages.run in the child (the test must fail on it)."""
+    import json
+    import select
+
+    from fairseq_xlm.cli import prepare
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            real_replace, real_run, current = os.replace, mutation or prepare.Stages.run, []
+
+            def replace(src, dst):
+                if current and current[-1] == stage:
+                    os.write(write, json.dumps({"stage": stage, "dst": os.path.basename(dst)}).encode())
+                    while True:
+                        time.sleep(60)
+                return real_replace(src, dst)
+
+            def run_stage(self, name, params, fn):
+                current.append(name)
+                try:
+                    return real_run(self, name, params, fn)
+                finally:
+                    current.pop()
+
+            os.replace, prepare.Stages.run = replace, run_stage
+            prepare.main(args)
+        finally:
+            os._exit(1)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 240)
+        paused = os.read(read, 4096) if ready else b""
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert paused, f"prepare never paused in stage {stage}"
+    return json.loads(paused)
+
+
+def prepare_args(raw, dest):
+    return ["--raw", str(raw), "--destdir", str(dest), "--langs", ",".join(BIBLE_LANGS), "--vocab-size",
+            str(BIBLE_VOCAB), "--sample-lines", "4000"]
+
+
+def assert_same_files(dest: Path, clean: Path):
     made = sorted(p.name for p in dest.iterdir() if p.is_file())
     assert made == sorted(p.name for p in clean.iterdir() if p.is_file())
     for name in made:
         assert (dest / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def test_prepare_killed_inside_every_stage_reruns_to_identical_bytes(bible_raw, tmp_path):
+    """prepare is SIGKILLed inside each of its stages in turn (each restart skips the stages done and is
+    killed in the next one, before its marker), then run to the end: the killed runs' temporaries are removed
+    and every file equals a build made in one go into the same folder (sentencepiece records its paths in spm.model) with the same settings. The same
+    kill against a Stages.run that writes a stage's marker first ends in a failed or different build."""
+    from fairseq_xlm.cli import prepare
+
+    dest, clean = tmp_path / "db", tmp_path / "clean"
+    args = prepare_args(bible_raw, dest)
+    prepare.main(args)
+    dest.rename(clean)
+    for stage in prepare.STAGES:
+        where = kill_prepare_inside(args, stage)
+        assert where["stage"] == stage and not (dest / "prep" / f"{stage}.done").exists(), where
+        assert all((dest / "prep" / f"{done}.done").is_file() for done in prepare.STAGES[:prepare.STAGES.index(stage)])
+    stale = [p.name for p in dest.rglob("*.tmp[0-9]*")]
+    assert stale  # the kills interrupted writes: their temporaries, complete but never renamed, are left
+    prepare.main(args)
+    assert not list(dest.rglob("*.tmp[0-9]*"))  # removed by the rerun
+    assert_same_files(dest, clean)
+
+    shutil.rmtree(dest)  # the broken implementation, in the same folder (spm.model records its paths)
+    kill_prepare_inside(args, "sample", mutation=marker_first_run)
+    try:
+        prepare.main(args)
+        assert_same_files(dest, clean)
+    except (AssertionError, SystemExit, Exception) as e:
+        failed = e
+    else:
+        failed = None
+    assert failed is not None, "the marker-first Stages.run passed"
 
 
 # ---------------------------------------------------------------- a frozen rank
@@ -371,11 +485,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not SOAK, reason="two gloo ranks for ~20 s: set FAIRSEQ_XLM_SOAK=N")
 def test_frozen_rank_fails_its_peer_within_the_timeout(bible_databin, pkg_dir, tmp_path):
-    """Rank 1 is SIGSTOPped after 3 updates; rank 0 must exit non-zero within the process-group timeout
-    (FAIRSEQ_XLM_DIST_TIMEOUT=5 s, plus start-up slack) with one line naming rank 1."""
-    init, timeout = f"tcp://127.0.0.1:{free_port()}", 5
+    """Rank 1 is SIGSTOPped after an update (3 with FAIRSEQ_XLM_SOAK); rank 0 must exit non-zero within the
+    process-group timeout (FAIRSEQ_XLM_DIST_TIMEOUT=5 s, plus slack) with one line naming rank 1."""
+    init, timeout, frozen_at = f"tcp://127.0.0.1:{free_port()}", 5, 3 if SOAK else 1
     env = dict(_env(), FAIRSEQ_XLM_DIST_TIMEOUT=str(timeout))
     procs, logs = [], [tmp_path / f"rank{r}.log" for r in (0, 1)]
     for rank in (0, 1):
@@ -387,9 +500,10 @@ def test_frozen_rank_fails_its_peer_within_the_timeout(bible_databin, pkg_dir, t
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
     try:
         deadline = time.time() + 120
-        while "num_updates=3," not in logs[0].read_text() and time.time() < deadline:
+        while f"num_updates={frozen_at}," not in logs[0].read_text() and time.time() < deadline:
             assert procs[0].poll() is None, logs[0].read_text()[-2000:]
             time.sleep(0.05)
+        assert f"num_updates={frozen_at}," in logs[0].read_text()  # frozen in training, not at start-up
         procs[1].send_signal(signal.SIGSTOP)
         stopped = time.time()
         procs[0].wait(timeout=timeout + 60)

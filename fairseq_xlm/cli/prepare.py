@@ -39,7 +39,8 @@ from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli import prepare_ids
 from fairseq_xlm.cli.prepare_authors import binarize_text, check_release, encode_text, install_authors_bpe
 from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, check, draw_sample, raw_inventory,
-                                            raw_stats, train_spm, write_json, write_manifest)
+                                            raw_stats, remove_stale_temporaries, train_spm, write_json,
+                                            write_manifest)
 from fairseq_xlm.data.layout import parse_langs
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
@@ -84,6 +85,9 @@ def run(cfg: PrepareConfig) -> dict:
         check_release(cfg, langs)  # before the raw files: a language the release lacks is the first error
     work = os.path.join(cfg.destdir, "prep")
     os.makedirs(work, exist_ok=True)
+    stale = remove_stale_temporaries(cfg.destdir)
+    if stale:
+        logger.warning(f"removed {len(stale)} temporary file(s) of a killed prepare: {', '.join(stale)}")
     corpora = raw_inventory(cfg, langs)
     stages, out = Stages(cfg, work), {}
     out["check"] = stages.run("check", {"langs": langs, "corpora": corpora, "raw": raw_stats(cfg, corpora)},

@@ -86,6 +86,30 @@ def atomic_path(path: str) -> Iterator[str]:
             shutil.rmtree(tmp) if os.path.isdir(tmp) else os.remove(tmp)
 
 
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the ``NAME.tmp<pid>`` files and folders that a killed prepare (its pid gone) left under ``folder``
+    (atomic_path removes its own on errors, but a SIGKILL runs no cleanup); returns their paths."""
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            pid = name.rpartition(".tmp")[2]
+            if ".tmp" in name and pid.isdigit() and not _alive(int(pid)):
+                path = os.path.join(root, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_json(path: str, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
