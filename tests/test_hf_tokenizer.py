@@ -10,12 +10,14 @@ import pytest
 import sentencepiece as spm
 import torch
 from fairseq.data import data_utils
+from omegaconf import OmegaConf
 
 from conftest import BIBLE_NY_LANGS, BIBLE_NY_MONO, bible_tsv
-from fairseq_xlm.cli import convert
+from fairseq_xlm.cli import convert, prepare_xnli
 from fairseq_xlm.cli.bible import read_tsv
 from fairseq_xlm.data import layout
 from fairseq_xlm.formats.hf_tokenizer import build_tokenizer
+from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
 from test_convert import native_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -73,11 +75,39 @@ def test_auto_tokenizer_gives_our_ids_on_1000_verses_of_each_language(exported):
     assert unk["ny"] > 0  # the comparison covers <unk> too (characters the BPE never saw)
     for text in EDGE_CASES:
         assert tok(text)["input_ids"] == our_ids(sp, dictionary, text), text
-    # pairs as fairseq_xlm's classification task builds them: </s> a </s> </s> b </s>
+    # pairs as the classification tasks and the authors build them: </s> a </s> b </s>
     a, b = "In the beginning", "En el principio"
-    assert tok(a, b)["input_ids"] == our_ids(sp, dictionary, a) + our_ids(sp, dictionary, b)
+    assert tok(a, b)["input_ids"] == our_ids(sp, dictionary, a) + our_ids(sp, dictionary, b)[1:]
     assert tok.mask_token == "<mask>" and tok.mask_token_id == len(dictionary) - 1
     assert tok.decode(tok("In the beginning God")["input_ids"], skip_special_tokens=True) == "In the beginning God"
+
+
+def test_pairs_are_the_xnli_tasks_own_tensors(exported, tmp_path):
+    """``tokenizer(a, b)`` gives exactly the ids the ``xnli`` task feeds the model for the pair (binarized by
+    prepare_xnli, built by XlmClassificationDataset): ``</s> a </s> b </s>``, one ``</s>`` between, as the authors'
+    ``concat_batches`` -- also past the task's --max-sentence-tokens cut when the tokenizer truncates alike."""
+    hf_dir, _, data = exported
+    own = tmp_path / "data"
+    own.mkdir()
+    for name in ("dict.txt", "spm.model"):
+        (own / name).symlink_to(data / name)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    verses = [v for v in read_tsv(str(bible_tsv()), BIBLE_NY_LANGS)[:400:20] if v.text["en"] and v.text["ny"]]
+    first, second = [v.text["en"] for v in verses], [v.text["ny"] for v in verses]
+    first[0], second[0] = "", "  "  # empty texts still get their </s>
+    (raw / "labels.txt").write_text("a\nb\n")
+    for ext, lines in (("input0", first), ("input1", second), ("label", ["a", "b"] * (len(verses) // 2) +
+                                                                ["a"] * (len(verses) % 2))):
+        (raw / f"test.ny.{ext}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    prepare_xnli.main(["binarize", "--raw", str(raw), "--data", str(own)])
+    task = XlmXnliTask.setup_task(OmegaConf.structured(XlmXnliConfig(data=str(own), langs="en,es,ny")))
+    task.load_dataset("test")
+    tensors = [task.dataset("test")[i]["tokens"].tolist() for i in range(len(verses))]
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    got = [[SWAP.get(t, t) for t in ids] for ids in tok(first, second)["input_ids"]]
+    assert got == tensors
+    assert sum(t.count(task.dictionary.eos()) for t in tensors) == 3 * len(verses)
 
 
 def test_fill_mask_pipeline_predicts_our_argmax(exported):

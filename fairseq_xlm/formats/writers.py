@@ -144,7 +144,7 @@ Converted from {source} by `python -m fairseq_xlm.cli.convert fairseq-to-hf`. Lo
 
 {tokenizer}
 Ids follow the authors' layout: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3; sentences are `</s> s </s>` (pairs
-`</s> a </s> </s> b </s>`) as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
+`</s> a </s> b </s>`) as in fairseq_xlm's classification tasks. `dict.txt` is the fairseq dictionary.
 """
 
 _WITH_TOKENIZER = """Tokenization is **sentencepiece** (spm.model) as in fairseq_xlm:
