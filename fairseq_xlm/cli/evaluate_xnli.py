@@ -83,7 +83,9 @@ def evaluate_run(checkpoint: str, data: str, langs: Optional[List[str]] = None, 
         scores[split] = {lang: 100.0 * int(correct[i]) / int(total[i])
                          for i, lang in enumerate(task.langs) if total[i] > 0}
     name = os.path.basename(os.path.dirname(os.path.abspath(checkpoint)))
-    return RunScores(name, scores, float(cfg.optimization.lr[0]), int(cfg.dataset.batch_size or 0))
+    # a converted checkpoint (convert hf-to-fairseq) has no training settings: lr and batch 0
+    lr = ((cfg.get("optimization") or {}).get("lr") or [0.0])[0]
+    return RunScores(name, scores, float(lr), int((cfg.get("dataset") or {}).get("batch_size") or 0))
 
 
 def select_run(runs: Sequence[RunScores]) -> RunScores:
