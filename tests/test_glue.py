@@ -3,9 +3,7 @@ layout, the authors' metrics on hand-made predictions with known values, the cri
 against scikit-learn / scipy, and STS-B (regression) end to end: fairseq-train, validation, evaluate_glue and
 its submission file."""
 
-import json
 import math
-import os
 import re
 
 import numpy as np

@@ -13,7 +13,7 @@ from fairseq.data import data_utils
 from omegaconf import OmegaConf
 
 from conftest import BIBLE_NY_LANGS, BIBLE_NY_MONO, bible_tsv
-from fairseq_xlm.cli import convert, prepare_xnli
+from fairseq_xlm.cli import convert
 from fairseq_xlm.cli.bible import read_tsv
 from fairseq_xlm.data import layout
 from fairseq_xlm.formats.hf_tokenizer import build_tokenizer
@@ -85,29 +85,18 @@ def test_auto_tokenizer_gives_our_ids_on_1000_verses_of_each_language(exported):
 def test_pairs_are_the_xnli_tasks_own_tensors(exported, tmp_path):
     """``tokenizer(a, b)`` gives exactly the ids the ``xnli`` task feeds the model for the pair (binarized by
     prepare_xnli, built by XlmClassificationDataset): ``</s> a </s> b </s>``, one ``</s>`` between, as the authors'
-    ``concat_batches`` -- also past the task's --max-sentence-tokens cut when the tokenizer truncates alike."""
+    ``concat_batches`` (empty texts included)."""
+    from test_hf_heads import pair_data
+
     hf_dir, _, data = exported
-    own = tmp_path / "data"
-    own.mkdir()
-    for name in ("dict.txt", "spm.model"):
-        (own / name).symlink_to(data / name)
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    verses = [v for v in read_tsv(str(bible_tsv()), BIBLE_NY_LANGS)[:400:20] if v.text["en"] and v.text["ny"]]
-    first, second = [v.text["en"] for v in verses], [v.text["ny"] for v in verses]
-    first[0], second[0] = "", "  "  # empty texts still get their </s>
-    (raw / "labels.txt").write_text("a\nb\n")
-    for ext, lines in (("input0", first), ("input1", second), ("label", ["a", "b"] * (len(verses) // 2) +
-                                                                ["a"] * (len(verses) % 2))):
-        (raw / f"test.ny.{ext}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    prepare_xnli.main(["binarize", "--raw", str(raw), "--data", str(own)])
+    own, first, second, _ = pair_data(tmp_path, data)
     task = XlmXnliTask.setup_task(OmegaConf.structured(XlmXnliConfig(data=str(own), langs="en,es,ny")))
     task.load_dataset("test")
-    tensors = [task.dataset("test")[i]["tokens"].tolist() for i in range(len(verses))]
+    tensors = [task.dataset("test")[i]["tokens"].tolist() for i in range(len(first))]
     tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
     got = [[SWAP.get(t, t) for t in ids] for ids in tok(first, second)["input_ids"]]
     assert got == tensors
-    assert sum(t.count(task.dictionary.eos()) for t in tensors) == 3 * len(verses)
+    assert sum(t.count(task.dictionary.eos()) for t in tensors) == 3 * len(first)
 
 
 def test_fill_mask_pipeline_predicts_our_argmax(exported):

@@ -24,21 +24,14 @@ from fairseq_xlm.cli import setup_logging
 
 def predict(checkpoint: str, data: str, split: str, batch_size: int = 64):
     """(task, predictions in example order: class ids or STS-B scores, gold labels or None when unlabelled)."""
-    import fairseq_xlm  # noqa: F401  (registers the task and model)
-    from fairseq import checkpoint_utils, utils
+    from fairseq import utils
 
+    from fairseq_xlm.cli.evaluate_xnli import load_fine_tuned
     from fairseq_xlm.tasks.glue import XlmGlueTask
     from fairseq_xlm.tasks.xnli import classification_logits
 
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": data})
-    if not isinstance(task, XlmGlueTask):
-        raise ValueError(f"{checkpoint}: trained with task {type(task).__name__}, not a fine-tuned xlm_glue checkpoint")
-    model = models[0].eval()
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        model.cuda()
+    model, _, task = load_fine_tuned(checkpoint, {"data": data}, XlmGlueTask, "xlm_glue")
+    use_cuda = next(model.parameters()).is_cuda
     task.load_dataset(split)
     dataset = task.dataset(split)
     out = np.zeros(len(dataset), dtype=np.float64 if task.regression else np.int64)
