@@ -99,13 +99,17 @@ def read_freedict(index_path: str, dict_path: str) -> List[Tuple[str, str]]:
     return pairs
 
 
+def piece_ids(words: Sequence[str], sp, dictionary) -> List[List[int]]:
+    """Each word's dict.txt ids of its sentencepiece pieces (the word encoded alone, as prepare encodes text)."""
+    return [[dictionary.index(piece) for piece in sp.encode(word, out_type=str)] for word in words]
+
+
 def word_vectors(words: Sequence[str], embeddings: torch.Tensor, sp, dictionary) -> Tuple[np.ndarray, np.ndarray]:
     """(vectors (n, dim) float64, known (n,) bool): each word's mean piece embedding; unknown = a piece is <unk>."""
     vectors = np.zeros((len(words), embeddings.size(1)))
     known = np.zeros(len(words), dtype=bool)
     table = embeddings.detach().double().numpy()
-    for i, word in enumerate(words):
-        ids = [dictionary.index(piece) for piece in sp.encode(word, out_type=str)]
+    for i, ids in enumerate(piece_ids(words, sp, dictionary)):
         if ids and dictionary.unk() not in ids:
             vectors[i] = table[ids].mean(axis=0)
             known[i] = True
@@ -120,12 +124,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass
 class WordScores:
     """The table's numbers for one model: translation pairs used, their mean cosine and L2 distance, the mean
-    cosine of shuffled pairs, and the SemEval'17 Pearson (x 100) with its pairs (None without SemEval data)."""
+    cosine of shuffled pairs, the mean cosine of the pairs whose words share no piece (no shared rows: only
+    what training aligned), and the SemEval'17 Pearson (x 100) with its pairs (None without SemEval data)."""
 
     pairs: int
     cosine: float
     l2: float
     shuffled_cosine: float
+    disjoint_pairs: int = 0
+    disjoint_cosine: float = float("nan")
     pearson: Optional[float] = None
     semeval_pairs: int = 0
 
@@ -157,6 +164,12 @@ def evaluate_table(embeddings: torch.Tensor, sp, dictionary, pairs: Sequence[Tup
         raise ValueError("no dictionary pair has both words in the model's vocabulary")
     cosine, l2, shuffled = score_translations(src[ok], tgt[ok])
     scores = WordScores(int(ok.sum()), cosine, l2, shuffled)
+    shared = np.array([bool(set(a) & set(b)) for a, b in zip(piece_ids([p[0] for p in pairs], sp, dictionary),
+                                                             piece_ids([p[1] for p in pairs], sp, dictionary))])
+    disjoint = ok & ~shared
+    if disjoint.any():
+        scores.disjoint_pairs = int(disjoint.sum())
+        scores.disjoint_cosine = float(_cosine(src[disjoint], tgt[disjoint]).mean())
     if semeval:
         a, a_ok = word_vectors([s[0] for s in semeval], embeddings, sp, dictionary)
         b, b_ok = word_vectors([s[1] for s in semeval], embeddings, sp, dictionary)

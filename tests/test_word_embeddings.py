@@ -11,7 +11,7 @@ import sentencepiece as spm
 import torch
 
 from fairseq_xlm.data import layout
-from fairseq_xlm.word_embeddings import (evaluate_table, mean_std, read_freedict, read_muse_dictionary,
+from fairseq_xlm.word_embeddings import (evaluate_table, mean_std, piece_ids, read_freedict, read_muse_dictionary,
                                          read_semeval, score_translations, semeval_pearson, word_vectors)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "word_embeddings"
@@ -101,4 +101,10 @@ def test_evaluate_table_leaves_out_unknown_words(bible_databin):
     src, _ = word_vectors([p[0] for p in pairs[:4]], table, sp, dictionary)
     tgt, _ = word_vectors([p[1] for p in pairs[:4]], table, sp, dictionary)
     assert scores.cosine == pytest.approx(score_translations(src, tgt)[0])
+    # pairs whose words share no piece: their own mean cosine
+    ids = [(set(a), set(b)) for a, b in zip(*(piece_ids([p[k] for p in pairs[:4]], sp, dictionary) for k in (0, 1)))]
+    disjoint = [i for i, (a, b) in enumerate(ids) if not a & b]
+    assert scores.disjoint_pairs == len(disjoint) > 0
+    cos = [src[i] @ tgt[i] / np.linalg.norm(src[i]) / np.linalg.norm(tgt[i]) for i in disjoint]
+    assert scores.disjoint_cosine == pytest.approx(np.mean(cos))
     assert -100 <= scores.pearson <= 100

@@ -63,13 +63,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List]:
             results.setdefault(arm, []).append(evaluate_table(table, sp, dictionary, pairs, semeval))
     except (ValueError, OSError, safe_load.CheckpointLoadError) as err:
         raise SystemExit(f"error: {err}")
-    lines = ["| model | seeds | pairs | cosine ↑ | L2 ↓ | cosine, shuffled pairs | SemEval'17 Pearson ↑ |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | seeds | pairs | cosine ↑ | L2 ↓ | cosine, shuffled pairs | pairs sharing no piece | "
+             "their cosine ↑ | SemEval'17 Pearson ↑ |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, scores in results.items():
         pearson = mean_std([s.pearson for s in scores]) if scores[0].pearson is not None else "-"
         lines.append(f"| {arm} | {len(scores)} | {scores[0].pairs} | {mean_std([s.cosine for s in scores])} | "
                      f"{mean_std([s.l2 for s in scores])} | {mean_std([s.shuffled_cosine for s in scores])} | "
-                     f"{pearson} |")
+                     f"{scores[0].disjoint_pairs} | {mean_std([s.disjoint_cosine for s in scores])} | {pearson} |")
     print("\n".join(lines))
     if args.out:
         with open(args.out + ".tmp", "w", encoding="utf-8") as f:
