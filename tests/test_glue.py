@@ -161,3 +161,24 @@ def test_stsb_regression_end_to_end(bible_databin, pkg_dir, run_fairseq, tmp_pat
     rows = lines(tmp_path / "sub" / "STS-B.tsv")
     assert rows[0] == "index\tprediction" and [r.split("\t")[0] for r in rows[1:]] == [str(i) for i in range(5)]
     assert all(0.0 <= float(r.split("\t")[1]) <= 5.0 for r in rows[1:])
+
+    # the regression head both ways: HF's XLMForSequenceClassification predicts our scores, and its import
+    # (as an xlm_glue STS-B checkpoint) scores as ours
+    import transformers
+
+    from fairseq_xlm.cli import convert
+
+    assert convert.main(["fairseq-to-hf", str(save / "checkpoint_last.pt"), str(tmp_path / "hf")]) == 0
+    hf = transformers.XLMForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.problem_type == "regression" and hf.config.num_labels == 1
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    first, second = lines(tmp_path / "raw" / "valid.en.input0"), lines(tmp_path / "raw" / "valid.en.input1")
+    enc = tok(first, second, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf(**enc, langs=torch.full_like(enc["input_ids"], hf.config.lang2id["en"])).logits.squeeze(-1)
+    _, ours, _ = evaluate_glue.predict(str(save / "checkpoint_last.pt"), str(data), "valid")
+    np.testing.assert_allclose(theirs.numpy(), ours, atol=1e-5)
+    assert convert.main(["hf-to-fairseq", str(tmp_path / "hf"), str(tmp_path / "back"), "--cls-task", "xlm_glue",
+                         "--glue-task", "STS-B", "--cls-subdir", "glue/STS-B"]) == 0
+    again = evaluate_glue.main([str(tmp_path / "back" / "checkpoint.pt"), str(data), "--splits", "valid"])
+    assert again["valid"] == pytest.approx(scores["valid"], abs=1e-4)
