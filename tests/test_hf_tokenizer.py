@@ -10,12 +10,14 @@ import pytest
 import sentencepiece as spm
 import torch
 from fairseq.data import data_utils
+from omegaconf import OmegaConf
 
 from conftest import BIBLE_NY_LANGS, BIBLE_NY_MONO, bible_tsv
 from fairseq_xlm.cli import convert
 from fairseq_xlm.cli.bible import read_tsv
 from fairseq_xlm.data import layout
 from fairseq_xlm.formats.hf_tokenizer import build_tokenizer
+from fairseq_xlm.tasks.xnli import XlmXnliConfig, XlmXnliTask
 from test_convert import native_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -73,11 +75,28 @@ def test_auto_tokenizer_gives_our_ids_on_1000_verses_of_each_language(exported):
     assert unk["ny"] > 0  # the comparison covers <unk> too (characters the BPE never saw)
     for text in EDGE_CASES:
         assert tok(text)["input_ids"] == our_ids(sp, dictionary, text), text
-    # pairs as fairseq_xlm's classification task builds them: </s> a </s> </s> b </s>
+    # pairs as the classification tasks and the authors build them: </s> a </s> b </s>
     a, b = "In the beginning", "En el principio"
-    assert tok(a, b)["input_ids"] == our_ids(sp, dictionary, a) + our_ids(sp, dictionary, b)
+    assert tok(a, b)["input_ids"] == our_ids(sp, dictionary, a) + our_ids(sp, dictionary, b)[1:]
     assert tok.mask_token == "<mask>" and tok.mask_token_id == len(dictionary) - 1
     assert tok.decode(tok("In the beginning God")["input_ids"], skip_special_tokens=True) == "In the beginning God"
+
+
+def test_pairs_are_the_xnli_tasks_own_tensors(exported, tmp_path):
+    """``tokenizer(a, b)`` gives exactly the ids the ``xnli`` task feeds the model for the pair (binarized by
+    prepare_xnli, built by XlmClassificationDataset): ``</s> a </s> b </s>``, one ``</s>`` between, as the authors'
+    ``concat_batches`` (empty texts included)."""
+    from test_hf_heads import pair_data
+
+    hf_dir, _, data = exported
+    own, first, second, _ = pair_data(tmp_path, data)
+    task = XlmXnliTask.setup_task(OmegaConf.structured(XlmXnliConfig(data=str(own), langs="en,es,ny")))
+    task.load_dataset("test")
+    tensors = [task.dataset("test")[i]["tokens"].tolist() for i in range(len(first))]
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    got = [[SWAP.get(t, t) for t in ids] for ids in tok(first, second)["input_ids"]]
+    assert got == tensors
+    assert sum(t.count(task.dictionary.eos()) for t in tensors) == 3 * len(first)
 
 
 def test_fill_mask_pipeline_predicts_our_argmax(exported):

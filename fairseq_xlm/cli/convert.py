@@ -1,8 +1,12 @@
 """Convert XLM checkpoints between the authors' release, HF ``transformers`` and fairseq_xlm.
 
     python -m fairseq_xlm.cli.convert xlm-to-fairseq mlm_enfr_1024.pth out/ [--langs en,fr]
-    python -m fairseq_xlm.cli.convert hf-to-fairseq hf_dir/ out/
+    python -m fairseq_xlm.cli.convert hf-to-fairseq hf_dir/ out/ [--labels DATA/xnli/labels.txt]
     python -m fairseq_xlm.cli.convert fairseq-to-hf checkpoints/checkpoint_best.pt hf_out/ [--dict DICT]
+
+A fine-tuned ``xnli`` / ``xlm_glue`` checkpoint converts to ``XLMForSequenceClassification`` (class names from
+its data's labels.txt), and an HF sequence classifier to a checkpoint that ``evaluate_xnli`` /
+``evaluate_glue`` score on a data-bin whose labels.txt names the same classes in the same order.
 
 The formats themselves (readers, writers, the neutral ``Released`` form) live in ``fairseq_xlm.formats``.
 """
@@ -30,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (sub.choices["xlm-to-fairseq"], sub.choices["hf-to-fairseq"]):
         p.add_argument("--langs", help="comma-separated languages to keep, in the new id order (default: all); "
                                        "required when the source does not name its languages")
+    p = sub.choices["hf-to-fairseq"]
+    p.add_argument("--labels", help="a sequence classifier: the labels.txt of the data it will be evaluated on; "
+                                    "config.json's id2label must name those classes in that order")
+    p.add_argument("--cls-task", default="xnli", choices=("xnli", "xlm_glue"),
+                   help="a sequence classifier: the task of the checkpoint (default xnli)")
+    p.add_argument("--cls-subdir", default=None, help="a sequence classifier: the data's --cls-subdir "
+                                                      "(default: the task's)")
+    p.add_argument("--glue-task", default=None, help="with --cls-task xlm_glue: the GLUE task (e.g. MRPC)")
     p = sub.add_parser("fairseq-to-hf", help="a fairseq_xlm xlm_transformer checkpoint -> an HF model directory")
     p.add_argument("src", metavar="CKPT", help="fairseq_xlm checkpoint (e.g. checkpoint_best.pt)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output directory (created atomically)")
@@ -39,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():
         p.add_argument("--force", action="store_true", help="overwrite files that already exist in OUT_DIR")
     return parser
+
+
+def classifier_task(rel, args) -> None:
+    """The task and data of an imported HF sequence classifier; its class names checked against --labels."""
+    if rel.head is None:
+        if args.labels or args.glue_task or args.cls_subdir:
+            raise ValueError(f"{args.src}: not a sequence classifier, but --labels/--glue-task/--cls-subdir given")
+        return
+    rel.cls_task = {"_name": args.cls_task}
+    if args.cls_subdir:
+        rel.cls_task["cls_subdir"] = args.cls_subdir
+    if args.glue_task:
+        rel.cls_task["glue_task"] = args.glue_task
+    if args.labels:
+        from ..data.classification_dataset import load_label_set
+
+        names = load_label_set(args.labels)
+        generic = [f"LABEL_{i}" for i in range(len(rel.labels or []))]
+        if rel.labels != names and not (rel.labels == generic and len(names) == len(generic)):
+            raise ValueError(f"{args.src}/config.json: id2label {rel.labels} is not {args.labels} "
+                             f"{names} (the same classes in the same order)")
+        rel.labels = names
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -52,6 +86,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             write_hf(rel, args.out_dir, args.force, source=args.src)
         else:
             rel = read_authors(args.src) if args.command == "xlm-to-fairseq" else read_hf(args.src)
+            if args.command == "hf-to-fairseq":
+                classifier_task(rel, args)
             write_fairseq(select_langs(rel, langs, args.src), args.out_dir, args.force, source=args.src)
     except (safe_load.CheckpointLoadError, ValueError, OSError) as err:
         print(f"fairseq_xlm.cli.convert: error: {' '.join(str(err).split())}", file=sys.stderr)

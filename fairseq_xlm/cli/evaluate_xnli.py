@@ -47,24 +47,32 @@ class RunScores:
         return sum(values) / len(values)
 
 
-def evaluate_run(checkpoint: str, data: str, langs: Optional[List[str]] = None, splits: Sequence[str] = ("test",),
-                 batch_size: int = 64) -> RunScores:
-    """Accuracy per language of ``checkpoint`` on each of ``splits``; the run is named by its folder."""
-    import fairseq_xlm  # noqa: F401  (registers the task, model and safe checkpoint loading)
-    from fairseq import checkpoint_utils, utils
-
-    from fairseq_xlm.tasks.xnli import XlmXnliTask, classification_logits
+def load_fine_tuned(checkpoint: str, overrides: dict, task_class, name: str):
+    """(model in eval mode, on the GPU when there is one; cfg; task) of a fine-tuned checkpoint of ``task_class``."""
+    import fairseq_xlm  # noqa: F401  (registers the tasks, models and safe checkpoint loading)
+    from fairseq import checkpoint_utils
 
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    overrides = {"data": data, "eval_langs": ",".join(langs) if langs else ""}
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides=overrides)
-    if not isinstance(task, XlmXnliTask):
-        raise ValueError(f"{checkpoint}: trained with task {type(task).__name__}, not a fine-tuned xnli checkpoint")
+    if not isinstance(task, task_class):
+        raise ValueError(f"{checkpoint}: trained with task {type(task).__name__}, not a fine-tuned {name} checkpoint")
     model = models[0].eval()
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
+    if torch.cuda.is_available():
         model.cuda()
+    return model, cfg, task
+
+
+def evaluate_run(checkpoint: str, data: str, langs: Optional[List[str]] = None, splits: Sequence[str] = ("test",),
+                 batch_size: int = 64) -> RunScores:
+    """Accuracy per language of ``checkpoint`` on each of ``splits``; the run is named by its folder."""
+    from fairseq import utils
+
+    from fairseq_xlm.tasks.xnli import XlmXnliTask, classification_logits
+
+    overrides = {"data": data, "eval_langs": ",".join(langs) if langs else ""}
+    model, cfg, task = load_fine_tuned(checkpoint, overrides, XlmXnliTask, "xnli")
+    use_cuda = next(model.parameters()).is_cuda
     scores = {}
     for split in splits:
         task.load_dataset(split)
@@ -83,7 +91,9 @@ def evaluate_run(checkpoint: str, data: str, langs: Optional[List[str]] = None, 
         scores[split] = {lang: 100.0 * int(correct[i]) / int(total[i])
                          for i, lang in enumerate(task.langs) if total[i] > 0}
     name = os.path.basename(os.path.dirname(os.path.abspath(checkpoint)))
-    return RunScores(name, scores, float(cfg.optimization.lr[0]), int(cfg.dataset.batch_size or 0))
+    # a converted checkpoint (convert hf-to-fairseq) has no training settings: lr and batch 0
+    lr = ((cfg.get("optimization") or {}).get("lr") or [0.0])[0]
+    return RunScores(name, scores, float(lr), int((cfg.get("dataset") or {}).get("batch_size") or 0))
 
 
 def select_run(runs: Sequence[RunScores]) -> RunScores:

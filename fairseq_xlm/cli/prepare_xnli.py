@@ -3,6 +3,7 @@
     python -m fairseq_xlm.cli.prepare_xnli extract --out RAW --langs en,es \\
         --xnli-dir XNLI-1.0 [--mnli-train multinli_1.0_train.jsonl] [--translate-train-dir XNLI-MT-1.0/multinli]
     python -m fairseq_xlm.cli.prepare_xnli extract-bible --bible-raw BIBLE_RAW --out RAW --langs en,es,ny
+    python -m fairseq_xlm.cli.prepare_xnli extract-glue --glue-dir glue_data/MRPC --task MRPC --out RAW
     python -m fairseq_xlm.cli.prepare_xnli binarize --raw RAW --data DATA [--subdir xnli]
 
 ``extract`` maps XNLI dev -> valid, test -> test (every language of --langs must be in them), MultiNLI train
@@ -12,6 +13,10 @@ the output of ``python -m fairseq_xlm.cli.bible --labels`` ({split}.{lang} + .la
     RAW/labels.txt                       class names, one a line (their order gives the class ids)
     RAW/{split}.{lang}.input0 [.input1]  one text a line (input1: the second text of a pair)
     RAW/{split}.{lang}.label             one label a line
+
+``extract-glue`` reads a GLUE task's tsv files (``fairseq_xlm.data.glue``) into the same layout, in English
+(``{split}.en``): dev -> valid, test -> test (unlabelled: no ``.label``; ``.index`` keeps GLUE's row ids for the
+submission file), MNLI's mismatched sets -> valid_mm / test_mm; STS-B's scores are labels without labels.txt.
 
 ``binarize`` applies the pretraining data-bin's tokenization and dict.txt (as ``fairseq_xlm.cli.prepare`` does:
 sentencepiece pieces, or the authors' Moses + BPE for a data-bin made with ``--bpe authors``, then fairseq's
@@ -44,7 +49,7 @@ from fairseq_xlm.data.xnli_readers import (
 logger = logging.getLogger("fairseq_xlm.cli.prepare_xnli")
 
 SPLITS = ("train", "valid", "test")
-RAW_NAME = re.compile(r"^(train|valid|test)\.([A-Za-z0-9_]+)\.input0$")
+RAW_NAME = re.compile(r"^((?:train|valid|test)(?:_[a-z]+)?)\.([A-Za-z0-9_]+)\.input0$")
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
@@ -122,6 +127,31 @@ def extract_bible(out: str, langs: List[str], bible_raw: str) -> Dict[str, int]:
     return counts
 
 
+def extract_glue(out: str, glue_dir: str, task: str) -> Dict[str, int]:
+    """GLUE's tsv files of ``task`` -> raw layout (English); {file prefix: examples}."""
+    from fairseq_xlm.data.glue import glue_files, glue_spec, read_glue_tsv
+
+    spec = glue_spec(task)
+    os.makedirs(out, exist_ok=True)
+    counts = {}
+    for split, path in glue_files(glue_dir, task).items():
+        data = read_glue_tsv(path, task)
+        prefix = os.path.join(out, f"{split}.en")
+        _write_lines(prefix + ".input0", data.first)
+        if data.second is not None:
+            _write_lines(prefix + ".input1", data.second)
+        if data.labels is not None:
+            _write_lines(prefix + ".label", data.labels)
+        elif not split.startswith("test"):
+            raise ValueError(f"{path}: no '{spec.label}' column; only test sets may be unlabelled")
+        _write_lines(prefix + ".index", data.index)
+        counts[f"{split}.en"] = len(data.first)
+        logger.info("%s: %d examples from %s", prefix, len(data.first), path)
+    if spec.classes is not None:
+        _write_lines(os.path.join(out, "labels.txt"), list(spec.classes))
+    return counts
+
+
 def _binarize_text(src: str, dst_prefix: str, encoder, lang: str, dictionary) -> int:
     """One text file of ``lang`` -> DST.bin/.idx (the data-bin's pieces, then dictionary ids + </s>)."""
     from fairseq.data import indexed_dataset
@@ -149,12 +179,14 @@ def _binarize_text(src: str, dst_prefix: str, encoder, lang: str, dictionary) ->
 def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
     """RAW (raw layout) -> DATA/SUBDIR (task layout), with DATA's tokenization (spm.model or the authors'
     BPE in authors_bpe/) and dict.txt."""
-    from fairseq_xlm.data.classification_dataset import load_label_set, read_labels
+    from fairseq_xlm.data.classification_dataset import load_label_set, read_labels, read_scores
 
     encoder = piece_encoder(data)
     dictionary = load_dictionary(data)
-    labels = load_label_set(os.path.join(raw, "labels.txt"))
-    label_ids = {name: i for i, name in enumerate(labels)}
+    # no labels.txt: the labels are scores (GLUE's STS-B regression)
+    labels = load_label_set(os.path.join(raw, "labels.txt")) if os.path.isfile(os.path.join(raw, "labels.txt")) \
+        else None
+    label_ids = {name: i for i, name in enumerate(labels or [])}
     prefixes = sorted(m.group(0)[: -len(".input0")] for m in
                       (RAW_NAME.match(os.path.basename(p)) for p in glob.glob(os.path.join(raw, "*.input0"))) if m)
     if not prefixes:
@@ -170,13 +202,19 @@ def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
             n1 = _binarize_text(src + ".input1", os.path.join(out_dir, prefix + ".input1"), encoder, lang, dictionary)
             if n1 != n:
                 raise ValueError(f"{src}.input1: {n1} lines but input0 has {n}; pairs must be line-aligned")
-        read_labels(src + ".label", label_ids, n)  # unknown labels / wrong counts: error before copying
-        dst = os.path.join(out_dir, prefix + ".label")
-        shutil.copyfile(src + ".label", dst + ".tmp")
-        os.replace(dst + ".tmp", dst)
+        if os.path.isfile(src + ".label"):  # unknown labels / wrong counts: error before copying
+            read_scores(src + ".label", n) if labels is None else read_labels(src + ".label", label_ids, n)
+        elif not prefix.startswith("test"):
+            raise FileNotFoundError(f"{src}.label: missing (only test sets may be unlabelled)")
+        for ext in (".label", ".index"):
+            if os.path.isfile(src + ext):
+                dst = os.path.join(out_dir, prefix + ext)
+                shutil.copyfile(src + ext, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
         counts[prefix] = n
         logger.info("%s: %d examples", os.path.join(out_dir, prefix), n)
-    _write_lines(os.path.join(out_dir, "labels.txt"), labels)
+    if labels is not None:
+        _write_lines(os.path.join(out_dir, "labels.txt"), labels)
     manifest.write(out_dir, os.path.join(data, "dict.txt"), sorted({p.split(".")[1] for p in prefixes}))
     return counts
 
@@ -195,6 +233,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--bible-raw", required=True, help="output folder of python -m fairseq_xlm.cli.bible --labels")
     p.add_argument("--out", required=True, help="raw output folder")
     p.add_argument("--langs", required=True, help="languages to take, e.g. en,es,ny")
+    p = sub.add_parser("extract-glue", help="a GLUE task's tsv files -> raw layout (English)")
+    p.add_argument("--glue-dir", required=True, help="the task's GLUE folder (train.tsv, dev*.tsv, test*.tsv)")
+    p.add_argument("--task", required=True, help="CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
+    p.add_argument("--out", required=True, help="raw output folder")
     p = sub.add_parser("binarize", help="raw layout -> DATA/SUBDIR with DATA's tokenization and dict.txt")
     p.add_argument("--raw", required=True, help="raw folder made by extract / extract-bible")
     p.add_argument("--data", required=True, help="the pretraining data-bin (dict.txt and spm.model or authors_bpe/)")
@@ -209,6 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
         if args.command == "extract":
             return extract_nli(args.out, parse_langs(args.langs), args.xnli_dir, args.mnli_train,
                                args.translate_train_dir)
+        if args.command == "extract-glue":
+            return extract_glue(args.out, args.glue_dir, args.task)
         if args.command == "extract-bible":
             return extract_bible(args.out, parse_langs(args.langs), args.bible_raw)
         return binarize(args.raw, args.data, args.subdir)

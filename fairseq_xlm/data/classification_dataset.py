@@ -37,6 +37,20 @@ def read_labels(path: str, label_ids: dict, expected: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def read_scores(path: str, expected: int) -> np.ndarray:
+    """Float labels (a regression: GLUE's STS-B scores) of a text file, one a line; wrong counts are errors."""
+    values = []
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                values.append(float(line.strip()))
+            except ValueError:
+                raise ValueError(f"{path}:{number}: {line.strip()!r} is not a number (a regression's score)") from None
+    if len(values) != expected:
+        raise ValueError(f"{path}: {len(values)} scores for {expected} examples; the files are not line-aligned")
+    return np.asarray(values, dtype=np.float32)
+
+
 def truncate(tokens: torch.Tensor, max_tokens: int, eos: int) -> torch.Tensor:
     """``tokens`` (ending in </s>) cut to ``max_tokens``, the last kept token replaced by </s>."""
     if len(tokens) <= max_tokens:
@@ -72,7 +86,8 @@ class XlmClassificationDataset(SizedDataset):
         if self.input1 is not None:
             second = truncate(torch.cat([bos, self.input1[index].long()]), self.max_sentence_tokens, self.eos)
             tokens = torch.cat([tokens, second[1:]])
-        return {"id": index, "tokens": tokens, "label": int(self.labels[index]), "lang": self.lang_id}
+        # a class id, or a float score for a regression (GLUE's STS-B)
+        return {"id": index, "tokens": tokens, "label": self.labels[index].item(), "lang": self.lang_id}
 
     def collater(self, samples: Sequence[dict]):
         return collate_classification(samples, self.pad)
@@ -95,7 +110,8 @@ def collate_classification(samples: Sequence[dict], pad: int) -> dict:
             # One language per example; on padding the id is irrelevant (those states are masked).
             "langs": lang[:, None].expand_as(tokens).contiguous(),
         },
-        "target": torch.tensor([s["label"] for s in samples], dtype=torch.long),
+        "target": torch.tensor([s["label"] for s in samples],
+                               dtype=torch.float if isinstance(samples[0]["label"], float) else torch.long),
         "lang": lang,
     }
 

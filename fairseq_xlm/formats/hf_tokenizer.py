@@ -1,7 +1,8 @@
 """An HF ``tokenizers`` tokenizer that gives fairseq_xlm's ids, for HF model directories written by ``write_hf``.
 
 fairseq_xlm encodes a sentence with sentencepiece, looks every piece up in dict.txt and feeds ``</s> s </s>``
-(sentence pairs: ``</s> a </s> </s> b </s>``, as the authors' XNLI). The exported tokenizer does the same in
+(sentence pairs: ``</s> a </s> b </s>``, as the ``xnli`` task's ``classification_dataset`` and the authors'
+XNLI/GLUE ``concat_batches`` build them). The exported tokenizer does the same in
 the HF vocabulary order (``vocab.json``: the authors' layout, ``<s> </s> <pad> <unk>`` = 0-3): transformers'
 ``SpmConverter`` rebuilds the sentencepiece model as a ``tokenizers`` BPE with sentencepiece's own normalizer
 (the precompiled character map, whitespace rules, the ``▁`` dummy prefix), and its vocabulary is renumbered
@@ -68,7 +69,7 @@ def build_tokenizer(spm_path: str, words: Sequence[str], mask_index: int, max_le
     tok = Tokenizer.from_str(json.dumps(data))
     eos = words[1]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{eos} $A {eos}", pair=f"{eos} $A {eos} {eos} $B {eos}", special_tokens=[(eos, 1)])
+        single=f"{eos} $A {eos}", pair=f"{eos} $A {eos} $B {eos}", special_tokens=[(eos, 1)])
     specials = dict(bos_token=words[0], eos_token=eos, pad_token=words[2], unk_token=words[3],
                     cls_token=eos, sep_token=eos, mask_token=words[mask_index])
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, padding_side="right",

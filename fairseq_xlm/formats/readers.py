@@ -17,7 +17,8 @@ from ..data import layout
 from ..models import factory
 from ..models.modules import sinusoidal_table
 from ..models.xlm_transformer import XlmConfig
-from .released import DICT, HF_HEAD, SPM, TIED_OUTPUT, Released, _check_released, rename
+from .released import (CLS_HEAD, DICT, HF_CLS_HEAD, HF_HEAD, HF_SUMMARY, SPM, TIED_OUTPUT, Released,
+                       _check_released, rename)
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +107,13 @@ def read_hf(hf_dir: str) -> Released:
         raise ValueError(f"{hf_dir}/config.json: not a convertible XLM model (model_type "
                          f"{config.get('model_type')}, n_heads {config.get('n_heads')}, asm {config.get('asm')}, "
                          f"unusual special ids {odd})")
-    state, tied = {}, None
+    state, tied, head = {}, None, {}
     for key, value in _hf_weights(hf_dir).items():
         if key.endswith("position_ids"):
             continue  # a buffer of 0..n-1, not a weight
-        if key == TIED_OUTPUT:
+        if key.startswith(HF_CLS_HEAD):
+            head[key[len(HF_CLS_HEAD):]] = value
+        elif key == TIED_OUTPUT:
             tied = value
         elif key.startswith(HF_HEAD):
             state[key] = value
@@ -138,9 +141,26 @@ def read_hf(hf_dir: str) -> Released:
     for name in (DICT, SPM):
         if os.path.isfile(os.path.join(hf_dir, name)):
             rel.files[name] = os.path.join(hf_dir, name)
+    if head:
+        _hf_classifier(rel, head, config, hf_dir)
     _check_tied(tied, rel, hf_dir)
     _check_released(rel, hf_dir, config.get("n_layers"), config.get("emb_dim"))
     return rel
+
+
+def _hf_classifier(rel: Released, head: Dict[str, Tensor], config: dict, hf_dir: str) -> None:
+    """An ``XLMForSequenceClassification``'s head into ``rel``: only the summary our tasks have (dropout and
+    Linear on the first position) converts exactly."""
+    odd = {k: config.get(k) for k, want in HF_SUMMARY.items() if config.get(k, want) != want}
+    if odd or sorted(head) != ["bias", "weight"]:
+        raise ValueError(f"{hf_dir}/config.json: a sequence summary {odd or sorted(head)} that fairseq_xlm's "
+                         f"classifier (Linear on the first position: {HF_SUMMARY}) cannot hold")
+    rel.head = head
+    rel.head_dropout = float(config.get("summary_first_dropout", 0.1))
+    id2label = {int(i): name for i, name in (config.get("id2label") or {}).items()}
+    rows = head["weight"].size(0)
+    if rows > 1:  # one output is a regression (STS-B): no class names
+        rel.labels = [id2label.get(i, f"LABEL_{i}") for i in range(rows)]
 
 
 def _read_json(path: str) -> dict:
@@ -163,7 +183,9 @@ def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Seq
     state = safe_load.load_checkpoint(ckpt)
     cfg = state.get("cfg")
     model_cfg, task_cfg = _cfg_get(cfg, "model"), _cfg_get(cfg, "task")
-    theirs = rename(state["model"], to_ours=False, where=ckpt)
+    weights = dict(state["model"])
+    head = {k[len(CLS_HEAD):]: weights.pop(k) for k in list(weights) if k.startswith(CLS_HEAD)}
+    theirs = rename(weights, to_ours=False, where=ckpt)
     if dict_path is None:
         beside = [os.path.dirname(os.path.abspath(ckpt)), _cfg_get(task_cfg, "data") or ""]
         found = [os.path.join(d, DICT) for d in beside if d and os.path.isfile(os.path.join(d, DICT))]
@@ -200,8 +222,30 @@ def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Seq
     for folder in (os.path.dirname(os.path.abspath(dict_path)), os.path.dirname(os.path.abspath(ckpt))):
         if SPM not in rel.files and os.path.isfile(os.path.join(folder, SPM)):
             rel.files[SPM] = os.path.join(folder, SPM)
+    if head:
+        _fairseq_classifier(rel, head, task_cfg, ckpt)
     _check_released(rel, ckpt)
     return rel
+
+
+def _fairseq_classifier(rel: Released, head: Dict[str, Tensor], task_cfg, ckpt: str) -> None:
+    """A fine-tuned ``xnli`` / ``xlm_glue`` checkpoint's classifier into ``rel``, with the class names of its
+    data's labels.txt (in id order; generic names when that file is gone; none for a regression)."""
+    from ..data.classification_dataset import load_label_set
+
+    rel.head = head
+    rel.head_dropout = float(_cfg_get(task_cfg, "classifier_dropout", 0.0) or 0.0)
+    rel.cls_task = {k: str(v) for k in ("_name", "cls_subdir", "glue_task")
+                    if (v := _cfg_get(task_cfg, k)) is not None}
+    rows = head["weight"].size(0)
+    if rows == 1:
+        return
+    path = os.path.join(_cfg_get(task_cfg, "data") or "", rel.cls_task.get("cls_subdir", "xnli"), "labels.txt")
+    if os.path.isfile(path):
+        rel.labels = load_label_set(path)
+    else:
+        logger.warning("%s: %s is gone; the classes are named LABEL_0 .. LABEL_%d", ckpt, path, rows - 1)
+        rel.labels = [f"LABEL_{i}" for i in range(rows)]
 
 
 def _load_dict_file(path: str) -> Dictionary:

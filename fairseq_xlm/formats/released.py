@@ -41,6 +41,13 @@ KEY_TABLE = [
 ]
 TIED_OUTPUT = "pred_layer.proj.weight"
 HF_HEAD = "pred_layer."
+# A fine-tuned classifier (tasks xnli, xlm_glue): dropout + Linear on the first position, which is exactly HF
+# XLMForSequenceClassification's sequence_summary with summary_type "first", a projection to num_labels and no
+# activation. Ours -> HF names of its two tensors:
+CLS_HEAD = "classification_heads.xnli.out_proj."
+HF_CLS_HEAD = "sequence_summary.summary."
+HF_SUMMARY = {"summary_type": "first", "summary_use_proj": True, "summary_proj_to_labels": True,
+              "summary_activation": None}
 
 
 def _regex(template: str) -> "re.Pattern":
@@ -97,6 +104,12 @@ class Released:
     mask_index: int = 5
     counts: Optional[List[int]] = None
     files: Dict[str, str] = field(default_factory=dict)  # dict.txt / spm.model to carry along
+    # a sequence classifier instead of the LM head: {"weight": (labels, dim), "bias": (labels,)}, the class
+    # names in id order (None: one regression output), its dropout and the fine-tuning task's name/subdir
+    head: Optional[Dict[str, Tensor]] = None
+    labels: Optional[List[str]] = None
+    head_dropout: float = 0.0
+    cls_task: Dict[str, str] = field(default_factory=dict)
 
     def shape(self) -> Dict[str, int]:
         """Sizes read from the weights themselves (so a config can be checked against them)."""
@@ -114,9 +127,19 @@ class Released:
 
 def _check_released(rel: Released, where: str, n_layers: Optional[int] = None, emb_dim: Optional[int] = None):
     """One clear error when the weights, the vocabulary and the stated hyper-parameters disagree."""
-    for key in ("embeddings.weight", "ffns.0.lin1.weight", "position_embeddings.weight", HF_HEAD + "proj.bias"):
+    need = ["embeddings.weight", "ffns.0.lin1.weight", "position_embeddings.weight"]
+    for key in need + ([HF_HEAD + "proj.bias"] if rel.head is None else []):
         if key not in rel.state:
             raise ValueError(f"{where}: no parameter '{key}'; is this an XLM model with its LM head?")
+    if rel.head is not None:
+        rows, dim = rel.head["weight"].shape
+        if dim != rel.state["embeddings.weight"].size(1) or rel.head["bias"].shape != (rows,):
+            raise ValueError(f"{where}: the classifier's weight {tuple(rel.head['weight'].shape)} / bias "
+                             f"{tuple(rel.head['bias'].shape)} do not fit the model's dimension "
+                             f"{rel.state['embeddings.weight'].size(1)}")
+        if rel.labels is not None and len(rel.labels) != rows:
+            raise ValueError(f"{where}: {len(rel.labels)} class names ({', '.join(rel.labels)}) for a classifier "
+                             f"of {rows} outputs")
     shape = rel.shape()
     if len(rel.words) != shape["n_words"]:
         raise ValueError(f"{where}: the vocabulary has {len(rel.words)} words but the embeddings "

@@ -15,7 +15,8 @@ from ..data import layout
 from ..models.xlm_transformer import XlmConfig
 from .hf_tokenizer import build_tokenizer
 from .readers import _load_dict_file
-from .released import CHECKPOINT, DICT, HF_HEAD, N_SPECIALS, SPM, Released, rename
+from .released import (CHECKPOINT, CLS_HEAD, DICT, HF_CLS_HEAD, HF_HEAD, HF_SUMMARY, N_SPECIALS, SPM, Released,
+                       rename)
 
 @contextmanager
 def staged_dir(out_dir: str, force: bool):
@@ -63,18 +64,24 @@ def write_fairseq(rel: Released, out_dir: str, force: bool = False, source: str 
         sinusoidal_embeddings=rel.sinusoidal, no_lang_embeddings=not lang_table, n_langs=len(rel.langs),
         max_positions=shape["max_positions"], layer_norm_eps=rel.layer_norm_eps,
     )
+    # what setup_task needs to rebuild the task around the model (checkpoint_utils loaders)
+    task_cfg = {"_name": "xlm_pretrain", "data": os.path.abspath(out_dir), "langs": ",".join(rel.langs),
+                "clm_steps" if rel.causal else "mlm_steps": ",".join(rel.langs)}
+    weights = rename(rel.state, to_ours=True, where=source)
+    if rel.head is not None:  # a fine-tuned classifier: its task, evaluated on the data given at load time
+        task_cfg = {"_name": "xnli", "cls_subdir": "xnli", **rel.cls_task, "data": os.path.abspath(out_dir),
+                    "langs": ",".join(rel.langs), "num_classes": len(rel.labels or []),
+                    "classifier_dropout": rel.head_dropout}
+        weights.update({CLS_HEAD + k: v for k, v in rel.head.items()})
     with staged_dir(out_dir, force) as tmp:
         state = {
             "args": None,
-            "cfg": {"model": model_cfg, "task": {
-                # what setup_task needs to rebuild the task around the model (checkpoint_utils loaders)
-                "_name": "xlm_pretrain", "data": os.path.abspath(out_dir), "langs": ",".join(rel.langs),
-                "clm_steps" if rel.causal else "mlm_steps": ",".join(rel.langs)}},
-            "model": rename(rel.state, to_ours=True, where=source),
+            "cfg": {"model": model_cfg, "task": task_cfg},
+            "model": weights,
             "optimizer_history": [{"criterion_name": "none", "optimizer_name": "none",
                                    "lr_scheduler_state": {"best": None}, "num_updates": 0}],
             "last_optimizer_state": None,
-            "extra_state": {"xlm_convert": {"source": source, "causal": rel.causal,
+            "extra_state": {"xlm_convert": {"source": source, "causal": rel.causal, "labels": rel.labels,
                                             "lang2id": {lang: i for i, lang in enumerate(rel.langs)}}},
         }
         torch.save(state, os.path.join(tmp, CHECKPOINT))
@@ -123,6 +130,15 @@ def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "")
         "id2lang": {str(i): lang for i, lang in enumerate(langs)} or None,
     }
     tensors = {(k if k.startswith(HF_HEAD) else "transformer." + k): v.contiguous() for k, v in rel.state.items()}
+    if rel.head is not None:  # XLMForSequenceClassification: sequence_summary is our first-position Linear
+        rows = rel.head["weight"].size(0)
+        names = rel.labels or ["LABEL_0"]
+        config.update(architectures=["XLMForSequenceClassification"], num_labels=rows,
+                      id2label={str(i): name for i, name in enumerate(names)},
+                      label2id={name: i for i, name in enumerate(names)},
+                      problem_type="single_label_classification" if rel.labels else "regression",
+                      summary_first_dropout=rel.head_dropout, **HF_SUMMARY)
+        tensors.update({HF_CLS_HEAD + k: v.contiguous() for k, v in rel.head.items()})
     with staged_dir(out_dir, force) as tmp:
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         for name, obj in (("config.json", config), ("vocab.json", {w: i for i, w in enumerate(rel.words)})):
@@ -134,17 +150,18 @@ def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "")
             build_tokenizer(rel.files[SPM], rel.words, rel.mask_index, shape["max_positions"]).save_pretrained(tmp)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(_HF_README.format(source=source or "a fairseq_xlm checkpoint", langs=",".join(langs) or "-",
+                                      model=config["architectures"][0],
                                       tokenizer=_WITH_TOKENIZER if SPM in rel.files else _WITHOUT_TOKENIZER))
 
 
 _HF_README = """# XLM converted by fairseq_xlm
 
 Converted from {source} by `python -m fairseq_xlm.cli.convert fairseq-to-hf`. Load it with
-`transformers.XLMWithLMHeadModel.from_pretrained(this_dir)`; languages (`langs=` ids, config `lang2id`): {langs}.
+`transformers.{model}.from_pretrained(this_dir)`; languages (`langs=` ids, config `lang2id`): {langs}.
 
 {tokenizer}
 Ids follow the authors' layout: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3; sentences are `</s> s </s>` (pairs
-`</s> a </s> </s> b </s>`) as in fairseq_xlm. `dict.txt` is the fairseq dictionary.
+`</s> a </s> b </s>`) as in fairseq_xlm's classification tasks. `dict.txt` is the fairseq dictionary.
 """
 
 _WITH_TOKENIZER = """Tokenization is **sentencepiece** (spm.model) as in fairseq_xlm:

@@ -3,6 +3,10 @@
 ``--clm-steps en,es`` trains causal LM on monolingual streams, ``--mlm-steps en,es,en-es`` masked LM on
 streams (``en``) and translation LM on parallel pairs (``en-es``).
 
+``fairseq-eval-lm DATA --task xlm_pretrain --langs en,es --clm-steps es --path CKPT`` scores the CLM steps'
+validation blocks (``eval_lm_dataloader``): its perplexity is ``fairseq-validate``'s ``clm_ppl_es`` (one step
+at a time gives each language's; several give their pooled ``ppl``).
+
 The schedule is the authors' (``tasks/scheduled.py``): per iteration, the CLM steps, then the MLM/TLM
 steps, each drawn by ``shuf_order`` (monolingual steps and pairs apart, ``min(5, n)`` draws with
 replacement, uniform or alpha-smoothed); each drawn step is ONE fairseq update, i.e. one optimiser step on
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 from functools import partial
 
+from fairseq.data import iterators
 from fairseq.tasks import register_task
 
 from ..data import layout
@@ -207,6 +212,31 @@ class XlmPretrainTask(ScheduledStepsTask):
 
     def max_positions(self):
         return self.cfg.tokens_per_sample
+
+    def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None, num_shards=1,
+                           shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
+        """``fairseq-eval-lm``'s batches: every block of the split's CLM steps once, as validation cuts and
+        scores them (the block's last position predicts nothing), so the perplexity equals ``fairseq-validate``'s
+        (``clm_ppl_{lang}`` for one --clm-steps language, the pooled ``ppl`` for several)."""
+        if context_window > 0:
+            raise ValueError(f"--context-window {context_window}: xlm_pretrain scores the fixed "
+                             f"--tokens-per-sample blocks that fairseq-validate scores; leave it at 0")
+        clm = {k for k, name in enumerate(dataset.names) if self.objective(name) == "clm"}
+        if not clm:
+            raise ValueError("fairseq-eval-lm scores causal LM steps, and this run has none: give --clm-steps "
+                             "with the language(s) to score (e.g. --clm-steps en)")
+        batches = [b for b in dataset.validation_batches(max_tokens, batch_size) if b[0].step in clm]
+
+        def collate(samples):
+            batch = dataset.collater(samples)
+            if batch:  # eval-lm names each scored block by its id
+                batch["id"] = torch.tensor([draw.index for draw, _ in samples], dtype=torch.long)
+            return batch
+
+        return iterators.EpochBatchIterator(
+            dataset=dataset, collate_fn=collate, batch_sampler=batches, num_shards=num_shards, shard_id=shard_id,
+            num_workers=num_workers, buffer_size=data_buffer_size, disable_shuffling=True,
+        ).next_epoch_itr(shuffle=False)
 
     def _run_step(self, sample, model, criterion, weight: float, backward=None):
         """Criterion on one step batch; the logging output holds every step's keys (zeros for the others)."""

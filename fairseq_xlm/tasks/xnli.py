@@ -263,12 +263,15 @@ class XlmXnliTask(FairseqTask):
             raise ValueError(f"{prefix}.input0.bin: missing")
         if inputs[1] is not None:
             layout.check_parallel(inputs[0], inputs[1], prefix + ".input0", prefix + ".input1")
-        label_ids = {name: i for i, name in enumerate(self.label_names)}
-        labels = read_labels(prefix + ".label", label_ids, len(inputs[0]))
+        labels = self.read_labels(prefix + ".label", len(inputs[0]))
         return XlmClassificationDataset(
             inputs[0], labels, self.langs.index(lang), self.dictionary.eos(), self.dictionary.pad(),
             input1=inputs[1], max_sentence_tokens=self.cfg.max_sentence_tokens,
         )
+
+    def read_labels(self, path: str, expected: int) -> np.ndarray:
+        """The class ids of a split's ``.label`` file (sibling tasks read other labels)."""
+        return read_labels(path, {name: i for i, name in enumerate(self.label_names)}, expected)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         """One dataset of every language of the split; each sample carries its language id."""
