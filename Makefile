@@ -19,7 +19,7 @@ demo: $(STAMP)
 	bash recipes/demo.sh
 
 replicate: $(STAMP)
-	bash recipes/replicate.sh
+	$(VENV)/bin/python -m fairseq_xlm.cli.replicate run
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pretrain_throughput.py
