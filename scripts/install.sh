@@ -42,4 +42,6 @@ pip_install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqd
 pip_install --no-deps --no-build-isolation -e ".[test]"
 pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "protobuf>=4" "matplotlib>=3.7" \
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
+# make replicate's runner: jobs as local processes or SLURM jobs (submitit, maintained by Meta; hydra's launcher uses it)
+pip_install "submitit>=1.5"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
