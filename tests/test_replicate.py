@@ -124,7 +124,8 @@ def test_paper_tables_put_the_papers_number_beside_ours_per_arm(tmp_path):
 
 def test_collect_refuses_two_values_for_one_cell():
     records = [("a", "acc_es", "mlm", 1, 30.0), ("d", "ppl_ny", "ny", 1, 300.0), ("a", "acc_es", "mlm", 2, 31.0)]
-    assert gather.collect(records) == {"a": {"acc_es": {"mlm": {1: 30.0, 2: 31.0}}}, "d": {"ppl_ny": {"ny": {1: 300.0}}}}
+    assert gather.collect(records) == {"a": {"acc_es": {"mlm": {1: 30.0, 2: 31.0}}},
+                                       "d": {"ppl_ny": {"ny": {1: 300.0}}}}
     with pytest.raises(ValueError, match="two values for claim a, acc_es, arm mlm, seed 1"):
         gather.collect(records + [("a", "acc_es", "mlm", 1, 29.0)])
 

@@ -24,7 +24,6 @@ are read and collected by ``fairseq_xlm.cli.study.gather``, as ``make replicate`
 import argparse
 import collections
 import glob
-import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -61,13 +60,6 @@ def random_init(out: str, train_argv: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------------- genre corpus
-def _read(path: str) -> List[str]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing from the Bible sample")
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def _write(path: str, lines: Sequence[str]) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -90,7 +82,7 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
 
     os.makedirs(out, exist_ok=True)
     counts = {}
-    text, labels = _read(os.path.join(sample, f"train.{train_lang}")), _read(
+    text, labels = gather.read_lines(os.path.join(sample, f"train.{train_lang}")), gather.read_lines(
         os.path.join(sample, f"train.{train_lang}.label"))
     if len(text) != len(labels):
         raise ValueError(f"{sample}/train.{train_lang}.label: {len(labels)} labels for {len(text)} verses")
@@ -99,10 +91,10 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
     counts[f"train.{train_lang}"] = len(text)
     name = "-".join(pair)
     for split in ("valid", "test"):
-        ids = _read(os.path.join(sample, f"{split}.{name}.id"))
+        ids = gather.read_lines(os.path.join(sample, f"{split}.{name}.id"))
         split_labels = [genre_of_id(i) for i in ids]
         for lang in pair:
-            verses = _read(os.path.join(sample, f"{split}.{name}.{lang}"))
+            verses = gather.read_lines(os.path.join(sample, f"{split}.{name}.{lang}"))
             if len(verses) != len(ids):
                 raise ValueError(f"{sample}/{split}.{name}.{lang}: {len(verses)} lines but {len(ids)} verse ids")
             _write(os.path.join(out, f"{split}.{lang}.input0"), verses)
@@ -115,10 +107,11 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
 def majority_reference(raw_genre: str, train_lang: str, langs: Sequence[str]) -> Tuple[str, Dict[str, float]]:
     """The most frequent training genre and its share (%) of each language's test labels: the accuracy of
     always answering it."""
-    label, _ = collections.Counter(_read(os.path.join(raw_genre, f"train.{train_lang}.label"))).most_common(1)[0]
+    train = gather.read_lines(os.path.join(raw_genre, f"train.{train_lang}.label"))
+    label, _ = collections.Counter(train).most_common(1)[0]
     shares = {}
     for lang in langs:
-        test = _read(os.path.join(raw_genre, f"test.{lang}.label"))
+        test = gather.read_lines(os.path.join(raw_genre, f"test.{lang}.label"))
         shares[lang] = 100.0 * sum(t == label for t in test) / len(test)
     return label, shares
 
@@ -182,29 +175,20 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
     pair = f"{l1}-{l2}"
     directions = [(l1, l2), (l2, l1)]
     data, n_pairs = demo_measures(directory, langs)
-    value = {m: {r: data[m][r][1] for r in RUNS} for m in data}  # measure -> run -> its one value (seed 1)
-    rows = []  # (measure, data, xlm, random, better)
-    for lang_or_pair, what in [(lang, "MLM") for lang in langs] + [(pair, "TLM")]:
-        v = value[f"{what.lower()}_ppl_{lang_or_pair}"]
-        rows.append((f"{what} perplexity {lang_or_pair}", f"test.{lang_or_pair}", _fmt(v["xlm"], 1),
-                     _fmt(v["random"], 1), "lower"))
-    for src, tgt in directions:
-        v = value[f"bleu_{src}_{tgt}"]
-        rows.append((f"BLEU {src}→{tgt} (beam {settings.get('beam', '?')})", f"test.{pair}", _fmt(v["xlm"], 2),
-                     _fmt(v["random"], 2), "higher"))
-    for src, tgt in directions:
-        v = value[f"mt_ppl_{src}_{tgt}"]
-        rows.append((f"translation perplexity {src}→{tgt}", f"test.{pair}", _fmt(v["xlm"], 1),
-                     _fmt(v["random"], 1), "lower"))
-    for src, tgt in directions:
-        v = value[f"p1_{src}_{tgt}"]
-        rows.append((f"retrieval P@1 {src}→{tgt}, %", f"test.{pair} ({n_pairs} pairs)", _fmt(v["xlm"], 1),
-                     _fmt(v["random"], 1), "higher"))
-    for lang in langs:
-        v = value[f"acc_{lang}"]
-        how = "trained on it" if lang == train_lang else "zero-shot"
-        rows.append((f"genre accuracy {lang} ({how}), %", f"test.{pair}.{lang}", _fmt(v["xlm"], 1),
-                     _fmt(v["random"], 1), "higher"))
+    beam = settings.get("beam", "?")
+    # (measure, row title, test data, digits, better) per row, in the table's order
+    specs = [(f"mlm_ppl_{x}", f"MLM perplexity {x}", f"test.{x}", 1, "lower") for x in langs]
+    specs.append((f"tlm_ppl_{pair}", f"TLM perplexity {pair}", f"test.{pair}", 1, "lower"))
+    for kind, row, digits, better in (("bleu", "BLEU {}→{} (beam %s)" % beam, 2, "higher"),
+                                      ("mt_ppl", "translation perplexity {}→{}", 1, "lower"),
+                                      ("p1", "retrieval P@1 {}→{}, %", 1, "higher")):
+        where = f"test.{pair} ({n_pairs} pairs)" if kind == "p1" else f"test.{pair}"
+        specs += [(f"{kind}_{s}_{t}", row.format(s, t), where, digits, better) for s, t in directions]
+    specs += [(f"acc_{x}", f"genre accuracy {x} ({'trained on it' if x == train_lang else 'zero-shot'}), %",
+               f"test.{pair}.{x}", 1, "higher") for x in langs]
+    # (measure, data, xlm, random, better): each run's one value (seed 1) of the collected measure
+    rows = [(row, where, _fmt(data[m]["xlm"][1], d), _fmt(data[m]["random"][1], d), better)
+            for m, row, where, d, better in specs]
 
     label, shares = majority_reference(os.path.join(runs, "genre", "raw-genre"), train_lang, langs)
     u = {k: settings.get(k, "?") for k in ("pretrain_updates", "umt_updates", "genre_updates")}

@@ -158,7 +158,8 @@ def genre_measures(table: str, langs: Sequence[str]) -> Dict[str, float]:
 
 def bleu_measures(table: str, direction: str) -> Dict[str, float]:
     """{bleu_S_T, tok_bleu_S_T} from the first row of recipes/evaluate_mt.sh's table (the authors' greedy)."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in read_lines(table) if line.startswith("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in read_lines(table)
+            if line.startswith("|")]
     if len(rows) < 3 or rows[0][0] != "protocol":
         raise ValueError(f"{table}: not a table of recipes/evaluate_mt.sh")
     s, t = direction.split("-")

@@ -37,7 +37,7 @@ class SettingsError(ValueError):
     """Settings that are wrong before anything runs: a bad variable or flag (exit status 2)."""
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(StudyError):
     """A command of a job exited with a non-zero status."""
 
 
