@@ -16,6 +16,7 @@ the paper's tables, paper | ours per arm, from the same records (also while a st
 
 import argparse
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -72,6 +73,10 @@ def launcher_of(args, settings) -> Launcher:
                     partition=args.partition, extra=extra, poll_s=0.2 if args.launcher == "local" else 10.0)
 
 
+def _stop(signum, frame):
+    raise StudyError(f"stopped by signal {signum}")
+
+
 def run_study(args) -> str:
     """``run``: the environment's settings, checked, then the stages."""
     from fairseq_xlm.cli.study import replication, settings as study_settings
@@ -87,6 +92,8 @@ def run_study(args) -> str:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [s.root, os.environ.get("PYTHONPATH")]))
     os.environ.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
                       FAIRSEQ_XLM_ENV_CHECKED="1")
+    # SIGTERM (kill, a batch system's end of time) stops the runner as Ctrl-C does: running jobs are cancelled
+    signal.signal(signal.SIGTERM, _stop)
     replication.run(s, launcher, args.stage, args.stop_stage, echo=lambda text: print(text, flush=True))
     return os.path.join(s.out, "REPLICATION.md")
 
