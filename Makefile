@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo replicate bench clean
+.PHONY: install test demo replicate twin bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 replicate: $(STAMP)
 	$(VENV)/bin/python -m fairseq_xlm.cli.replicate run
+
+# the tiny twin of one of the paper's experiments (configs/), e.g. make twin EXP=umt_enfr
+twin: $(STAMP)
+	bash recipes/twin.sh $(EXP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pretrain_throughput.py

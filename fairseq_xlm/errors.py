@@ -16,10 +16,14 @@ class DataBinError(ValueError):
     """A data-bin file that is missing, truncated, corrupted or does not match its manifest or dictionary."""
 
 
+class DataSourceError(ValueError):
+    """A corpus download or source file that is missing, corrupt, empty or not what its flag asks for."""
+
+
 def _user_errors():
     from .safe_load import CheckpointLoadError
 
-    return (CheckpointLoadError, DataBinError)
+    return (CheckpointLoadError, DataBinError, DataSourceError)
 
 
 def _hook(previous):

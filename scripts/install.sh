@@ -44,4 +44,10 @@ pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "proto
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
 # make replicate's runner: jobs as local processes or SLURM jobs (submitit, maintained by Meta; hydra's launcher uses it)
 pip_install "submitit>=1.5"
+# hydra's submitit launcher: fairseq-hydra-train -m sweeps of configs/ on SLURM (submitit_slurm) or as local processes
+pip_install "hydra-submitit-launcher==1.2.0"
+# get_data wiki: WikiExtractor, the program the authors' get-data-wiki.sh runs on Wikipedia dumps.
+pip_install "wikiextractor>=3.1"
+# prepare_paper: openssl's AES-CTR stream of the authors' seeded split, their zh / th word segmenters.
+pip_install "cryptography>=41" "jieba>=0.42" "pythainlp>=4"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"

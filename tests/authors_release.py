@@ -1,5 +1,6 @@
 """A fixture-sized "release" of the authors, made the way theirs were made, without downloads.
 
+    perl_moses(lines, lang)               the authors' tokenize.sh run with Moses' perl scripts (an oracle)
     moses_words(lines, lang, lowercase)   Moses-tokenized words (sacremoses, -no-escape; + their lowercasing)
     learn_bpe(word_lines, merges)         fastBPE-format codes ``left right count`` and the vocabulary
                                           ``word count`` (``@@`` on continuing pieces) of the segmented text
@@ -24,6 +25,33 @@ def strip_accents_lower(word: str) -> str:
     """The authors' lowercase_and_remove_accent.py on one token: lowercase, NFD, drop combining marks."""
     text = unicodedata.normalize("NFD", word.lower())
     return "".join(c for c in text if unicodedata.category(c) != "Mn").lower()
+
+
+def perl_moses(lines, lang, tokenize=True):
+    """The authors' tokenize.sh with Moses' perl scripts (as packaged by ``mosestokenizer``; skips without perl):
+    replace-unicode-punctuation (HF's port; the perl script is not in mosestokenizer) | normalize-punctuation
+    | remove-non-printing-char | tokenizer -no-escape, the perl scripts."""
+    import re
+    import shutil
+    import subprocess
+
+    import pytest
+    from transformers.models.xlm.tokenization_xlm import replace_unicode_punct
+
+    mosestokenizer = pytest.importorskip("mosestokenizer")
+    if shutil.which("perl") is None:
+        pytest.skip("perl is not installed")
+    scripts = Path(mosestokenizer.__file__).parent
+    text = "".join(replace_unicode_punct(line) + "\n" for line in lines)
+    text = subprocess.run(["perl", scripts / "normalize-punctuation.perl", "-l", lang], input=text,
+                          capture_output=True, text=True, check=True).stdout
+    text = "".join(" " if unicodedata.category(c).startswith("C") and c != "\n" else c for c in text)
+    if not tokenize:
+        return text.splitlines()
+    text = subprocess.run(["perl", scripts / "tokenizer-v1.1.perl", "-q", "-l", lang, "-no-escape"], input=text,
+                          capture_output=True, text=True, check=True).stdout
+    # tokenizer-v1.1 predates Moses' fix for a sentence-final ".'", which the authors' tokenizer.perl has
+    return [re.sub(r"\.' ?$", " . ' ", line).strip() for line in text.splitlines()]
 
 
 def moses_words(lines: Sequence[str], lang: str, lowercase: bool) -> List[List[str]]:

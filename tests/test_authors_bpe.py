@@ -10,16 +10,12 @@ import csv
 import functools
 import gzip
 import re
-import shutil
-import subprocess
-import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from authors_release import authors_modules, make_release, strip_accents_lower
+from authors_release import authors_modules, make_release, perl_moses, strip_accents_lower
 from conftest import bible_tsv
 from fairseq.data import data_utils
 from fairseq_xlm.cli import convert, prepare, prepare_xnli
@@ -63,20 +59,7 @@ def authors_tokenization(lines, lang, codes):
     """The authors' tokenize.sh + lowercase_and_remove_accent.py + fastBPE applybpe on ``lines``: Moses' perl
     normalize-punctuation and tokenizer (as packaged by ``mosestokenizer``), fastBPE's C++ BPE."""
     fastBPE = pytest.importorskip("fastBPE")
-    mosestokenizer = pytest.importorskip("mosestokenizer")
-    if shutil.which("perl") is None:
-        pytest.skip("perl is not installed")
-    from transformers.models.xlm.tokenization_xlm import replace_unicode_punct  # port of the perl script
-
-    scripts = Path(mosestokenizer.__file__).parent
-    text = "".join(replace_unicode_punct(line) + "\n" for line in lines)
-    text = subprocess.run(["perl", scripts / "normalize-punctuation.perl", "-l", lang], input=text,
-                          capture_output=True, text=True, check=True).stdout
-    text = "".join(" " if unicodedata.category(c).startswith("C") and c != "\n" else c for c in text)
-    text = subprocess.run(["perl", scripts / "tokenizer-v1.1.perl", "-q", "-l", lang, "-no-escape"], input=text,
-                          capture_output=True, text=True, check=True).stdout
-    # tokenizer-v1.1 predates Moses' fix for a sentence-final ".'" (s/\.\' ?$/ . ' /), which the authors' had
-    words = [re.sub(r"\.' ?$", " . ' ", line).split() for line in text.splitlines()]
+    words = [line.split() for line in perl_moses(lines, lang)]
     lowered = [" ".join(strip_accents_lower(w) for w in line) for line in words]
     return [line.split() for line in fastBPE.fastBPE(str(codes)).apply(lowered)]
 
@@ -201,8 +184,8 @@ def test_mismatched_files_and_unknown_languages_are_refused(release, bible_raw, 
         run("c", langs="en,fr")
     with pytest.raises(SystemExit, match=r"conv/checkpoint.pt: missing; --release must be a folder written by"):
         run("d", release=tmp_path / "conv")
-    with pytest.raises(SystemExit, match=r"--bpe authors needs --release"):
-        run("e", release="")
+    with pytest.raises(SystemExit, match=r"--bpe authors needs --codes"):  # (no --release: learned codes)
+        run("e", codes="")
     with pytest.raises(SystemExit, match=r"--codes, --vocab: only with --bpe authors"):
         run("f", bpe="sentencepiece", release="")
     # a vocabulary without uppercase letters asks for --lowercase-accents, a cased one warns against it

@@ -1,6 +1,7 @@
 """Command-line entry points (``python -m fairseq_xlm.cli.NAME``), thin layers over the library.
 
     prepare, prepare_xnli   raw text -> data-bins (shared BPE, joined dictionary); classification splits
+    get_data                the paper's corpora by name (wiki, para, nmt, xnli) -> plain text
     bible                   the shared Bible corpus -> raw splits
     convert                 the authors' / HF / fairseq_xlm checkpoints, both ways
     evaluate_xnli, bleu     results tables: accuracy per language, BLEU two ways

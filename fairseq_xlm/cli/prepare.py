@@ -80,7 +80,7 @@ def run(cfg: PrepareConfig) -> dict:
     """Run (or skip) every stage; returns {stage: result}."""
     langs = parse_langs(cfg.langs)
     _validate(cfg)
-    if cfg.bpe == "authors":
+    if cfg.bpe == "authors" and cfg.release:
         check_release(cfg, langs)  # before the raw files: a language the release lacks is the first error
     work = os.path.join(cfg.destdir, "prep")
     os.makedirs(work, exist_ok=True)
@@ -90,18 +90,25 @@ def run(cfg: PrepareConfig) -> dict:
                               lambda: check(cfg, corpora, langs))
     if cfg.bpe == "authors":
         files = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in (cfg.codes, cfg.vocab, *(
-            os.path.join(cfg.release, name) for name in ("dict.txt", "checkpoint.pt"))) if os.path.isfile(p)]
+            os.path.join(cfg.release, name) for name in ("dict.txt", "checkpoint.pt") if cfg.release))
+                 if os.path.isfile(p)]
         out["authors_bpe"] = stages.run("authors_bpe", {"files": files, "lowercase": cfg.lowercase_accents},
                                         lambda: install_authors_bpe(cfg, langs))
+    elif cfg.sample_file:  # a sample drawn by the caller (prepare_paper's language mix)
+        sample = cfg.sample_file
+        out["sample"] = stages.run("sample", {"file": [sample, os.stat(sample).st_size, os.stat(sample).st_mtime_ns]},
+                                   lambda: {"given": sample})
     else:
         sample = os.path.join(work, "sample.txt")
         out["sample"] = stages.run(
             "sample", {"alpha": cfg.alpha, "lines": cfg.sample_lines, "seed": cfg.seed},
             lambda: dict(draw_sample(cfg, corpora, langs, out["check"]["lines"], sample), outputs=["prep/sample.txt"]))
+    if cfg.bpe != "authors":
         out["spm"] = stages.run("spm", {"vocab": cfg.vocab_size, "coverage": cfg.character_coverage},
                                 lambda: train_spm(cfg, sample, work))
     if cfg.bpe == "authors":  # text pieces, fairseq-preprocess; the release's dictionary
-        out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens},
+        out["encode"] = stages.run("encode", {"max": cfg.max_line_tokens, "warn": cfg.warn_line_tokens,
+                                              **({"pretokenized": 1} if cfg.pretokenized else {})},
                                    lambda: encode_text(cfg, corpora, work))
         out["binarize"] = stages.run("binarize", {}, lambda: binarize_text(cfg, corpora, work))
     else:  # sentencepiece ids throughout ("ids": a data-bin prepared from text pieces redoes encode)
@@ -138,14 +145,18 @@ def _validate(cfg: PrepareConfig) -> None:
     ]
     authors = {"--release": cfg.release, "--codes": cfg.codes, "--vocab": cfg.vocab}
     if cfg.bpe == "authors":
-        rules += [(bool(value), f"--bpe authors needs {flag}") for flag, value in authors.items()]
+        # without --release: codes and vocabulary learned from scratch (prepare_paper); dict.txt from the vocabulary
+        rules += [(bool(value), f"--bpe authors needs {flag}") for flag, value in authors.items() if flag != "--release"]
         rules.append((not os.path.exists(os.path.join(cfg.destdir, "spm.model")),
                       f"{cfg.destdir} holds a sentencepiece data-bin (spm.model); give --bpe authors a new --destdir"))
     else:
-        given = [flag for flag, value in authors.items() if value] + (["--lowercase-accents"] if cfg.lowercase_accents else [])
+        given = [flag for flag, value in authors.items() if value] + (["--lowercase-accents"] if cfg.lowercase_accents
+                                                                      else []) + (["--pretokenized"] if cfg.pretokenized else [])
         rules.append((not given, f"{', '.join(given)}: only with --bpe authors"))
         rules.append((not os.path.isdir(os.path.join(cfg.destdir, "authors_bpe")),
                       f"{cfg.destdir} holds an authors' BPE data-bin (authors_bpe/); give --bpe sentencepiece a new --destdir"))
+    rules.append((not cfg.sample_file or os.path.isfile(cfg.sample_file), f"--sample-file {cfg.sample_file}: no such file"))
+    rules.append((not cfg.sample_file or cfg.bpe == "sentencepiece", "--sample-file: only with --bpe sentencepiece"))
     for ok, message in rules:
         if not ok:
             raise PrepareError(message)

@@ -13,6 +13,7 @@ from fairseq.data import Dictionary
 
 from fairseq_xlm.cli.prepare_stages import PrepareConfig, PrepareError, atomic_path, batches, encode_stats
 from fairseq_xlm.data.text_pieces import piece_encoder
+from fairseq_xlm.paper_data import crash_point
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
@@ -40,6 +41,8 @@ def install_authors_bpe(cfg: PrepareConfig, langs: List[str]) -> dict:
     release's ids)."""
     from fairseq_xlm.data import authors_bpe
 
+    if not cfg.release:
+        return install_learned_bpe(cfg)
     known = check_release(cfg, langs)
     dict_path = os.path.join(cfg.release, "dict.txt")
     vocab = authors_bpe.read_vocab(cfg.vocab)
@@ -57,10 +60,44 @@ def install_authors_bpe(cfg: PrepareConfig, langs: List[str]) -> dict:
 
 
 
+def install_learned_bpe(cfg: PrepareConfig) -> dict:
+    """--bpe authors without --release: codes and vocabulary learned from scratch (``prepare_paper``). The
+    tokenizer folder as with a release; dict.txt is the vocabulary itself (fastBPE's ``word count`` lines are
+    fairseq's format), fairseq's specials first as always."""
+    from fairseq_xlm.data import authors_bpe
+
+    vocab = authors_bpe.read_vocab(cfg.vocab)
+    info = authors_bpe.write_folder(cfg.codes, cfg.vocab, os.path.join(cfg.destdir, authors_bpe.FOLDER),
+                                    cfg.lowercase_accents)
+    dictionary = Dictionary()
+    for word, count in vocab:
+        dictionary.add_symbol(word, n=count)
+    with atomic_path(os.path.join(cfg.destdir, "dict.txt")) as tmp:
+        dictionary.save(tmp)
+    logger.info(f"learned BPE: {info['merges']} merges, {info['words']} words -> dict.txt")
+    return dict(info, outputs=[authors_bpe.FOLDER, "dict.txt"])
+
+
+class PretokenizedBpe:
+    """Pieces of text already in the authors' form: fastBPE's applybpe on each space-separated word."""
+
+    def __init__(self, destdir: str):
+        from fairseq_xlm.paper_data.fastbpe import ApplyBpe, read_codes
+
+        self.bpe = ApplyBpe(read_codes(os.path.join(destdir, "authors_bpe", "merges.txt")))
+        self.known = set(Dictionary.load(os.path.join(destdir, "dict.txt")).symbols)
+
+    def batch(self, lines: List[str], lang: str) -> List[List[str]]:
+        return [self.bpe.line(line).split() for line in lines]
+
+    def unknown(self, pieces: List[str]) -> int:
+        return sum(p not in self.known for p in pieces)
+
+
 def encode_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) -> dict:
     """Every raw file -> space-separated pieces of the authors' BPE in WORK/bpe (text: their vocabulary is
-    only known as words); unknown pieces are counted."""
-    encoder = piece_encoder(cfg.destdir, cfg.workers)
+    only known as words); unknown pieces are counted. --pretokenized text only gets the codes applied."""
+    encoder = PretokenizedBpe(cfg.destdir) if cfg.pretokenized else piece_encoder(cfg.destdir, cfg.workers)
     bpe_dir = os.path.join(work, "bpe")
     os.makedirs(bpe_dir, exist_ok=True)
     stats = {}
@@ -92,6 +129,7 @@ def encode_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) ->
                         out.write(" ".join(x) + "\n")
                     if len(ins) > len(files):
                         outs[-1].write(row[-1].rstrip("\n") + "\n")
+                crash_point("encode")
         stats[name] = encode_stats(cfg, files[0], kept, long, first_long, dropped, tokens, unk)
     return {"stats": stats}
 
@@ -110,6 +148,7 @@ def binarize_text(cfg: PrepareConfig, corpora: Dict[str, List[str]], work: str) 
         shutil.rmtree(tmpdir, ignore_errors=True)
         try:
             _preprocess(cfg, work, tmpdir, unit, langs, splits)
+            crash_point("binarize")
             for split in splits:
                 for lang in langs:
                     made = f"{split}.{langs[0]}-{langs[1] if len(langs) == 2 else 'None'}.{lang}"

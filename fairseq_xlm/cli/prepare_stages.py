@@ -62,6 +62,10 @@ class PrepareConfig:
     vocab: str = field(default="", metadata={"help": "--bpe authors: the release's vocabulary (e.g. vocab_xnli_15)"})
     lowercase_accents: bool = field(default=False, metadata={"help": "--bpe authors: lowercase and strip "
                                     "accents after Moses, as for the XNLI-15 releases"})
+    pretokenized: bool = field(default=False, metadata={"help": "--bpe authors: the raw text is already in the "
+                               "authors' form (tokenized, lowercased if asked): encode only applies the BPE codes"})
+    sample_file: str = field(default="", metadata={"help": "sentencepiece: learn the BPE on this sample (e.g. the "
+                             "language mix of prepare_paper) instead of drawing one"})
     valid_optional: bool = field(default=False, metadata={"help": "allow a language without valid.{lang} (training "
                                  "then has no validation for it: pass --disable-validation or validate on pairs)"})
     force: bool = field(default=False, metadata={"help": "redo every stage even if it is done"})

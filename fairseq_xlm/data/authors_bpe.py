@@ -21,7 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 FOLDER = "authors_bpe"  # in a data-bin: vocab.json, merges.txt, tokenizer_config.json
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]  # the authors' ids 0-13
 CONTINUE, END = "@@", "</w>"
-# Languages HF tokenizes with other tools than Moses (zh: rjieba, not the authors' Stanford segmenter).
+# Languages segmented by other tools than Moses (``paper_data.text_form``: th PyThaiNLP, zh jieba, ja KyTea).
 NOT_MOSES = {"zh", "th", "ja"}
 
 
@@ -153,27 +153,36 @@ def write_folder(codes_path: str, vocab_path: str, out_dir: str, lowercase_accen
     return {"merges": len(codes), "words": len(vocab), "unmade": unmade}
 
 
+_BETWEEN_LETTERS, _LEFT_QUOTES = re.compile("([a-zA-Z])‘([a-zA-Z])"), re.compile("[‘‚]")
+
+
+def authors_normalize(text: str, lang: str, punct_norm) -> str:
+    """replace-unicode-punctuation, normalize-punctuation (``punct_norm(text, lang)``: sacremoses') and
+    remove-non-printing-char as the authors' perl scripts do, where sacremoses and HF differ from them (found by
+    tests/test_authors_bpe.py on real text)."""
+    from transformers.models.xlm.tokenization_xlm import replace_unicode_punct
+
+    text = replace_unicode_punct(text)  # replace-unicode-punctuation.perl
+    # normalize-punctuation.perl writes " for a left single quote and a low-9 quote (' between letters);
+    # sacremoses 0.2 writes ' for both
+    text = _LEFT_QUOTES.sub('"', _BETWEEN_LETTERS.sub(r"\1'\2", text))
+    text = punct_norm(text, lang)
+    # remove-non-printing-char.perl turns every \p{C} character (tab, zero-width space) into a space;
+    # HF deletes it, gluing the words around it
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+
+
 def _moses_tokenizer_class():
-    """HF's XLMTokenizer with its Moses pre-processing made the authors' where sacremoses and HF differ from
-    the perl scripts their tokenize.sh runs (found by tests/test_authors_bpe.py on real text)."""
+    """HF's XLMTokenizer with its Moses pre-processing made the authors' (``authors_normalize``)."""
     try:
-        from transformers.models.xlm.tokenization_xlm import XLMTokenizer, replace_unicode_punct
+        from transformers.models.xlm.tokenization_xlm import XLMTokenizer
     except ImportError as err:
         raise ImportError(f"the authors' BPE needs HF transformers and sacremoses (pip install "
                           f"'fairseq_xlm[authors]'): {err}") from err
 
-    between_letters, left_quotes = re.compile("([a-zA-Z])‘([a-zA-Z])"), re.compile("[‘‚]")
-
     class MosesXlmTokenizer(XLMTokenizer):
         def moses_pipeline(self, text: str, lang: str) -> str:
-            text = replace_unicode_punct(text)  # replace-unicode-punctuation.perl
-            # normalize-punctuation.perl writes " for a left single quote and a low-9 quote (' between letters);
-            # sacremoses 0.2 writes ' for both
-            text = left_quotes.sub('"', between_letters.sub(r"\1'\2", text))
-            text = self.moses_punct_norm(text, lang)
-            # remove-non-printing-char.perl turns every \p{C} character (tab, zero-width space) into a space;
-            # HF deletes it, gluing the words around it
-            return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+            return authors_normalize(text, lang, self.moses_punct_norm)
 
     return MosesXlmTokenizer
 
@@ -193,9 +202,17 @@ class AuthorsBpe:
                                       do_lowercase_and_remove_accent=self.lowercase_accents)
         self.known = set(self.tokenizer.encoder)
         self._detok: Dict[str, object] = {}
+        self._forms: Dict[str, object] = {}
 
     def pieces(self, line: str, lang: str) -> List[str]:
         """One line -> its tokens in the authors' spelling (the words of their vocab and of dict.txt)."""
+        if lang in NOT_MOSES:  # their segmenters (zh: jieba for Stanford's; HF wants rjieba), then the codes
+            form = self._forms.get(lang)
+            if form is None:
+                from fairseq_xlm.paper_data.text_form import AuthorsTextForm
+
+                form = self._forms[lang] = AuthorsTextForm(lang, self.lowercase_accents)
+            return [authors_piece(p) for word in form.line(line).split() for p in self.tokenizer.bpe(word).split(" ")]
         # _tokenize, not tokenize(): transformers 5's tokenize() does not pass ``lang`` on (Moses would use
         # English rules for every language) and keeps "<s>"-like text whole, which the authors' Moses splits.
         return [authors_piece(p) for p in self.tokenizer._tokenize(line, lang=lang)]
