@@ -24,7 +24,7 @@ demo: $(STAMP)
 	bash recipes/demo.sh
 
 replicate: $(STAMP)
-	bash recipes/replicate.sh
+	$(VENV)/bin/python -m fairseq_xlm.cli.replicate run
 
 # the tiny twin of one of the paper's experiments (configs/), e.g. make twin EXP=umt_enfr
 twin: $(STAMP)

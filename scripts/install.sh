@@ -42,6 +42,8 @@ pip_install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqd
 pip_install --no-deps --no-build-isolation -e ".[test]"
 pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "protobuf>=4" "matplotlib>=3.7" \
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
+# make replicate's runner: jobs as local processes or SLURM jobs (submitit, maintained by Meta; hydra's launcher uses it)
+pip_install "submitit>=1.5"
 # hydra's submitit launcher: fairseq-hydra-train -m sweeps of configs/ on SLURM (submitit_slurm) or as local processes
 pip_install "hydra-submitit-launcher==1.2.0"
 # get_data wiki: WikiExtractor, the program the authors' get-data-wiki.sh runs on Wikipedia dumps.

@@ -2,7 +2,9 @@
 demo helpers on hand-made input, and the whole pipeline in its smoke settings run twice (the second run
 skips every stage)."""
 
+import contextlib
 import gzip
+import io
 import json
 import os
 import re
@@ -178,6 +180,30 @@ def test_report_puts_each_number_next_to_its_baseline(tmp_path):
     write(tmp_path / "runs" / "eval" / "retrieval.xlm.json", ['{"src": "en", "tgt": "fr"}'])
     with pytest.raises(ValueError, match=r"retrieval\.xlm\.json: no en-es result"):
         demo.build_report(str(tmp_path), ["en", "es"])
+
+
+def test_report_table_comes_from_the_gathered_records(tmp_path, monkeypatch):
+    """The demo's numbers go through make replicate's gathering (readers, records, collect): the records file
+    the report leaves holds every number of the table, and the study's report reads it as one of its own."""
+    from fairseq_xlm.cli.study import gather, report
+
+    fake_demo(tmp_path, (150.25, 170.5, 120.0), (3001.0, 3002.0, 3003.0),
+              {"xlm": ["1.23", "0.5"], "random": ["0.1", "0"]}, {"xlm": (60.2, 35.0), "random": (50.0, 20.0)})
+    monkeypatch.setattr("fairseq_xlm.cli.curves.demo_figures", lambda directory: [])  # no training logs here
+    with contextlib.redirect_stdout(io.StringIO()):
+        demo.main(["report", "--dir", str(tmp_path), "--beam", "5"])
+    rows = table_rows((tmp_path / "RESULTS.md").read_text(encoding="utf-8"))
+    data = gather.collect(gather.read_records([str(tmp_path / "results" / "demo.tsv")]))["demo"]
+    measure_of = {"MLM perplexity en": ("mlm_ppl_en", 1), "TLM perplexity en-es": ("tlm_ppl_en-es", 1),
+                  "BLEU en→es (beam 5)": ("bleu_en_es", 2), "translation perplexity es→en": ("mt_ppl_es_en", 1),
+                  "retrieval P@1 es→en, %": ("p1_es_en", 1), "genre accuracy es (zero-shot), %": ("acc_es", 1)}
+    for row, (measure, digits) in measure_of.items():
+        assert rows[row] == tuple(float(f"{data[measure][run][1]:.{digits}f}") for run in ("xlm", "random")), row
+    assert len(data) == len(rows)
+    write(tmp_path / "results" / "plan.tsv", ["demo\trun\trandom,xlm\tthe demo as a one-seed study"])
+    text = report.build_report(str(tmp_path))
+    assert "| acc_es | higher | 20.0 ± 0.00 (1) | 35.0 ± 0.00 (1) | holds in the means |" in text
+    assert "| mlm_ppl_en | lower | 3001.0 ± 0.00 (1) | 150.2 ± 0.00 (1) | holds in the means |" in text
 
 
 # ------------------------------------------------------------------------------------ the pipeline

@@ -16,19 +16,20 @@ text of the shipped Bible sample, and the results table.
     done/{N}-{stage}              stage stamps holding the stage's wall time in seconds
 
 and writes DIR/RESULTS.md (atomically): every number of the pretrained model next to the random-init one, and
-the learning curves of ``fairseq_xlm.cli.curves`` (DIR/curves-*.png) from the runs' train.log files.
+the learning curves of ``fairseq_xlm.cli.curves`` (DIR/curves-*.png) from the runs' train.log files. The numbers
+are read and collected by ``fairseq_xlm.cli.study.gather``, as ``make replicate``'s are, and kept as records
+(claim ``demo``, arms ``xlm`` and ``random``, seed 1) in DIR/results/demo.tsv.
 """
 
 import argparse
 import collections
 import glob
-import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.cli import setup_logging
-from fairseq_xlm.cli.curves import METRIC, VALID_LINE
+from fairseq_xlm.cli.study import gather
 
 RUNS = ("xlm", "random")
 RUN_TITLES = {"xlm": "XLM pretrained", "random": "random init"}
@@ -59,13 +60,6 @@ def random_init(out: str, train_argv: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------------- genre corpus
-def _read(path: str) -> List[str]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing from the Bible sample")
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def _write(path: str, lines: Sequence[str]) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -88,7 +82,7 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
 
     os.makedirs(out, exist_ok=True)
     counts = {}
-    text, labels = _read(os.path.join(sample, f"train.{train_lang}")), _read(
+    text, labels = gather.read_lines(os.path.join(sample, f"train.{train_lang}")), gather.read_lines(
         os.path.join(sample, f"train.{train_lang}.label"))
     if len(text) != len(labels):
         raise ValueError(f"{sample}/train.{train_lang}.label: {len(labels)} labels for {len(text)} verses")
@@ -97,10 +91,10 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
     counts[f"train.{train_lang}"] = len(text)
     name = "-".join(pair)
     for split in ("valid", "test"):
-        ids = _read(os.path.join(sample, f"{split}.{name}.id"))
+        ids = gather.read_lines(os.path.join(sample, f"{split}.{name}.id"))
         split_labels = [genre_of_id(i) for i in ids]
         for lang in pair:
-            verses = _read(os.path.join(sample, f"{split}.{name}.{lang}"))
+            verses = gather.read_lines(os.path.join(sample, f"{split}.{name}.{lang}"))
             if len(verses) != len(ids):
                 raise ValueError(f"{sample}/{split}.{name}.{lang}: {len(verses)} lines but {len(ids)} verse ids")
             _write(os.path.join(out, f"{split}.{lang}.input0"), verses)
@@ -110,66 +104,14 @@ def genre_raw(sample: str, out: str, train_lang: str = "en", pair: Tuple[str, st
     return counts
 
 
-# ------------------------------------------------------------------------------------- parsing
-def parse_valid_log(path: str, subset: Optional[str] = None) -> Dict[str, float]:
-    """Metrics of the last ``valid on 'SUBSET' subset | name value | ...`` line of a fairseq log."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
-    found = None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            m = VALID_LINE.search(line)
-            if m and (subset is None or m.group(1) == subset):
-                found = {k: float(v) for k, v in METRIC.findall(m.group(2))}
-    if found is None:
-        raise ValueError(f"{path}: no 'valid on {subset or '...'} subset' line (did fairseq-validate fail?)")
-    return found
-
-
-def read_score(path: str) -> float:
-    """The single number in ``path`` (a sacrebleu --score-only output)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
-    with open(path, encoding="utf-8") as f:
-        text = f.read().strip()
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{path}: expected one number, found {text[:80]!r}") from None
-
-
-def read_json(path: str) -> dict:
-    """A JSON object written by a demo stage."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
-    with open(path, encoding="utf-8") as f:
-        try:
-            obj = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return obj
-
-
-def read_accuracy_table(path: str) -> Dict[str, float]:
-    """{language: accuracy} of the last row of an evaluate_xnli markdown table."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing (did its demo stage run?)")
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in _read(path) if line.strip()]
-    if len(rows) < 3 or rows[0][0] != "model":
-        raise ValueError(f"{path}: not a table of python -m fairseq_xlm.cli.evaluate_xnli")
-    header, last = rows[0], rows[-1]
-    return {lang: float(v) for lang, v in zip(header[1:], last[1:]) if lang != "avg"}
-
-
 def majority_reference(raw_genre: str, train_lang: str, langs: Sequence[str]) -> Tuple[str, Dict[str, float]]:
     """The most frequent training genre and its share (%) of each language's test labels: the accuracy of
     always answering it."""
-    label, _ = collections.Counter(_read(os.path.join(raw_genre, f"train.{train_lang}.label"))).most_common(1)[0]
+    train = gather.read_lines(os.path.join(raw_genre, f"train.{train_lang}.label"))
+    label, _ = collections.Counter(train).most_common(1)[0]
     shares = {}
     for lang in langs:
-        test = _read(os.path.join(raw_genre, f"test.{lang}.label"))
+        test = gather.read_lines(os.path.join(raw_genre, f"test.{lang}.label"))
         shares[lang] = 100.0 * sum(t == label for t in test) / len(test)
     return label, shares
 
@@ -185,6 +127,39 @@ def stage_times(done_dir: str) -> List[Tuple[str, float]]:
     return out
 
 
+def demo_records(directory: str, langs: Sequence[str]) -> Tuple[List[gather.Record], int]:
+    """Every number of a finished demo as records (claim ``demo``, arms ``xlm`` and ``random``, seed 1), read
+    by ``gather``'s readers as ``make replicate``'s jobs read theirs; and the number of retrieval test pairs."""
+    ev = os.path.join(directory, "runs", "eval")
+    l1, l2 = langs[0], langs[1]
+    records, n_pairs = [], 0
+    for r in RUNS:
+        values = {}
+        ppl = gather.parse_valid_log(os.path.join(ev, f"ppl.{r}.log"), "test")
+        for key in [f"mlm_ppl_{lang}" for lang in langs] + [f"tlm_ppl_{l1}-{l2}"]:
+            if key not in ppl:
+                raise ValueError(f"{ev}/ppl.{r}.log: no {key} in its test line")
+            values[key] = ppl[key]
+        for src, tgt in ((l1, l2), (l2, l1)):
+            values[f"bleu_{src}_{tgt}"] = gather.read_score(os.path.join(ev, f"bleu.{r}.{src}-{tgt}"))
+        for src, tgt in ((l1, l2), (l2, l1)):
+            log = os.path.join(ev, f"mtppl.{r}.{src}-{tgt}.log")
+            values[f"mt_ppl_{src}_{tgt}"] = gather.parse_valid_log(log, "test")["ppl"]
+        retrieval = os.path.join(ev, f"retrieval.{r}.json")
+        values.update(gather.retrieval_measures(retrieval, (l1, l2)))
+        n_pairs = gather.read_json(retrieval).get("n", 0)
+        values.update(gather.genre_measures(os.path.join(directory, "runs", "genre", f"table.{r}.md"), langs))
+        records += gather.records_of("demo", r, 1, values)
+    return records, n_pairs
+
+
+def demo_measures(directory: str, langs: Sequence[str]) -> Tuple[Dict[str, Dict[str, Dict[int, float]]], int]:
+    """The demo's numbers collected as a study's (``gather.collect``): {measure: {run: {1: value}}}, and the
+    number of retrieval test pairs."""
+    records, n_pairs = demo_records(directory, langs)
+    return gather.collect(records)["demo"], n_pairs
+
+
 # -------------------------------------------------------------------------------------- report
 def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
@@ -196,42 +171,24 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
     ``figures``: (title, PNG file beside RESULTS.md) learning curves to show below the table."""
     settings = settings or {}
     runs = os.path.join(directory, "runs")
-    ev = os.path.join(runs, "eval")
     l1, l2 = langs[0], langs[1]
     pair = f"{l1}-{l2}"
     directions = [(l1, l2), (l2, l1)]
-    rows = []  # (measure, data, xlm, random, better)
-
-    ppl = {r: parse_valid_log(os.path.join(ev, f"ppl.{r}.log"), "test") for r in RUNS}
-    for key, what, data in [(f"mlm_ppl_{lang}", f"MLM perplexity {lang}", f"test.{lang}") for lang in langs] + [
-            (f"tlm_ppl_{pair}", f"TLM perplexity {pair}", f"test.{pair}")]:
-        for r in RUNS:
-            if key not in ppl[r]:
-                raise ValueError(f"{ev}/ppl.{r}.log: no {key} in its test line")
-        rows.append((what, data, _fmt(ppl["xlm"][key], 1), _fmt(ppl["random"][key], 1), "lower"))
-
-    for src, tgt in directions:
-        bleu = {r: read_score(os.path.join(ev, f"bleu.{r}.{src}-{tgt}")) for r in RUNS}
-        rows.append((f"BLEU {src}→{tgt} (beam {settings.get('beam', '?')})", f"test.{pair}",
-                     _fmt(bleu["xlm"], 2), _fmt(bleu["random"], 2), "higher"))
-    for src, tgt in directions:
-        mt = {r: parse_valid_log(os.path.join(ev, f"mtppl.{r}.{src}-{tgt}.log"), "test") for r in RUNS}
-        rows.append((f"translation perplexity {src}→{tgt}", f"test.{pair}", _fmt(mt["xlm"]["ppl"], 1),
-                     _fmt(mt["random"]["ppl"], 1), "lower"))
-
-    ret = {r: read_json(os.path.join(ev, f"retrieval.{r}.json")) for r in RUNS}
-    for (src, tgt), key in zip(directions, ("p_at_1_src_tgt", "p_at_1_tgt_src")):
-        for r in RUNS:
-            if (ret[r].get("src"), ret[r].get("tgt")) != (l1, l2) or key not in ret[r]:
-                raise ValueError(f"{ev}/retrieval.{r}.json: no {l1}-{l2} result with {key}")
-        rows.append((f"retrieval P@1 {src}→{tgt}, %", f"test.{pair} ({ret['xlm']['n']} pairs)",
-                     _fmt(100 * ret["xlm"][key], 1), _fmt(100 * ret["random"][key], 1), "higher"))
-
-    acc = {r: read_accuracy_table(os.path.join(runs, "genre", f"table.{r}.md")) for r in RUNS}
-    for lang in langs:
-        how = "trained on it" if lang == train_lang else "zero-shot"
-        rows.append((f"genre accuracy {lang} ({how}), %", f"test.{pair}.{lang}", _fmt(acc["xlm"][lang], 1),
-                     _fmt(acc["random"][lang], 1), "higher"))
+    data, n_pairs = demo_measures(directory, langs)
+    beam = settings.get("beam", "?")
+    # (measure, row title, test data, digits, better) per row, in the table's order
+    specs = [(f"mlm_ppl_{x}", f"MLM perplexity {x}", f"test.{x}", 1, "lower") for x in langs]
+    specs.append((f"tlm_ppl_{pair}", f"TLM perplexity {pair}", f"test.{pair}", 1, "lower"))
+    for kind, row, digits, better in (("bleu", "BLEU {}→{} (beam %s)" % beam, 2, "higher"),
+                                      ("mt_ppl", "translation perplexity {}→{}", 1, "lower"),
+                                      ("p1", "retrieval P@1 {}→{}, %", 1, "higher")):
+        where = f"test.{pair} ({n_pairs} pairs)" if kind == "p1" else f"test.{pair}"
+        specs += [(f"{kind}_{s}_{t}", row.format(s, t), where, digits, better) for s, t in directions]
+    specs += [(f"acc_{x}", f"genre accuracy {x} ({'trained on it' if x == train_lang else 'zero-shot'}), %",
+               f"test.{pair}.{x}", 1, "higher") for x in langs]
+    # (measure, data, xlm, random, better): each run's one value (seed 1) of the collected measure
+    rows = [(row, where, _fmt(data[m]["xlm"][1], d), _fmt(data[m]["random"][1], d), better)
+            for m, row, where, d, better in specs]
 
     label, shares = majority_reference(os.path.join(runs, "genre", "raw-genre"), train_lang, langs)
     u = {k: settings.get(k, "?") for k in ("pretrain_updates", "umt_updates", "genre_updates")}
@@ -268,7 +225,7 @@ def build_report(directory: str, langs: Sequence[str], train_lang: str = "en", s
         "Retrieval (beyond the paper, as XTREME's Tatoeba task): each test sentence's nearest neighbour by cosine "
         "among the other side's",
         "sentences, with the pretraining encoder's last layer mean-pooled "
-        f"(`python -m fairseq_xlm.cli.evaluate_retrieval`); chance is 1/{ret['xlm']['n']}.",
+        f"(`python -m fairseq_xlm.cli.evaluate_retrieval`); chance is 1/{n_pairs}.",
     ]
     if figures:
         lines += ["", "## Learning curves", "",
@@ -338,6 +295,8 @@ def main(argv: Optional[Sequence[str]] = None):
         from fairseq_xlm.cli.curves import demo_figures
 
         text = build_report(args.dir, langs, args.train_lang, settings, figures=demo_figures(args.dir))
+        # the table's numbers as records, as make replicate's jobs write theirs (its report can read them)
+        gather.write_records(os.path.join(args.dir, "results", "demo.tsv"), demo_records(args.dir, langs)[0])
         path = write_report(args.dir, text, args.out)
         print(text, end="")
         print(f"(written to {path})")
