@@ -132,7 +132,8 @@ class ProductKeyMemory(nn.Module):
             nn.init.zeros_(self.values.weight)
         else:
             nn.init.normal_(self.values.weight, mean=0.0, std=dim ** -0.5)
-        self.values.weight.param_group = VALUES_GROUP
+        self.values.weight.param_group = VALUES_GROUP  # the optimizer group (optim/pkm_adam.py, composite)
+        self.values.weight.sparse_grad = cfg.mem_sparse
         self.query_proj = QueryNetwork(spec) if spec.query_sizes is not None else None
         if self.query_proj is not None and cfg.mem_no_query_net_learn:
             for p in self.query_proj.parameters():

@@ -186,3 +186,62 @@ def memory_spec(cfg, dim: int) -> MemorySpec:
             _fail("--" + name.replace("_", "-"), "must be in [0, 1)")
     return MemorySpec(product=product, n_keys=cfg.mem_n_keys, n_indices=n_indices, size=size, k_dim=cfg.mem_k_dim,
                       heads=cfg.mem_heads, knn=cfg.mem_knn, query_sizes=query_sizes, cfg=cfg)
+
+
+_POSITION_FIELDS = ("use_memory", "mem_enc_positions", "mem_dec_positions")
+
+
+def _positions_text(value) -> str:
+    """The authors' checked positions [(4, 'in'), (7, 'after')] (or their raw '4,7+') -> '4,7+'."""
+    if isinstance(value, str):
+        return value
+    return ",".join(f"{layer}{'+' if where == 'after' else ''}" for layer, where in value)
+
+
+def from_authors_params(params: dict, where: str) -> dict:
+    """Our memory options from the authors' saved ``params`` ({} without ``use_memory``)."""
+    if not params.get("use_memory"):
+        return {}
+    defaults = MemoryConfig()
+    out = {"use_memory": True, "mem_enc_positions": _positions_text(params.get("mem_enc_positions", "")),
+           "mem_dec_positions": _positions_text(params.get("mem_dec_positions", ""))}
+    for name in MemoryConfig.__dataclass_fields__:
+        if name in _POSITION_FIELDS or name == "_name":
+            continue
+        if name.startswith("mem_no_"):
+            out[name] = not bool(params.get("mem_" + name[len("mem_no_"):], True))
+            continue
+        value = params.get(name, getattr(defaults, name))
+        if name in ("mem_query_layer_sizes", "mem_query_kernel_sizes") and not isinstance(value, str):
+            value = ",".join(str(v) for v in value)
+        out[name] = value.value if hasattr(value, "value") else value
+    if out["mem_query_kernel_sizes"] or out["mem_input2d"]:
+        raise ValueError(f"{where}: a convolutional (image) memory query network; only text models convert")
+    return out
+
+
+def to_authors_params(memory: dict, n_layers: int) -> dict:
+    """The authors' ``params`` memory entries (as their check_params leaves them) for our options."""
+    if not memory.get("use_memory"):
+        return {"use_memory": False}
+    cfg = MemoryConfig(**{k: v for k, v in memory.items() if k in MemoryConfig.__dataclass_fields__})
+    product = cfg.mem_implementation != "flat"
+    n_indices = cfg.mem_n_keys ** 2 if product else cfg.mem_n_keys
+    out = {"use_memory": True, "mem_product_quantization": product, "n_indices": n_indices,
+           "mem_size": n_indices if cfg.mem_modulo_size == -1 else cfg.mem_modulo_size,
+           "mem_values_optimizer": "adam,lr=0.001"}
+    for name in MemoryConfig.__dataclass_fields__:
+        if name == "_name" or name == "use_memory":
+            continue
+        value = getattr(cfg, name)
+        if name.startswith("mem_no_"):
+            out["mem_" + name[len("mem_no_"):]] = not value
+        elif name in ("mem_enc_positions", "mem_dec_positions"):
+            out[name] = parse_positions(value, n_layers, "--" + name.replace("_", "-"))
+        elif name == "mem_query_layer_sizes":
+            out[name] = [int(x) for x in value.split(",") if x != ""]
+        elif name == "mem_query_kernel_sizes":
+            out[name] = ""
+        else:
+            out[name] = value.value if hasattr(value, "value") else value
+    return out
