@@ -151,6 +151,9 @@ def write_authors(rel: Released, out_path: str, force: bool = False, source: str
     langs = rel.langs or []
     state = dict(rel.state)
     state[TIED_OUTPUT] = state["embeddings.weight"]
+    words = list(rel.words)
+    if rel.mask_index == 5 and words[5] == layout.MASK:  # their mask symbol, which dict.txt calls <mask>
+        words[5] = "<special1>"
     params = {
         "n_words": shape["n_words"], "emb_dim": shape["emb_dim"], "n_layers": shape["n_layers"],
         "n_heads": rel.n_heads, "dropout": rel.dropout, "attention_dropout": rel.attention_dropout,
@@ -162,9 +165,9 @@ def write_authors(rel: Released, out_path: str, force: bool = False, source: str
         "clm_steps" if rel.causal else "mlm_steps": [(lang, None) for lang in langs],
         **to_authors_params(rel.memory, shape["n_layers"]),
     }
-    data = {"model": state, "dico_id2word": dict(enumerate(rel.words)),
-            "dico_word2id": {w: i for i, w in enumerate(rel.words)},
-            "dico_counts": {w: (rel.counts[i] if rel.counts else 0) for i, w in enumerate(rel.words)},
+    data = {"model": state, "dico_id2word": dict(enumerate(words)),
+            "dico_word2id": {w: i for i, w in enumerate(words)},
+            "dico_counts": {w: (rel.counts[i] if rel.counts else 0) for i, w in enumerate(words)},
             "params": params}
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     tmp = out_path + ".tmp"
