@@ -262,7 +262,7 @@ def mem_models(dictionary):
                               **MEMORY)}
 
 
-DEVICE_PATHS = ("mlm", "clm_padded", "mt_train_padded", "incremental_decoding_steps")
+DEVICE_PATHS = ("mlm", "mt_train_padded", "incremental_decoding_steps")
 
 
 def test_memory_paths_on_a_device_make_no_host_sync(dictionary):

@@ -190,9 +190,10 @@ class ProductKeyMemory(nn.Module):
         s2, i2 = self._scores(q2, k2).topk(k, dim=-1, largest=True, sorted=True)
         n, h = q.shape[:2]
         both = (s1.unsqueeze(-1) + s2.unsqueeze(-2)).view(n, h, k * k)
-        slots = (i1.unsqueeze(-1) * self.n_keys + i2.unsqueeze(-2)).view(n, h, k * k)
         scores, best = both.topk(k, dim=-1, largest=True, sorted=True)
-        return scores, slots.gather(-1, best)
+        # the slots of the k winners only (the authors build all k*k candidate slots, then gather)
+        first, second = torch.div(best, k, rounding_mode="floor"), best % k
+        return scores, i1.gather(-1, first) * self.n_keys + i2.gather(-1, second)
 
     def rescore(self, scores: Tensor) -> Tensor:
         """Temperature, softmax, subtraction and L1 normalisation of the k scores (the authors' order)."""
