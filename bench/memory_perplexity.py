@@ -77,7 +77,7 @@ def main(argv=None):
             results[name].append(ppl)
             print(f"seed {seed} {name}: {updates[name]} updates, {cpu:.0f} s CPU, valid ppl {ppl} "
                   f"({time.time() - start:.0f} s wall)", flush=True)
-    print(f"\n| arm | updates | CPU ms/update | " + " | ".join(f"ppl seed {s}" for s in seeds) + " | mean |")
+    print("\n| arm | updates | CPU ms/update | " + " | ".join(f"ppl seed {s}" for s in seeds) + " | mean |")
     print("|---|---|---|" + "---|" * len(seeds) + "---|")
     for name in ARMS:
         cells = " | ".join(f"{v:.1f}" for v in results[name])

@@ -7,7 +7,6 @@ import copy
 import math
 import re
 import sys
-from dataclasses import asdict
 
 import pytest
 import torch

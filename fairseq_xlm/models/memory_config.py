@@ -13,6 +13,10 @@ from typing import List, Optional, Tuple
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 
+IMPLEMENTATIONS = ChoiceEnum(["pq_fast", "pq_default", "flat"])
+KEY_TYPES = ChoiceEnum(["uniform", "gaussian", "binary"])
+
+
 @dataclass
 class MemoryConfig(FairseqDataclass):
     """The authors' memory options (``xlm/model/memory/memory.py``'s ``register_args``), fairseq-named."""
@@ -22,7 +26,7 @@ class MemoryConfig(FairseqDataclass):
         "help": "encoder layers with a memory, e.g. '4,7' or '4+': 'N' replaces layer N's feed-forward block, "
                 "'N+' adds a memory after it (after its LayerNorm); layers count from 0"})
     mem_dec_positions: str = field(default="", metadata={"help": "decoder layers with a memory (as above)"})
-    mem_implementation: ChoiceEnum(["pq_fast", "pq_default", "flat"]) = field(default="pq_fast", metadata={
+    mem_implementation: IMPLEMENTATIONS = field(default="pq_fast", metadata={
         "help": "product keys (pq_fast; pq_default is the same function, the authors computed it with faiss) "
                 "or one flat key table (flat)"})
     mem_grouped_conv: bool = field(default=False, metadata={
@@ -42,7 +46,7 @@ class MemoryConfig(FairseqDataclass):
         "help": "permute the input dimensions per head (no query network, several heads)"})
     mem_modulo_size: int = field(default=-1, metadata={
         "help": "effective memory size: slot indices modulo this; -1 = off"})
-    mem_keys_type: ChoiceEnum(["uniform", "gaussian", "binary"]) = field(default="uniform", metadata={
+    mem_keys_type: KEY_TYPES = field(default="uniform", metadata={
         "help": "key initialisation"})
     mem_n_keys: int = field(default=512, metadata={
         "help": "keys per half (product keys: n_keys**2 slots) or slots (flat)"})
