@@ -14,6 +14,6 @@ errors.install_excepthook()  # one line instead of a traceback for a refused che
 dist_timeout.install()  # FAIRSEQ_XLM_DIST_TIMEOUT: process-group timeout, so a frozen rank fails its peers
 
 from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
-from . import criterions, tasks  # noqa: E402,F401  (registers tasks and criteria)
+from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
 
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
     python -m fairseq_xlm.cli.convert xlm-to-fairseq mlm_enfr_1024.pth out/ [--langs en,fr]
     python -m fairseq_xlm.cli.convert hf-to-fairseq hf_dir/ out/ [--labels DATA/xnli/labels.txt]
     python -m fairseq_xlm.cli.convert fairseq-to-hf checkpoints/checkpoint_best.pt hf_out/ [--dict DICT]
+    python -m fairseq_xlm.cli.convert fairseq-to-xlm checkpoints/checkpoint_best.pt out.pth   (memory layers too)
 
 A fine-tuned ``xnli`` / ``xlm_glue`` checkpoint converts to ``XLMForSequenceClassification`` (class names from
 its data's labels.txt), and an HF sequence classifier to a checkpoint that ``evaluate_xnli`` /
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 
 from .. import safe_load
 from ..data import layout
-from ..formats import read_authors, read_fairseq, read_hf, select_langs, write_fairseq, write_hf
+from ..formats import read_authors, read_fairseq, read_hf, select_langs, write_authors, write_fairseq, write_hf
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dict", help="the dict.txt the model was trained with (default: beside CKPT or in its data)")
     p.add_argument("--langs", help="the checkpoint's languages in id order (default: from its task config)")
     p.add_argument("--causal", action="store_true", help="mark the HF config causal (a CLM-trained model)")
+    p = sub.add_parser("fairseq-to-xlm", help="a fairseq_xlm xlm_transformer checkpoint -> the authors' .pth "
+                                             "(memory layers included)")
+    p.add_argument("src", metavar="CKPT", help="fairseq_xlm checkpoint (e.g. checkpoint_best.pt)")
+    p.add_argument("out_dir", metavar="OUT.pth", help="the authors' checkpoint to write")
+    p.add_argument("--dict", help="the dict.txt the model was trained with (default: beside CKPT or in its data)")
+    p.add_argument("--langs", help="the checkpoint's languages in id order (default: from its task config)")
     for p in sub.choices.values():
         p.add_argument("--force", action="store_true", help="overwrite files that already exist in OUT_DIR")
     return parser
@@ -84,6 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rel = read_fairseq(args.src, args.dict, langs)
             rel.causal = rel.causal or args.causal
             write_hf(rel, args.out_dir, args.force, source=args.src)
+        elif args.command == "fairseq-to-xlm":
+            write_authors(read_fairseq(args.src, args.dict, langs), args.out_dir, args.force, source=args.src)
         else:
             rel = read_authors(args.src) if args.command == "xlm-to-fairseq" else read_hf(args.src)
             if args.command == "hf-to-fairseq":

@@ -82,7 +82,7 @@ class _Stack:
             q = cross._split(cross.q_proj(x))
             ctx = _attend(q, self.enc_keys[i], self.enc_values[i], self.enc_mask)
             x = layer.encoder_attn_layer_norm(x + cross.out_proj(ctx.transpose(1, 2).reshape(x.shape)))
-            x = layer.final_layer_norm(x + layer.fc2(layer.activation(layer.fc1(x))))
+            x = layer.feed_forward(x)  # eval mode: no dropout
         return x
 
     def _self_attention(self, attn, x: Tensor, i: int, t: int) -> Tensor:

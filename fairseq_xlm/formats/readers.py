@@ -16,6 +16,7 @@ from .. import safe_load
 from ..data import layout
 from ..models import factory
 from ..models.modules import sinusoidal_table
+from ..models.memory_config import MemoryConfig, from_authors_params
 from ..models.xlm_transformer import XlmConfig
 from .released import (CLS_HEAD, DICT, HF_CLS_HEAD, HF_HEAD, HF_SUMMARY, SPM, TIED_OUTPUT, Released,
                        _check_released, rename)
@@ -55,6 +56,7 @@ def read_authors(path: str) -> Released:
         causal=bool(params.get("clm_steps")) and not params.get("mlm_steps"),
         mask_index=int(params.get("mask_index", 5)),
         counts=[int(counts.get(w, 0)) for w in words],
+        memory=from_authors_params(params, path),
     )
     if params.get("asm"):
         raise ValueError(f"{path}: adaptive softmax output layers (asm) are not supported")
@@ -215,6 +217,8 @@ def read_fairseq(ckpt: str, dict_path: Optional[str] = None, langs: Optional[Seq
         attention_dropout=float(_cfg_get(model_cfg, "attention_dropout", 0.1)),
         layer_norm_eps=float(_cfg_get(model_cfg, "layer_norm_eps", 1e-12)),
         causal=bool(extra.get("causal", clm_only)), mask_index=dictionary.index(layout.MASK), counts=counts,
+        memory=({k: _cfg_get(model_cfg, k, getattr(MemoryConfig(), k)) for k in MemoryConfig.__dataclass_fields__
+                 if k != "_name"} if _cfg_get(model_cfg, "use_memory", False) else {}),
     )
     if rel.n_heads <= 0:
         raise ValueError(f"{ckpt}: its cfg.model has no encoder_attention_heads; is it a fairseq_xlm checkpoint?")

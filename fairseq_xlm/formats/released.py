@@ -38,6 +38,8 @@ KEY_TABLE = [
     ("encoder.layers.{n}.fc2.{p}", "ffns.{n}.lin2.{p}", False),
     ("encoder.layers.{n}.final_layer_norm.{p}", "layer_norm2.{n}.{p}", False),
     ("encoder.output_bias", "pred_layer.proj.bias", True),
+    # product-key memories ({w}: "in" replaces layer n's FFN, "after" follows it); {r}: the memory's own names
+    ("encoder.layers.{n}.memory_{w}.{r}", "memories.{n}_{w}.{r}", False),
 ]
 TIED_OUTPUT = "pred_layer.proj.weight"
 HF_HEAD = "pred_layer."
@@ -53,6 +55,7 @@ HF_SUMMARY = {"summary_type": "first", "summary_use_proj": True, "summary_proj_t
 def _regex(template: str) -> "re.Pattern":
     rx = re.escape(template)
     rx = rx.replace(re.escape("{n}"), r"(?P<n>\d+)").replace(re.escape("{p}"), r"(?P<p>weight|bias)")
+    rx = rx.replace(re.escape("{w}"), r"(?P<w>in|after)").replace(re.escape("{r}"), r"(?P<r>[\w.]+)")
     return re.compile(rx)
 
 
@@ -110,16 +113,20 @@ class Released:
     labels: Optional[List[str]] = None
     head_dropout: float = 0.0
     cls_task: Dict[str, str] = field(default_factory=dict)
+    memory: Dict[str, object] = field(default_factory=dict)  # our --use-memory / --mem-* options; {} = none
 
     def shape(self) -> Dict[str, int]:
         """Sizes read from the weights themselves (so a config can be checked against them)."""
         layers = {int(m.group(1)) for k in self.state if (m := re.match(r"attentions\.(\d+)\.", k))}
         lang = self.state.get("lang_embeddings.weight")
+        ffns = sorted(k for k in self.state if re.fullmatch(r"ffns\.\d+\.lin1\.weight", k))
+        dim = self.state["embeddings.weight"].size(1)
         return {
             "n_words": self.state["embeddings.weight"].size(0),
-            "emb_dim": self.state["embeddings.weight"].size(1),
+            "emb_dim": dim,
             "n_layers": len(layers),
-            "ffn_dim": self.state["ffns.0.lin1.weight"].size(0),
+            # memories may replace every FFN (then the authors' default size, 4 x dim)
+            "ffn_dim": self.state[ffns[0]].size(0) if ffns else 4 * dim,
             "n_langs": 0 if lang is None else lang.size(0),
             "max_positions": self.state["position_embeddings.weight"].size(0),
         }
@@ -127,7 +134,7 @@ class Released:
 
 def _check_released(rel: Released, where: str, n_layers: Optional[int] = None, emb_dim: Optional[int] = None):
     """One clear error when the weights, the vocabulary and the stated hyper-parameters disagree."""
-    need = ["embeddings.weight", "ffns.0.lin1.weight", "position_embeddings.weight"]
+    need = ["embeddings.weight", "position_embeddings.weight"]
     for key in need + ([HF_HEAD + "proj.bias"] if rel.head is None else []):
         if key not in rel.state:
             raise ValueError(f"{where}: no parameter '{key}'; is this an XLM model with its LM head?")
@@ -140,6 +147,12 @@ def _check_released(rel: Released, where: str, n_layers: Optional[int] = None, e
         if rel.labels is not None and len(rel.labels) != rows:
             raise ValueError(f"{where}: {len(rel.labels)} class names ({', '.join(rel.labels)}) for a classifier "
                              f"of {rows} outputs")
+    memories = {m.group(1) for k in rel.state if (m := re.match(r"memories\.(\d+_(?:in|after))\.", k))}
+    if memories and not rel.memory:
+        raise ValueError(f"{where}: memory layers {sorted(memories)} but no memory options (use_memory, mem_*)")
+    for layer in {int(m.group(1)) for k in rel.state if (m := re.match(r"attentions\.(\d+)\.", k))}:
+        if f"ffns.{layer}.lin1.weight" not in rel.state and f"{layer}_in" not in memories:
+            raise ValueError(f"{where}: layer {layer} has neither a feed-forward block nor a memory in its place")
     shape = rel.shape()
     if len(rel.words) != shape["n_words"]:
         raise ValueError(f"{where}: the vocabulary has {len(rel.words)} words but the embeddings "

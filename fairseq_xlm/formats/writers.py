@@ -12,11 +12,12 @@ from typing import List
 import torch
 
 from ..data import layout
+from ..models.memory_config import to_authors_params
 from ..models.xlm_transformer import XlmConfig
 from .hf_tokenizer import build_tokenizer
 from .readers import _load_dict_file
-from .released import (CHECKPOINT, CLS_HEAD, DICT, HF_CLS_HEAD, HF_HEAD, HF_SUMMARY, N_SPECIALS, SPM, Released,
-                       rename)
+from .released import (CHECKPOINT, CLS_HEAD, DICT, HF_CLS_HEAD, HF_HEAD, HF_SUMMARY, N_SPECIALS, SPM, TIED_OUTPUT,
+                       Released, rename)
 
 @contextmanager
 def staged_dir(out_dir: str, force: bool):
@@ -62,7 +63,7 @@ def write_fairseq(rel: Released, out_dir: str, force: bool = False, source: str 
         encoder_attention_heads=rel.n_heads, encoder_ffn_embed_dim=shape["ffn_dim"], dropout=rel.dropout,
         attention_dropout=rel.attention_dropout, activation_fn="gelu" if rel.gelu else "relu",
         sinusoidal_embeddings=rel.sinusoidal, no_lang_embeddings=not lang_table, n_langs=len(rel.langs),
-        max_positions=shape["max_positions"], layer_norm_eps=rel.layer_norm_eps,
+        max_positions=shape["max_positions"], layer_norm_eps=rel.layer_norm_eps, **rel.memory,
     )
     # what setup_task needs to rebuild the task around the model (checkpoint_utils loaders)
     task_cfg = {"_name": "xlm_pretrain", "data": os.path.abspath(out_dir), "langs": ",".join(rel.langs),
@@ -112,6 +113,9 @@ def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "")
     from safetensors.torch import save_file
 
     shape = rel.shape()
+    if rel.memory:
+        raise ValueError(f"{source}: HF's XLM has no product-key memory layers; convert it to the authors' "
+                         f"format instead (fairseq-to-xlm)")
     if shape["ffn_dim"] != 4 * shape["emb_dim"]:
         raise ValueError(f"{source}: FFN size {shape['ffn_dim']} is not 4 x {shape['emb_dim']}, which HF's XLM "
                          f"hard-codes")
@@ -152,6 +156,41 @@ def write_hf(rel: Released, out_dir: str, force: bool = False, source: str = "")
             f.write(_HF_README.format(source=source or "a fairseq_xlm checkpoint", langs=",".join(langs) or "-",
                                       model=config["architectures"][0],
                                       tokenizer=_WITH_TOKENIZER if SPM in rel.files else _WITHOUT_TOKENIZER))
+
+
+def write_authors(rel: Released, out_path: str, force: bool = False, source: str = "") -> str:
+    """The authors' ``.pth`` (``model``, ``dico_*``, ``params``) that their ``TransformerModel`` loads, memories
+    and their options included; written to a temporary sibling and renamed."""
+    shape = rel.shape()
+    out_path = os.path.abspath(out_path)
+    if os.path.exists(out_path) and not force:
+        raise FileExistsError(f"{out_path}: exists; pass --force or choose a new file")
+    langs = rel.langs or []
+    state = dict(rel.state)
+    state[TIED_OUTPUT] = state["embeddings.weight"]
+    words = list(rel.words)
+    if rel.mask_index == 5 and words[5] == layout.MASK:  # their mask symbol, which dict.txt calls <mask>
+        words[5] = "<special1>"
+    params = {
+        "n_words": shape["n_words"], "emb_dim": shape["emb_dim"], "n_layers": shape["n_layers"],
+        "n_heads": rel.n_heads, "dropout": rel.dropout, "attention_dropout": rel.attention_dropout,
+        "gelu_activation": rel.gelu, "sinusoidal_embeddings": rel.sinusoidal, "share_inout_emb": True,
+        "asm": False, "n_langs": max(shape["n_langs"], len(langs), 1), "use_lang_emb": shape["n_langs"] > 0,
+        "id2lang": dict(enumerate(langs)), "lang2id": {lang: i for i, lang in enumerate(langs)},
+        "bos_index": 0, "eos_index": 1, "pad_index": 2, "unk_index": 3, "mask_index": rel.mask_index,
+        "max_position_embeddings": shape["max_positions"],
+        "clm_steps" if rel.causal else "mlm_steps": [(lang, None) for lang in langs],
+        **to_authors_params(rel.memory, shape["n_layers"]),
+    }
+    data = {"model": state, "dico_id2word": dict(enumerate(words)),
+            "dico_word2id": {w: i for i, w in enumerate(words)},
+            "dico_counts": {w: (rel.counts[i] if rel.counts else 0) for i, w in enumerate(words)},
+            "params": params}
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    tmp = out_path + ".tmp"
+    torch.save(data, tmp)
+    os.replace(tmp, out_path)
+    return out_path
 
 
 _HF_README = """# XLM converted by fairseq_xlm

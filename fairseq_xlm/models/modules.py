@@ -234,9 +234,13 @@ class XlmAttention(nn.Module):
 
 
 class XlmLayer(nn.Module):
-    """Post-LayerNorm Transformer layer; with ``cross_attention`` it is the authors' decoder layer."""
+    """Post-LayerNorm Transformer layer; with ``cross_attention`` it is the authors' decoder layer.
 
-    def __init__(self, cfg, cross_attention: bool = False):
+    ``memories`` ({"in": m, "after": m}, see ``memory.build_memories``): a product-key memory in place of the
+    feed-forward block (no FFN weights then) and/or one added after the layer's last LayerNorm, as the
+    authors' ``--mem_enc_positions 4`` / ``4+``; their outputs are added without dropout, as theirs."""
+
+    def __init__(self, cfg, cross_attention: bool = False, memories: Optional[Dict[str, nn.Module]] = None):
         super().__init__()
         dim, eps = cfg.encoder_embed_dim, cfg.layer_norm_eps
         self.dropout = cfg.dropout
@@ -246,8 +250,12 @@ class XlmLayer(nn.Module):
         if cross_attention:
             self.encoder_attn = XlmAttention(dim, cfg.encoder_attention_heads, cfg.attention_dropout)
             self.encoder_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
-        self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
-        self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
+        memories = memories or {}
+        self.memory_in, self.memory_after = memories.get("in"), memories.get("after")
+        self.fc1 = self.fc2 = None
+        if self.memory_in is None:
+            self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
+            self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
         self.activation = F.gelu if cfg.activation_fn == "gelu" else F.relu
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
 
@@ -277,9 +285,18 @@ class XlmLayer(nn.Module):
         if self.encoder_attn is not None and encoder_out is not None:
             attn = self.encoder_attn(x, encoder_mask, kv=encoder_out, incremental_state=incremental_state)
             x = self.encoder_attn_layer_norm(x + dropout(attn, self.dropout, self.training))
-        h = self.fc2(self.activation(self.fc1(x)))
-        x = self.final_layer_norm(x + dropout(h, self.dropout, self.training))
+        x = self.feed_forward(x)
         if keep is not None:
             x = x * keep
         return x
 
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The per-position end of the layer: FFN (or the memory in its place), LayerNorm, memory after it."""
+        if self.memory_in is not None:
+            x = self.final_layer_norm(x + self.memory_in(x))
+        else:
+            h = self.fc2(self.activation(self.fc1(x)))
+            x = self.final_layer_norm(x + dropout(h, self.dropout, self.training))
+        if self.memory_after is not None:
+            x = x + self.memory_after(x)
+        return x

@@ -70,12 +70,13 @@ class XlmMtEncoder(XlmEncoder):
 class XlmDecoder(FairseqIncrementalDecoder):
     """XLM stack with cross-attention; incremental decoding caches self-attention keys and encoder K/V."""
 
-    def __init__(self, cfg, dictionary, n_langs: int, embed_tokens=None):
+    def __init__(self, cfg, dictionary, n_langs: int, embed_tokens=None, shared: Optional[dict] = None):
         super().__init__(dictionary)
         # Reuse the encoder's modules; the decoder differs only in cross-attention and incremental state.
         self.stack = XlmEncoder(
             cfg, dictionary, n_langs, cross_attention=True,
             num_layers=cfg.decoder_layers or cfg.encoder_layers, embed_tokens=embed_tokens,
+            memory_flag="--mem-dec-positions", shared=shared,
         )
         self.padding_idx = dictionary.pad()
 
@@ -135,13 +136,16 @@ class XlmMtModel(FairseqEncoderDecoderModel):
     def build_model(cls, cfg, task):
         n_langs = resolve_n_langs(cfg, task)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-        encoder = XlmMtEncoder(cfg, src_dict, n_langs, with_output_layer=False)
+        if getattr(cfg, "use_memory", False) and not (cfg.mem_enc_positions or cfg.mem_dec_positions):
+            raise ValueError("--use-memory: name the layers with --mem-enc-positions and/or --mem-dec-positions")
+        memories = {}  # what encoder and decoder memories share (--mem-share-values)
+        encoder = XlmMtEncoder(cfg, src_dict, n_langs, with_output_layer=False, shared=memories)
         shared = None
         if cfg.share_all_embeddings:
             if src_dict != tgt_dict:
                 raise ValueError("--share-all-embeddings needs one joined source/target dictionary")
             shared = encoder.embed_tokens
-        decoder = XlmDecoder(cfg, tgt_dict, n_langs, embed_tokens=shared)
+        decoder = XlmDecoder(cfg, tgt_dict, n_langs, embed_tokens=shared, shared=memories)
         model = cls(cfg, encoder, decoder)
         if getattr(cfg, "pretrained_xlm_checkpoint", None):
             model.load_pretrained_xlm(cfg.pretrained_xlm_checkpoint, cfg.pretrained_xlm_init)

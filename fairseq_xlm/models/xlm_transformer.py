@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoder, FairseqEncoderModel, register_model, register_model_architecture
 from torch import Tensor, nn
 
+from .memory import build_memories
+from .memory_config import MemoryConfig
 from .modules import XlmEmbeddings, XlmLayer, attention_mask
 from .tied_output import tied_output
 
@@ -19,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class XlmConfig(FairseqDataclass):
-    """Hyper-parameters of the XLM Transformer (names follow fairseq's transformer where one exists)."""
+class XlmConfig(MemoryConfig):
+    """Hyper-parameters of the XLM Transformer (names follow fairseq's transformer where one exists), after
+    the product-key memory options (``MemoryConfig``, ``--use-memory``, ``--mem-*``)."""
 
     encoder_embed_dim: int = field(default=1024, metadata={"help": "model dimension (the authors' emb_dim)"})
     encoder_layers: int = field(default=6, metadata={"help": "number of Transformer layers"})
@@ -63,13 +66,20 @@ class XlmEncoder(FairseqEncoder):
     """Embeddings, post-LayerNorm layers and (optionally) the tied output layer with bias."""
 
     def __init__(self, cfg, dictionary, n_langs: int, with_output_layer: bool = True, cross_attention=False,
-                 num_layers: Optional[int] = None, embed_tokens: Optional[nn.Embedding] = None):
+                 num_layers: Optional[int] = None, embed_tokens: Optional[nn.Embedding] = None,
+                 memory_flag: str = "--mem-enc-positions", shared: Optional[dict] = None):
+        """``memory_flag``: which positions option places this stack's memories (``--mem-dec-positions`` for
+        a decoder); ``shared``: one dict per model for the values ``--mem-share-values`` shares."""
         super().__init__(dictionary)
         self.n_langs = n_langs
         self.padding_idx = dictionary.pad()
         self.embeddings = XlmEmbeddings(cfg, dictionary, n_langs, embed_tokens)
+        n_layers = num_layers or cfg.encoder_layers
+        positions = getattr(cfg, memory_flag[2:].replace("-", "_"), "")
+        memories = build_memories(cfg, cfg.encoder_embed_dim, n_layers, positions, memory_flag,
+                                  {} if shared is None else shared)
         self.layers = nn.ModuleList(
-            [XlmLayer(cfg, cross_attention) for _ in range(num_layers or cfg.encoder_layers)]
+            [XlmLayer(cfg, cross_attention, memories.get(i)) for i in range(n_layers)]
         )
         self.output_bias = nn.Parameter(torch.zeros(len(dictionary))) if with_output_layer else None
 
@@ -187,6 +197,8 @@ class XlmModel(FairseqEncoderModel):
     @classmethod
     def build_model(cls, cfg, task):
         """Build from a config and a task that has ``source_dictionary`` and ``langs``."""
+        if getattr(cfg, "use_memory", False) and not cfg.mem_enc_positions:
+            raise ValueError("--use-memory: name the layers with --mem-enc-positions (e.g. '1' or '1+')")
         return cls(cfg, XlmEncoder(cfg, task.source_dictionary, resolve_n_langs(cfg, task)))
 
     def forward(self, src_tokens, src_lengths=None, **kwargs):

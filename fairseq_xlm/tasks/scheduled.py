@@ -22,6 +22,7 @@ from ..data.schedule import (Draw, EpochSchedule, StepBatches, StepGroup, expect
                              iterations_for_sentences)
 from ..data.schedule_iterator import ScheduleBatchIterator
 from ..data.step_dataset import StepDataset
+from ..models import memory_usage
 from ..precision import AUTOCAST_HELP
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ class ScheduledStepsTask(FairseqTask):
 
     def step_groups(self, dataset: StepDataset) -> List[StepGroup]:
         raise NotImplementedError
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        """fairseq's and the criterion's metrics, plus the memory layers' diagnostics (``memory_usage``)."""
+        super().reduce_metrics(logging_outputs, criterion)
+        memory_usage.reduce_metrics(logging_outputs)
 
     def step_weight(self, name: str, iteration: int) -> float:
         raise NotImplementedError

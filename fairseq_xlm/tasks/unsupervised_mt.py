@@ -39,6 +39,7 @@ from ..data.lang_pair import DrawnPairs, KeyedDatasets, LangPairDataset, SourceD
 from ..data.noise import WordNoiseDataset
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
+from ..models import memory_usage
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
 from .mt_evaluation import MtEvaluationMixin, log_bleu_metrics
@@ -422,7 +423,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
             scaled = scaled * 0
         with torch.autograd.profiler.record_function("backward"):
             optimizer.backward(scaled)
-        return loss.detach(), sample_size, self._tagged(out, f"{kind}_{name}")
+        return loss.detach(), sample_size, memory_usage.collect(model, self._tagged(out, f"{kind}_{name}"))
 
     @staticmethod
     def _tagged(out: dict, tag: str) -> dict:
@@ -443,7 +444,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         if kind == "mt" and self.cfg.eval_bleu and sample.get("target") is not None:
             src, tgt = name.split("-")
             out.update(self._bleu_stats(model, sample, src, tgt))
-        return loss, sample_size, out
+        return loss, sample_size, memory_usage.collect(model, out)
 
     # --------------------------------------------------------------------------------- metrics
     def reduce_metrics(self, logging_outputs, criterion):

@@ -32,6 +32,7 @@ from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDa
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
 from ..data.token_stream import StreamBlockDataset, TokenStream
+from ..models import memory_usage
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
 from .scheduled import ScheduleConfig, ScheduledStepsTask
@@ -246,7 +247,7 @@ class XlmPretrainTask(ScheduledStepsTask):
             backward(loss * weight)
         for key in criterion.zero_log(self.step_names):
             log.setdefault(key, 0)
-        return loss.detach(), sample_size, log
+        return loss.detach(), sample_size, memory_usage.collect(model, log)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """One step: gradient of lambda x (summed loss); fairseq divides by the predicted tokens -> mean."""
