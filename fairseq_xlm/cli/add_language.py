@@ -23,7 +23,6 @@ NEW/checkpoint.pt --reset-optimizer --reset-dataloader --reset-meters --reset-lr
 
 import argparse
 import glob
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from fairseq_xlm.cli.prepare_stages import RESERVED, PrepareConfig, atomic_path,
 from fairseq_xlm.data import layout, manifest, spm_extend
 from fairseq_xlm.errors import DataBinError
 from fairseq_xlm.formats import read_fairseq, write_fairseq
+from fairseq_xlm.formats.readers import _cfg_get
 from fairseq_xlm.formats.released import DICT, N_SPECIALS, SPM, Released
 
 logger = logging.getLogger("fairseq_xlm.cli.add_language")
@@ -83,6 +83,19 @@ def check_bpe(rel: Released, sp_proto, old: str, ckpt: str) -> None:
             f"{os.path.join(old, SPM)} does not match the dictionary of {ckpt} ({os.path.join(old, DICT)}): "
             f"{len(extra)} words are not pieces (first {extra[:3]}), {len(missing)} pieces are not words "
             f"(first {missing[:3]}); give the data-bin the checkpoint was trained on")
+
+
+def check_recorded_dict(ckpt: str, old: str) -> None:
+    """The data-bin a checkpoint names (cfg.task.data) must hold the same dict.txt as --data-bin, when it exists
+    (a dictionary of the same size but other words would pass every shape check)."""
+    recorded = _cfg_get(_cfg_get(safe_load.load_checkpoint(ckpt).get("cfg"), "task"), "data")
+    theirs = os.path.join(recorded or "", DICT)
+    if not recorded or not os.path.isfile(theirs) or os.path.samefile(theirs, os.path.join(old, DICT)):
+        return
+    with open(theirs, "rb") as a, open(os.path.join(old, DICT), "rb") as b:
+        if a.read() != b.read():
+            raise DataBinError(f"{os.path.join(old, DICT)} differs from {theirs}, the dictionary of the data-bin "
+                               f"{ckpt} was trained on: give that data-bin as --data-bin")
 
 
 def new_corpora(raw: str, new: List[str], every: List[str]) -> Dict[str, List[str]]:
@@ -169,6 +182,7 @@ def run(args) -> dict:
     if os.path.isdir(dest) and os.listdir(dest) and not args.force:
         raise ValueError(f"--destdir {dest}: not empty; choose a new folder or pass --force")
     rel = read_fairseq(args.checkpoint, os.path.join(old, DICT))
+    check_recorded_dict(args.checkpoint, old)
     if not rel.langs:
         raise ValueError(f"{args.checkpoint}: its cfg.task names no languages")
     taken = [lang for lang in new if lang in rel.langs]
