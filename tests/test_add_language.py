@@ -197,3 +197,19 @@ def test_clear_errors(extended, bible_databin, bible_ny_databin, ny_raw, tmp_pat
                     "--destdir", tmp_path / "out2", "--vocab-size", "100")
     assert f"--raw {raw / 'train.xx'}: yields no new pieces" in err
     assert not os.path.exists(tmp_path / "out") and not (tmp_path / "out2" / "checkpoint.pt").exists()
+
+
+def test_vocab_size_zero_is_the_old_bpe_with_a_language_row(extended, bible_databin, ny_raw, tmp_path):
+    ckpt, old_model, _ = extended
+    out = tmp_path / "noext"
+    assert add_language.main([str(ckpt), "--data-bin", str(bible_databin), "--raw", str(ny_raw), "--langs", "ny",
+                              "--destdir", str(out), "--vocab-size", "0", "--lang-init", "es"]) == 0
+    for name in ("dict.txt", "spm.model", "train.en.bin", "valid.es.idx"):
+        assert (out / name).read_bytes() == (bible_databin / name).read_bytes(), name
+    model = load_model(str(out / "checkpoint.pt"))
+    old_state = old_model.state_dict()
+    for key, value in model.state_dict().items():
+        if "embed_langs" not in key:
+            assert torch.equal(value, old_state[key]), key
+    lang = model.encoder.embeddings.embed_langs.weight
+    assert torch.equal(lang[:2], old_state["encoder.embeddings.embed_langs.weight"]) and torch.equal(lang[2], lang[1])

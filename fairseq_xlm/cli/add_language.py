@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--langs", required=True, help="comma-separated new language codes, e.g. ny")
     p.add_argument("--destdir", required=True, help="the new data-bin (and checkpoint.pt) folder")
     p.add_argument("--vocab-size", type=int, default=2000, help="pieces of the BPE learned on the new text (its "
-                   "pieces the old model lacks are appended)")
+                   "pieces the old model lacks are appended); 0 = none: the new languages through the old BPE "
+                   "(a baseline; only a language-embedding row is added)")
     p.add_argument("--character-coverage", type=float, default=1.0, help="of that BPE (as prepare's)")
     p.add_argument("--sample-lines", type=int, default=1_000_000, help="new-text lines the BPE is learned on")
     p.add_argument("--init", choices=("mean", "random"), default="mean", help="new token rows: mean = mean of "
@@ -128,12 +129,32 @@ def old_concatenations(old: str, symbols: List[str], eos: int) -> set:
     return found
 
 
+def learn_pieces(args, trains: List[str], old_proto, old: str, work: str):
+    """(pieces to append, pieces of the learned BPE the old one lacks): a BPE learned on the new text, less
+    the pieces that would re-segment OLD's text (``spm_extend``)."""
+    learned = spm_extend.train_pieces(trains, args.vocab_size, args.character_coverage, args.sample_lines,
+                                      args.seed, work)
+    unseen = spm_extend.unseen_pieces(old_proto, learned, RESERVED)
+    fairseq_symbols = list(layout.load_dictionary(old).symbols)
+    pairs = old_concatenations(old, fairseq_symbols, fairseq_symbols.index("</s>"))
+    pieces = spm_extend.drop_conflicts(unseen, pairs, {p.piece for p in old_proto.pieces})
+    if not pieces:
+        raise ValueError(f"--raw {', '.join(trains)}: yields no new pieces (a {args.vocab_size}-piece BPE "
+                         f"learned on it has {len(unseen)} pieces {os.path.join(old, SPM)} lacks, "
+                         f"{len(unseen) - len(pieces)} of them would re-segment the old data)")
+    logger.info(f"{len(pieces)} new pieces ({len(unseen)} unseen by the old BPE, "
+                f"{len(unseen) - len(pieces)} left out: they would re-segment {old}'s text)")
+    return pieces, unseen
+
+
 # ---------------------------------------------------------------- the model
 
 
 def new_rows(rel: Released, pieces: List[str], split, init: str, gen: torch.Generator):
     """(embedding rows, output-bias entries) of the new pieces by ``--init``."""
     emb, bias = rel.state["embeddings.weight"], rel.state["pred_layer.proj.bias"]
+    if not pieces:
+        return emb[:0], bias[:0]
     if init == "random":
         rows = torch.randn(len(pieces), emb.size(1), generator=gen, dtype=torch.float32) * emb.size(1) ** -0.5
         return rows.to(emb.dtype), torch.zeros(len(pieces), dtype=bias.dtype)
@@ -172,6 +193,8 @@ def run(args) -> dict:
     """Every output of the module doc; returns the record written to add_language.json."""
     old, dest, raw = args.data_bin, args.destdir, args.raw
     new = layout.parse_langs(args.langs)
+    if args.vocab_size < 0:
+        raise ValueError(f"--vocab-size {args.vocab_size}: must be >= 0 (0: no new pieces)")
     if os.pathsep in old:
         raise ValueError(f"--data-bin {old}: a sharded data path; give one shard folder")
     if os.path.isdir(os.path.join(old, "authors_bpe")):
@@ -201,19 +224,10 @@ def run(args) -> dict:
     os.makedirs(dest, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".add_language-", dir=dest)
     try:
-        learned = spm_extend.train_pieces(trains, args.vocab_size, args.character_coverage, args.sample_lines,
-                                          args.seed, work)
-        unseen = spm_extend.unseen_pieces(old_proto, learned, RESERVED)
-        fairseq_symbols = list(layout.load_dictionary(old).symbols)
-        pairs = old_concatenations(old, fairseq_symbols, fairseq_symbols.index("</s>"))
-        base = {p.piece for p in old_proto.pieces}
-        pieces = spm_extend.drop_conflicts(unseen, pairs, base)
-        if not pieces:
-            raise ValueError(f"--raw {', '.join(trains)}: yields no new pieces (a {args.vocab_size}-piece BPE "
-                             f"learned on it has {len(unseen)} pieces {os.path.join(old, SPM)} lacks, "
-                             f"{len(unseen) - len(pieces)} of them would re-segment the old data)")
-        logger.info(f"{len(pieces)} new pieces ({len(unseen)} unseen by the old BPE, "
-                    f"{len(unseen) - len(pieces)} left out: they would re-segment {old}'s text)")
+        if args.vocab_size > 0:
+            pieces, unseen = learn_pieces(args, trains, old_proto, old, work)
+        else:  # the baseline without extension: the new languages through the old BPE
+            pieces, unseen = [], []
         extended = spm_extend.extend(old_proto, pieces)
         counts = spm_extend.piece_counts(spm_extend.processor(extended), trains)
         pieces = sorted(pieces, key=lambda p: -counts.get(p, 0))  # dict.txt's order: by count, as prepare's
@@ -226,7 +240,8 @@ def run(args) -> dict:
         with open(os.path.join(old, DICT), encoding="utf-8") as f:
             old_lines = f.readlines()
         has_mask = any(line.split(" ")[0] == layout.MASK for line in old_lines)
-        mask = [] if has_mask else [f"{layout.MASK} 0\n"]  # <mask> keeps its id (tasks append it otherwise)
+        # <mask> keeps its id (without the line, tasks append it after the new pieces)
+        mask = [] if has_mask or not pieces else [f"{layout.MASK} 0\n"]
         with atomic_path(os.path.join(dest, DICT)) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.writelines(old_lines + mask + [f"{p} {counts.get(p, 0)}\n" for p in pieces])
         for path in glob.glob(os.path.join(old, "*.*")):
