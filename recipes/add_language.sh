@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The add-a-language study (issue 27, docs/add-language.md): pretrain en+es, add ny, compare at the same total
-# updates PRE+CONT:
+# updates PRE_MAX_UPDATE + CONT_MAX_UPDATE (PRE and CONT below):
 #   noext   the en+es model, ny through the old BPE (add_language --vocab-size 0), CONT updates on en,es,ny
 #   ext     the en+es model extended by add_language (new pieces, mean init), CONT updates on en,es,ny
 #   joint   en+es+ny from the start (its own BPE, as many pieces as ext's vocabulary), PRE+CONT updates
@@ -17,19 +17,21 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 USER_DIR=${USER_DIR:-$ROOT/fairseq_xlm}
+source "$ROOT/recipes/lib/env.sh"
+check_recipe_env "$0" "$ROOT/recipes/xnli.sh"
 OUT=${OUT:-$ROOT/data-bin/add-language}
 SEEDS=${SEEDS:-1,2,3}
 VERSES=${VERSES:-3000,300,300}   # mono verses per language of train,valid,test
 VOCAB=${VOCAB:-1000}             # the en+es BPE
 NEW_VOCAB=${NEW_VOCAB:-1000}     # the BPE learned on ny by add_language
-PRE=${PRE:-1000}                 # en+es pretraining updates
-CONT=${CONT:-500}                # continued pretraining updates (the joint arm runs PRE+CONT)
+PRE_MAX_UPDATE=${PRE_MAX_UPDATE:-1000}    # en+es pretraining updates
+CONT_MAX_UPDATE=${CONT_MAX_UPDATE:-500}   # continued pretraining updates (the joint arm runs PRE+CONT)
 LR=${LR:-0.004}
-GENRE_UPDATES=${GENRE_UPDATES:-300}
+GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-300}
 GENRE_VERSES=${GENRE_VERSES:-2000,300,300}
 stage=${stage:-1}
 stop_stage=${stop_stage:-6}
-usage() { echo "usage: $0 [--stage N] [--stop-stage N]  (env: OUT SEEDS VERSES PRE CONT ...)" >&2; exit 2; }
+usage() { echo "usage: $0 [--stage N] [--stop-stage N]  (env: OUT SEEDS VERSES PRE_MAX_UPDATE CONT_MAX_UPDATE ...)" >&2; exit 2; }
 source "$ROOT/recipes/lib/stages.sh"
 parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || usage
@@ -70,7 +72,7 @@ train() {  # train DATA DIR LANGS UPDATES SEED WARMUP [more flags]: MLM on every
 
 continued() {  # continued ARM SEED: CONT updates from add_language's checkpoint, a fresh optimiser
     local arm=$1 s=$2 data=$OUT/s$2/$1
-    train "$data" "$OUT/s$s/run-$arm" en,es,ny "$CONT" "$s" $(( CONT / 10 )) --restore-file "$data/checkpoint.pt" \
+    train "$data" "$OUT/s$s/run-$arm" en,es,ny "$CONT_MAX_UPDATE" "$s" $(( CONT_MAX_UPDATE / 10 )) --restore-file "$data/checkpoint.pt" \
         --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler
 }
 
@@ -90,8 +92,8 @@ validate() {  # validate NAME DATA CKPT
 
 genre() {  # genre NAME DATA CKPT
     WORK="$OUT/genre" SUBDIR=genre RUN="$1" TABLE="$OUT/genre/table.md" LANGS=en,es,ny TRAIN_LANGS=en \
-        ARCH=xlm_tiny LR=0.0005 BATCH=8 MAX_UPDATE="$GENRE_UPDATES" EPOCH_SIZE=-1 MAX_EPOCH=0 \
-        VALIDATE_EVERY=$(( GENRE_UPDATES / 2 )) GENRE_VERSES="$GENRE_VERSES" DEVICE_FLAGS=--cpu \
+        ARCH=xlm_tiny LR=0.0005 BATCH=8 MAX_UPDATE="$GENRE_MAX_UPDATE" EPOCH_SIZE=-1 MAX_EPOCH=0 \
+        VALIDATE_EVERY=$(( GENRE_MAX_UPDATE / 2 )) GENRE_VERSES="$GENRE_VERSES" DEVICE_FLAGS=--cpu \
         EXTRA="--seed ${1##*-s}" PYTHON="$PYTHON" bash "$ROOT/recipes/xnli.sh" "$2" "$3" > "$OUT/genre/$1.log" 2>&1
 }
 
@@ -100,7 +102,7 @@ step 2 old-databin "$PYTHON" -m fairseq_xlm.cli.prepare --raw "$OUT/raw" --destd
     --vocab-size "$VOCAB" --sample-lines 100000
 mkdir -p "$OUT/eval" "$OUT/genre"
 for s in ${SEEDS//,/ }; do
-    step 3 "pre-s$s" train "$OUT/old" "$OUT/s$s/pre" en,es "$PRE" "$s" $(( PRE / 10 ))
+    step 3 "pre-s$s" train "$OUT/old" "$OUT/s$s/pre" en,es "$PRE_MAX_UPDATE" "$s" $(( PRE_MAX_UPDATE / 10 ))
     for arm in noext ext; do
         vocab=0
         [ "$arm" = ext ] && vocab=$NEW_VOCAB
@@ -110,7 +112,7 @@ for s in ${SEEDS//,/ }; do
         step 3 "$arm-s$s" continued "$arm" "$s"
     done
     step 3 joint-databin joint_databin
-    step 3 "joint-s$s" train "$OUT/joint" "$OUT/s$s/run-joint" en,es,ny $(( PRE + CONT )) "$s" $(( PRE / 10 ))
+    step 3 "joint-s$s" train "$OUT/joint" "$OUT/s$s/run-joint" en,es,ny $(( PRE_MAX_UPDATE + CONT_MAX_UPDATE )) "$s" $(( PRE_MAX_UPDATE / 10 ))
 done
 for s in ${SEEDS//,/ }; do
     step 4 "eval-pre-s$s" validate "pre-s$s" "$OUT/old" "$OUT/s$s/pre/checkpoint_last.pt"
@@ -127,5 +129,5 @@ for s in ${SEEDS//,/ }; do
 done
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     "$PYTHON" -m fairseq_xlm.cli.add_language_report --dir "$OUT" --seeds "$SEEDS" \
-        --settings "verses=$VERSES vocab=$VOCAB new_vocab=$NEW_VOCAB pre=$PRE cont=$CONT lr=$LR genre=$GENRE_UPDATES"
+        --settings "verses=$VERSES vocab=$VOCAB new_vocab=$NEW_VOCAB pre=$PRE_MAX_UPDATE cont=$CONT_MAX_UPDATE lr=$LR genre=$GENRE_MAX_UPDATE"
 fi
