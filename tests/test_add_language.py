@@ -213,3 +213,16 @@ def test_vocab_size_zero_is_the_old_bpe_with_a_language_row(extended, bible_data
             assert torch.equal(value, old_state[key]), key
     lang = model.encoder.embeddings.embed_langs.weight
     assert torch.equal(lang[:2], old_state["encoder.embeddings.embed_langs.weight"]) and torch.equal(lang[2], lang[1])
+
+
+def test_pair_set_and_reachability_by_hand():
+    from fairseq_xlm.data import spm_extend
+
+    symbols = ["a", "b", "c", "</s>"]
+    stream = np.array([0, 1, 2, 3, 2, 0, 3, 1, 1])  # "a b c </s> c a </s> b b": pairs never cross </s>
+    assert spm_extend.adjacent_concatenations(stream, 3, symbols) == {"ab", "bc", "ca", "bb"}
+    assert spm_extend.adjacent_concatenations(stream, 3, symbols, chunk=2) == {"ab", "bc", "ca", "bb"}
+    # "xyz" needs "xy" + "z" or "x" + "yz"; "q" is a character; "ab" re-segments old text, "abc" then is dead
+    assert spm_extend.reachable(["xy", "xyz", "q", "yz"], {"x", "y", "z"}) == ["xy", "xyz", "q", "yz"]
+    assert spm_extend.reachable(["xyz", "q"], {"x", "y"}) == ["q"]
+    assert spm_extend.drop_conflicts(["ab", "abc", "ca"], {"ab"}, {"a", "b", "c"}) == ["ca"]

@@ -11,6 +11,7 @@ model did not know (``<unk>``) that is now a new piece gets that piece's id.
 """
 
 import os
+from itertools import chain, islice
 from typing import Dict, Iterable, List, Set
 
 import numpy as np
@@ -57,16 +58,17 @@ def unseen_pieces(old: "spm_pb2.ModelProto", new: "spm_pb2.ModelProto", reserved
             if p.type == NORMAL and p.piece not in have and p.piece not in reserved and p.piece.split() == [p.piece]]
 
 
-def adjacent_concatenations(tokens: np.ndarray, eos: int, symbols: List[str]) -> Set[str]:
+def adjacent_concatenations(tokens: np.ndarray, eos: int, symbols: List[str], chunk: int = 1 << 24) -> Set[str]:
     """Every string ``symbols[a] + symbols[b]`` of two adjacent tokens of a binarized stream (sentences end in
-    ``eos``; pairs across it are not adjacent)."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    if len(tokens) < 2:
-        return set()
-    a, b = tokens[:-1], tokens[1:]
-    keep = (a != eos) & (b != eos)
-    codes = np.unique(a[keep] * len(symbols) + b[keep])
-    return {symbols[c // len(symbols)] + symbols[c % len(symbols)] for c in codes.tolist()}
+    ``eos``; pairs across it are not adjacent), read ``chunk`` tokens at a time (a memory map stays one)."""
+    codes: Set[int] = set()
+    n = len(symbols)
+    for lo in range(0, max(len(tokens) - 1, 0), chunk):
+        part = np.asarray(tokens[lo:lo + chunk + 1], dtype=np.int64)  # one token of overlap: no pair is lost
+        a, b = part[:-1], part[1:]
+        keep = (a != eos) & (b != eos)
+        codes.update(np.unique(a[keep] * n + b[keep]).tolist())
+    return {symbols[c // n] + symbols[c % n] for c in codes}
 
 
 def reachable(pieces: List[str], base: Set[str]) -> List[str]:
@@ -117,12 +119,15 @@ def splitter(old: "spm_pb2.ModelProto") -> spm.SentencePieceProcessor:
     return processor(proto)
 
 
-def piece_counts(sp: spm.SentencePieceProcessor, files: List[str]) -> Dict[str, int]:
-    """How often each piece of ``sp`` occurs in ``files`` (one sentence a line)."""
+def piece_counts(sp: spm.SentencePieceProcessor, files: List[str], batch: int = 20_000) -> Dict[str, int]:
+    """How often each piece of ``sp`` occurs in ``files`` (one sentence a line), ``batch`` lines at a time."""
     counts = np.zeros(sp.get_piece_size(), np.int64)
     for path in files:
         with open(path, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f]
-        for ids in sp.encode(lines, out_type=int):
-            np.add.at(counts, ids, 1)
+            while True:
+                rows = [row.rstrip("\n") for row in islice(f, batch)]
+                if not rows:
+                    break
+                ids = sp.encode(rows, out_type=int)
+                counts += np.bincount(np.fromiter(chain.from_iterable(ids), np.int64), minlength=len(counts))
     return {sp.id_to_piece(i): int(c) for i, c in enumerate(counts) if c}
