@@ -197,6 +197,11 @@ def test_clear_errors(extended, bible_databin, bible_ny_databin, ny_raw, tmp_pat
                     "--destdir", tmp_path / "out2", "--vocab-size", "100")
     assert f"--raw {raw / 'train.xx'}: yields no new pieces" in err
     assert not os.path.exists(tmp_path / "out") and not (tmp_path / "out2" / "checkpoint.pt").exists()
+    # freezing needs a data-bin that add_language wrote
+    from fairseq_xlm.tasks import frozen_rows
+
+    with pytest.raises(ValueError, match=f"--freeze-old-embeddings: {bible_databin / 'add_language.json'} missing"):
+        frozen_rows.build(str(bible_databin), 5)
 
 
 def test_vocab_size_zero_is_the_old_bpe_with_a_language_row(extended, bible_databin, ny_raw, tmp_path):
