@@ -112,7 +112,8 @@ def test_old_languages_keep_their_ids_and_logits(bible_databin, bible_raw, ny_ra
     assert torch.allclose(lang[2], lang[:2].mean(0))
 
 
-def test_extended_checkpoint_trains_with_frozen_rows_and_converts(extended, pkg_dir, run_fairseq, tmp_path):
+def test_extended_checkpoint_trains_with_frozen_rows_and_converts(extended, bible_raw, ny_raw, pkg_dir, run_fairseq,
+                                                                 tmp_path):
     _, _, new = extended
     old_vocab = json.loads((new / "add_language.json").read_text())["old_vocab"]
     run_fairseq("fairseq_cli.train", [
@@ -153,6 +154,14 @@ def test_extended_checkpoint_trains_with_frozen_rows_and_converts(extended, pkg_
         expected = hf(input_ids=ids, langs=langs).logits
         got = ours(cols[ids], langs=langs)[0][..., cols]
     assert (got - expected).abs().max().item() <= 1e-4
+
+    # ... and its HF tokenizer (built from the extended spm.model) gives our ids on ny and on en text
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    sp = spm.SentencePieceProcessor(model_file=str(new / "spm.model"))
+    for path in (ny_raw / "train.ny", bible_raw / "train.en"):
+        lines = open(path, encoding="utf-8").read().splitlines()[:200]
+        hf_ids = [cols[tok(line)["input_ids"][1:-1]].tolist() for line in lines]  # </s> s </s>, in our ids
+        assert hf_ids == dict_ids(sp, ours.encoder.dictionary, lines), path
 
 
 def run_error(capsys, *argv):
