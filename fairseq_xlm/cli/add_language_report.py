@@ -4,10 +4,10 @@
 
 Reads OUT/eval/{arm}-s{seed}.log (fairseq-validate on the test split; arms pre, noext, ext, joint) and
 OUT/genre/table.md (evaluate_xnli rows named {arm}-s{seed}). Per-token perplexities of models with different
-vocabularies are not comparable, so each is also given per word: ``ppl ** (tokens / words)`` with the tokens
-(``</s>`` included) of the arm's binarized test split and the words (+1 per sentence for ``</s>``) of the raw
-test text; this rescales the mean masked-token loss, an approximation that holds as far as a masked token's
-loss does not depend on the segmentation.
+vocabularies are not comparable, so each is also given in bits per word: ``log2(ppl) * tokens / words`` with
+the tokens (``</s>`` included) of the arm's binarized test split and the words (+1 per sentence for ``</s>``)
+of the raw test text; this rescales the mean masked-token loss, an approximation that holds as far as a
+masked token's loss does not depend on the segmentation.
 """
 
 import argparse
@@ -82,7 +82,7 @@ def report(out: str, seeds: Sequence[str], settings: str) -> str:
     genre = genre_rows(os.path.join(out, "genre", "table.md"))
     lines = ["# Adding ny to an en+es XLM (recipes/add_language.sh)", "",
              f"Settings: {settings}; seeds {','.join(seeds)} (mean ± std over the seeds that finished).", "",
-             "| arm | seeds | " + " | ".join(f"MLM ppl {lang} (per token / per word)" for lang in LANGS)
+             "| arm | seeds | " + " | ".join(f"MLM {lang}: ppl / bits per word" for lang in LANGS)
              + " | " + " | ".join(f"genre acc {lang}" for lang in LANGS) + " |",
              "|---|---:|" + "---:|" * (2 * len(LANGS))]
     for arm, title in ARMS.items():
@@ -96,7 +96,7 @@ def report(out: str, seeds: Sequence[str], settings: str) -> str:
                 if ppl is not None:
                     tok.append(ppl)
                     if ratio is not None:
-                        word.append(ppl ** ratio)
+                        word.append(np.log2(ppl) * ratio)
             ppl_cells.append(f"{cell(tok)} / {cell(word)}" if tok else "–")
             acc_cells.append(cell([genre[f"{arm}-s{s}"][lang] for s in seeds
                                    if lang in genre.get(f"{arm}-s{s}", {})]))
