@@ -240,3 +240,26 @@ def test_pair_set_and_reachability_by_hand():
     assert spm_extend.reachable(["xy", "xyz", "q", "yz"], {"x", "y", "z"}) == ["xy", "xyz", "q", "yz"]
     assert spm_extend.reachable(["xyz", "q"], {"x", "y"}) == ["q"]
     assert spm_extend.drop_conflicts(["ab", "abc", "ca"], {"ab"}, {"a", "b", "c"}) == ["ca"]
+
+
+def test_study_report_by_hand(tmp_path):
+    import contextlib
+
+    from fairseq_xlm.cli import add_language_report
+    from fairseq_xlm.cli.prepare_ids import TokenWriter
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "test.ny").write_text("a b\nc\n", encoding="utf-8")  # 3 words + 2 </s>
+    (tmp_path / "s1" / "ext").mkdir(parents=True)
+    with contextlib.ExitStack() as stack:  # 7 tokens: 1.4 per word
+        TokenWriter(stack, str(tmp_path / "s1" / "ext" / "test.ny"), np.uint16).add(np.arange(7), np.array([4, 3]))
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "ext-s1.log").write_text(
+        "2026-01-01 | INFO | test | valid on 'test' subset | loss 3 | mlm_ppl_ny 8 | mlm_ppl_en 2 | wps 0\n")
+    (tmp_path / "genre").mkdir()
+    (tmp_path / "genre" / "table.md").write_text(
+        "| model | en | es | ny | avg |\n|---|---:|---:|---:|---:|\n| ext-s1 | 50.0 | 40.0 | 30.5 | 40.2 |\n")
+    text = add_language_report.report(str(tmp_path), ["1"], "x")
+    row = next(line for line in text.splitlines() if line.startswith("| (ii)"))
+    # ppl 8 = 3 bits per token, x 1.4 tokens per word; en has no test split here: no bits per word
+    assert row == "| (ii) extended by add_language + CONT updates | 1 | 2.0 / – | – | 8.0 / 4.2 | 50.0 | 40.0 | 30.5 |"
