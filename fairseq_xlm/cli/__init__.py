@@ -3,6 +3,7 @@
     prepare, prepare_xnli   raw text -> data-bins (shared BPE, joined dictionary); classification splits
     bible                   the shared Bible corpus -> raw splits
     convert                 the authors' / HF / fairseq_xlm checkpoints, both ways
+    add_language            a new language for a pretrained XLM (add_language_report: its study's table)
     evaluate_xnli, bleu     results tables: accuracy per language, BLEU two ways
     evaluate_retrieval      cross-lingual retrieval P@1 of an encoder on a parallel split
     curves                  learning curves (PNG) from fairseq's logs
