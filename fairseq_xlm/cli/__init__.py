@@ -4,6 +4,7 @@
     get_data                the paper's corpora by name (wiki, para, nmt, xnli) -> plain text
     bible                   the shared Bible corpus -> raw splits
     convert                 the authors' / HF / fairseq_xlm checkpoints, both ways
+    add_language            a new language for a pretrained XLM (add_language_report: its study's table)
     evaluate_xnli, bleu     results tables: accuracy per language, BLEU two ways
     evaluate_retrieval      cross-lingual retrieval P@1 of an encoder on a parallel split
     curves                  learning curves (PNG) from fairseq's logs

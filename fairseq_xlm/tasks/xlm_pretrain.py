@@ -35,6 +35,7 @@ from ..data.token_stream import StreamBlockDataset, TokenStream
 from ..models import memory_usage
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
+from . import frozen_rows
 from .scheduled import ScheduleConfig, ScheduledStepsTask
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class XlmPretrainConfig(ScheduleConfig):
     lambda_clm: str = field(default="1", metadata={"help": "weight of CLM steps: a constant or a schedule "
                                                            "'0:1,10000:0.1' (iteration:value, linear between)"})
     lambda_mlm: str = field(default="1", metadata={"help": "weight of MLM/TLM steps (constant or schedule)"})
+    freeze_old_embeddings: int = field(default=0, metadata={
+        "help": "for the first N updates, keep the token embeddings and output biases of the vocabulary before "
+                "fairseq_xlm.cli.add_language grew it (the data-bin's add_language.json) unchanged; 0 = off"})
 
 
 def parse_steps(spec: str, langs: List[str], flag: str) -> List[Tuple[str, Optional[str]]]:
@@ -112,6 +116,8 @@ class XlmPretrainTask(ScheduledStepsTask):
             "mlm": parse_schedule(cfg.lambda_mlm, "--lambda-mlm"),
         }
         self.step_names = [step_name(obj, l1, l2) for obj, steps in self.steps.items() for l1, l2 in steps]
+        self.frozen = frozen_rows.build(layout.shard_dirs(cfg.data)[0], cfg.freeze_old_embeddings) \
+            if cfg.data else None
 
     @classmethod
     def setup_task(cls, cfg: XlmPretrainConfig, **kwargs):
@@ -254,12 +260,16 @@ class XlmPretrainTask(ScheduledStepsTask):
         model.train()
         model.set_num_updates(update_num)
         weight = self.step_weight(sample["step"], sample["iteration"])
+        if self.frozen is not None:
+            self.frozen.start(model, update_num)
 
         def backward(loss):
             if ignore_grad:
                 loss = loss * 0
             with torch.autograd.profiler.record_function("backward"):
                 optimizer.backward(loss)
+            if self.frozen is not None:
+                self.frozen.after_backward()
 
         return self._run_step(sample, model, criterion, weight, backward)
 
