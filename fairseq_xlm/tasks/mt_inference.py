@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from fairseq.data import ListDataset
 
+from ..errors import ConfigError
+
 
 class MtInferenceMixin:
     """For a task with ``direction`` ((src, tgt) or None), ``_check_direction`` and ``_pair``."""
@@ -17,12 +19,12 @@ class MtInferenceMixin:
         """Sentences binarized as ``s </s>`` -> sources ``</s> s </s>`` of the task's direction
         (``--source-lang``/``--target-lang``), batched with their language ids, nothing dropped."""
         if constraints is not None:
-            raise ValueError("unsupervised_mt does not support --constraints")
+            raise ConfigError("unsupervised_mt does not support --constraints")
         if self.direction is None:
-            raise ValueError("translating needs a direction: give --source-lang and --target-lang "
+            raise ConfigError("translating needs a direction: give --source-lang and --target-lang "
                              "(the hub: translate(sentences, src, tgt))")
         if len(src_tokens) == 0:
-            raise ValueError("nothing to translate: the input is empty")
+            raise ConfigError("nothing to translate: the input is empty")
         sizes = np.asarray([int(n) for n in src_lengths], dtype=np.int64)
         return self._pair(ListDataset(list(src_tokens), sizes), None, *self.direction, shuffle=False)
 
@@ -31,7 +33,7 @@ class MtInferenceMixin:
         net_input = sample["net_input"]
         if "src_langs" not in net_input or "tgt_langs" not in net_input:
             if self.direction is None:
-                raise ValueError("translating needs a direction: give --source-lang and --target-lang")
+                raise ConfigError("translating needs a direction: give --source-lang and --target-lang")
             tokens = net_input["src_tokens"]
             for key, lang in zip(("src_langs", "tgt_langs"), self.direction):
                 net_input.setdefault(key, torch.full((tokens.size(0),), self.lang_id(lang), dtype=torch.long,
@@ -42,7 +44,7 @@ class MtInferenceMixin:
     def translating(self, src: str, tgt: str):
         """The direction ``src -> tgt`` (checked against the model's languages) while the block runs."""
         if not (src and tgt):
-            raise ValueError("give both the source and the target language")
+            raise ConfigError("give both the source and the target language")
         self._check_direction(src, tgt)
         before, self.direction = self.direction, (src, tgt)
         try:
