@@ -83,7 +83,8 @@ RUNS=$OUT/runs
 EVAL=$RUNS/eval
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1                        # fairseq's log lines appear as they happen, even through tee
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle OpenMP threads sleep instead of fighting other jobs
+# shellcheck disable=SC2086
+cpu_threads $DEVICE_FLAGS   # lib/threads.sh: idle OpenMP threads sleep instead of fighting other jobs
 
 # Stamps only mean something for the settings that made them: refuse to mix.
 SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR umt=$UMT_MAX_UPDATE@$UMT_LR"

@@ -50,6 +50,7 @@ case "$SCORE_ONLY" in
     *) echo "error: SCORE_ONLY=$SCORE_ONLY: expected bleu or tok_bleu" >&2; exit 1 ;;
 esac
 WORKDIR=${WORKDIR:-$(dirname "$CKPT")}
+cpu_threads   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS when no GPU is visible
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # An encoder-only (pretraining) checkpoint cannot translate: say so once, before fairseq-generate fails.

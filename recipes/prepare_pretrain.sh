@@ -42,6 +42,7 @@ RAW=${POSITIONAL[0]}
 NAME=${NAME:-$(basename "$RAW")}
 DATABIN=${DATABIN:-data-bin/$NAME}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cpu_threads --cpu   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: inputs in $RAW for LANGS=$LANGS"

@@ -77,6 +77,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 2 ]; then
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     bf16_flags $EXTRA
 fi
+# shellcheck disable=SC2086  # EXTRA is a list of flags
+cpu_threads $EXTRA   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS on a CPU
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: data-bin $DATABIN ($L1,$L2 monolingual; $L1-$L2 parallel for validation)"
