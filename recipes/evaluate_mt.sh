@@ -116,7 +116,7 @@ if [ -n "$SCORE_ONLY" ]; then
     score_row "$BEAM" "" --score-only "$SCORE_ONLY"
     exit 0
 fi
-score_row 1 "greedy, max len 1.5*len+10 (authors')" --header
+score_row 1 "greedy, max len 1.5*len+10 (authors')"
 if [ "$BEAM" -gt 1 ]; then
-    score_row "$BEAM" "beam $BEAM, lenpen $LENPEN, same max len"
+    score_row "$BEAM" "beam $BEAM, lenpen $LENPEN, same max len" --no-header
 fi

@@ -35,10 +35,17 @@ TRAIN = ["--task", "xlm_pretrain", "--arch", "xlm_tiny", "--criterion", "xlm_lm"
          "--disable-validation", "--no-save"]
 
 DRIVER = textwrap.dedent("""
-    import io, json, runpy, sys
+    import io, json, runpy, sys, warnings
+    # running an imported module again as __main__ is this driver's doing, not the commands': not their noise
+    warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
     cases = json.loads(sys.argv[1])
     import fairseq_xlm.cli.demo as demo
     demo.random_init(sys.argv[2], json.loads(sys.argv[3]))
+    # item 5: learning curves print nothing but errors (matplotlib's DEBUG lines came through fairseq's root logger)
+    print("=== curves", file=sys.stderr, flush=True)
+    sys.argv = ["curves"] + json.loads(sys.argv[4])
+    runpy.run_module("fairseq_xlm.cli.curves", run_name="__main__")
+    print("=== end", file=sys.stderr, flush=True)
     for i, (name, module, argv) in enumerate(cases):
         sys.argv = [module] + argv
         print(f"=== {name}", file=sys.stderr, flush=True)
@@ -72,7 +79,12 @@ def cli_errors(bible_databin, pkg_dir, tmp_path_factory):
         filter(None, [str(pkg_dir.parent), os.environ.get("PYTHONPATH")])))
     env.pop("FAIRSEQ_XLM_DEBUG", None)
     env.pop("FAIRSEQ_XLM_TRACEBACK", None)
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases), str(pre), json.dumps(init)],
+    log = tmp / "train.log"
+    log.write_text("".join(f"2026-01-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss {9 - i} | "
+                           f"num_updates {10 * i}\n" for i in range(1, 4)))
+    curves = [f"run={log}", "--metrics", "loss", "--out", str(tmp / "curves.png")]
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases), str(pre), json.dumps(init),
+                           json.dumps(curves)],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     out = {}
     for block in proc.stderr.split("=== ")[1:]:
@@ -95,6 +107,15 @@ def test_fairseq_commands_end_in_one_error_line(cli_errors, name, phrase):
     assert re.search(phrase, lines[-1]), lines[-1]
     if name == CASES[-1][0]:  # left uncaught: the interpreter's hook, exit status 1
         assert proc.returncode == 1
+
+
+def test_no_library_noise(cli_errors):
+    """Issue 28, item 5: no hydra deprecation warnings (``self.delegate = real_initialize(``) under fairseq's
+    commands, no pin_memory warning on the CPU, no matplotlib DEBUG lines from the learning curves."""
+    out, proc = cli_errors
+    assert "curves" in out and out["curves"].strip() == "", out.get("curves", proc.stderr)[-3000:]
+    for noise in ("UserWarning", "real_initialize", "pin_memory", "DEBUG"):
+        assert noise not in proc.stderr, proc.stderr[proc.stderr.find(noise) - 500:][:1500]
 
 
 def test_debug_switch_shows_the_traceback(monkeypatch):

@@ -13,9 +13,12 @@ steps also pay for attention, LayerNorm, dropout and Adam, so the time is a lowe
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
+
+from . import setup_logging
 
 MLM_PREDICTED = 0.15  # the share of positions whose vocabulary logits MLM computes
 
@@ -86,4 +89,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
+    setup_logging(logging.WARNING, sys.stderr)
     sys.exit(0 if main() else 1)

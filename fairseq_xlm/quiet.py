@@ -1,0 +1,30 @@
+"""Library noise a user cannot act on, silenced: what fairseq's own commands print besides progress and results.
+
+fairseq 0.12 composes its config through hydra's deprecated experimental API, so every fairseq-train,
+fairseq-generate, fairseq-validate and fairseq-interactive run prints six hydra deprecation warnings (with
+source lines such as ``self.delegate = real_initialize(``), interleaved with a recipe's results; torch's data
+loader warns at every epoch of a CPU run that fairseq asked for ``pin_memory`` without an accelerator.
+Importing ``fairseq_xlm`` (as ``--user-dir`` does, before fairseq composes its config) ignores exactly these
+messages; every other warning is shown. ``FAIRSEQ_XLM_DEBUG=1`` shows them all.
+"""
+
+import os
+import warnings
+
+# (message regex, matched from the message's start) of the warnings above
+NOISE = (
+    r"hydra\.experimental\.(initialize|compose)\(\) is no longer experimental",
+    r"\s*The version_base parameter is not specified",
+    r"In '[^']*': Usage of deprecated keyword in package header",
+    r"\s*'[^']*' is validated against ConfigStore schema with the same name",
+    r"\s*The strict flag in the compose API is deprecated",
+    r"'pin_memory' argument is set as true but no accelerator is found",
+)
+
+
+def install() -> None:
+    """Ignore the warnings of NOISE (idempotent: the same filters are not added twice)."""
+    if os.environ.get("FAIRSEQ_XLM_DEBUG"):
+        return
+    for message in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
