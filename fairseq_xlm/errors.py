@@ -64,21 +64,32 @@ def free_space(path: str) -> str:
     return f"{free} bytes free"
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """True for ENOSPC / EDQUOT (a full disk or quota), including sentencepiece's and torch's wrapped messages."""
+NEARLY_FULL = 1 << 20  # bytes: a library's "write failed" on a filesystem with less free space is a full disk
+
+
+def is_disk_full(err: BaseException, path: Optional[str] = None) -> bool:
+    """True for ENOSPC / EDQUOT (a full disk or quota), and for a library's failed write (torch's
+    "file write failed", sentencepiece's) while the filesystem of ``path`` has under NEARLY_FULL bytes free."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(err)
-    return "No space left on device" in text or "Disk quota exceeded" in text
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    if path is None or not isinstance(err, (OSError, RuntimeError)):
+        return False
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
-def disk_full(path: str, err: Optional[BaseException] = None, what: str = "writing") -> DiskFullError:
-    """The one-line error for a full disk while ``what`` ``path``: the path, the free space, what to do."""
-    where = os.path.dirname(os.path.abspath(path)) if not os.path.isdir(path) else os.path.abspath(path)
-    space = free_space(where)
-    return DiskFullError(errno.ENOSPC, f"no space left on the device {what} {path} ({where}: "
-                                       f"{space or 'free space unknown'}); free space or choose another folder, "
-                                       f"then run the same command again")
+def disk_full(path: str, hint: str = "free space or choose another folder, then run the same command again"
+              ) -> DiskFullError:
+    """The one-line error for a full disk while writing ``path``: the path, its folder's free space, ``hint``."""
+    where = os.path.abspath(path) if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return DiskFullError(errno.ENOSPC, f"no space left on the device writing {path} ({where}: "
+                                       f"{free_space(where) or 'free space unknown'}); {hint}")
 
 
 def _user_errors():

@@ -6,8 +6,14 @@ source lines such as ``self.delegate = real_initialize(``), interleaved with a r
 loader warns at every epoch of a CPU run that fairseq asked for ``pin_memory`` without an accelerator.
 Importing ``fairseq_xlm`` (as ``--user-dir`` does, before fairseq composes its config) ignores exactly these
 messages; every other warning is shown. ``FAIRSEQ_XLM_DEBUG=1`` shows them all.
+
+Importing fairseq also calls ``logging.basicConfig(level=DEBUG)`` (``fairseq.models.wav2vec``), so a program
+that imports ``fairseq_xlm`` first printed every library's DEBUG lines (matplotlib's 150 in ``cli.curves``,
+hydra's): ``root_logger_kept`` leaves the root logger as the importer had it.
 """
 
+import contextlib
+import logging
 import os
 import warnings
 
@@ -28,3 +34,16 @@ def install() -> None:
         return
     for message in NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
+@contextlib.contextmanager
+def root_logger_kept():
+    """Restore the root logger's level and handlers after the block (imports that configure logging)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        if root.level != level or root.handlers != handlers:
+            root.setLevel(level)
+            root.handlers[:] = handlers
