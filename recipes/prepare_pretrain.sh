@@ -39,6 +39,10 @@ parse_stage_args "$@"
 RAW=${POSITIONAL[0]}
 [ -d "$RAW" ] || { echo "error: RAW_DIR $RAW is not a folder" >&2; exit 1; }
 [[ "$SHARDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: SHARDS=$SHARDS: expected a number of shards (>= 1)" >&2; exit 1; }
+if [ -z "$NAME" ] && [ -z "$DATABIN" ]; then
+    NAME=$(basename "$RAW")
+    echo "NAME not set: the data-bin is data-bin/$NAME (the raw folder's name; set NAME or DATABIN to choose)"
+fi
 NAME=${NAME:-$(basename "$RAW")}
 DATABIN=${DATABIN:-data-bin/$NAME}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

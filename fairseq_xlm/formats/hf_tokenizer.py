@@ -71,5 +71,7 @@ def build_tokenizer(spm_path: str, words: Sequence[str], mask_index: int, max_le
         single=f"{eos} $A {eos}", pair=f"{eos} $A {eos} {eos} $B {eos}", special_tokens=[(eos, 1)])
     specials = dict(bos_token=words[0], eos_token=eos, pad_token=words[2], unk_token=words[3],
                     cls_token=eos, sep_token=eos, mask_token=words[mask_index])
+    # clean_up_tokenization_spaces: decode as HF's XLMTokenizer does (" ." -> "."), so that the fill-mask
+    # pipeline's sequences read "the file." and not "the file ." (a "▁" starts the text after <mask>: legacy)
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, padding_side="right",
-                                   **specials)
+                                   clean_up_tokenization_spaces=True, **specials)
