@@ -29,11 +29,18 @@ NOISE = (
 
 
 def install() -> None:
-    """Ignore the warnings of NOISE (idempotent: the same filters are not added twice)."""
+    """Ignore the warnings of NOISE (idempotent: the same filters are not added twice), and undo fairseq's
+    ``basicConfig(level=DEBUG)`` when fairseq was imported first (fairseq-generate, -interactive, -validate
+    configure logging only after it, so their runs printed hydra's DEBUG lines): INFO, or ``LOGLEVEL``, as
+    fairseq's commands mean."""
     if os.environ.get("FAIRSEQ_XLM_DEBUG"):
         return
     for message in NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    root = logging.getLogger()
+    made_by_basic_config = [getattr(h.formatter, "_fmt", None) for h in root.handlers] == [logging.BASIC_FORMAT]
+    if root.level == logging.DEBUG and made_by_basic_config:
+        root.setLevel(os.environ.get("LOGLEVEL", "INFO").upper())
 
 
 @contextlib.contextmanager

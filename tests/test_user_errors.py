@@ -39,6 +39,7 @@ DRIVER = textwrap.dedent("""
     # running an imported module again as __main__ is this driver's doing, not the commands': not their noise
     warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
     cases = json.loads(sys.argv[1])
+    import fairseq  # first, as fairseq's commands import it (its import sets the root logger to DEBUG)
     import fairseq_xlm.cli.demo as demo
     demo.random_init(sys.argv[2], json.loads(sys.argv[3]))
     # item 5: learning curves print nothing but errors (matplotlib's DEBUG lines came through fairseq's root logger)
