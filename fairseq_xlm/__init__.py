@@ -6,14 +6,17 @@ torch >= 2.6 (``weights_only=True``) through an allow-list (see ``safe_load``), 
 writes survive a kill (``checkpoint_files``) and prints user errors as one line (``errors``).
 """
 
-from . import checkpoint_files, dist_timeout, errors, safe_load
+from . import quiet
+
+with quiet.root_logger_kept():  # importing fairseq sets the root logger to DEBUG
+    from . import checkpoint_files, dist_timeout, errors, safe_load
+    from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
+    from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
 
 safe_load.install()
 checkpoint_files.install()  # atomic checkpoint writes and copies, resume past a torn checkpoint_last.pt
 errors.install_excepthook()  # one line instead of a traceback for a refused checkpoint or a bad data-bin
 dist_timeout.install()  # FAIRSEQ_XLM_DIST_TIMEOUT: process-group timeout, so a frozen rank fails its peers
-
-from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
-from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
+quiet.install()  # hydra's deprecation warnings and torch's pin_memory warning under fairseq's commands
 
 __version__ = "0.1.0"

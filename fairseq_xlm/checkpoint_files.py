@@ -9,8 +9,12 @@ checkpoint lies beside it. Importing ``fairseq_xlm`` installs, for local paths:
   the folder, so every checkpoint name holds either its old or its new content;
 * at start (``checkpoint_utils.load_checkpoint``) stale ``*.pt.tmp`` files of the save dir are removed;
   a ``checkpoint_last.pt`` that is not a complete checkpoint is replaced, for this start, by the newest
-  readable ``checkpoint*.pt`` of the save dir, with a warning naming both; a ``--restore-file`` other than
-  fairseq's default that does not exist is an error (fairseq would silently start from scratch).
+  readable ``checkpoint*.pt`` of the save dir, with a warning naming both; so is a missing
+  ``checkpoint_last.pt`` beside complete checkpoints (a disk that filled up before the copy); a
+  ``--restore-file`` other than fairseq's default that does not exist is an error (fairseq would silently
+  start from scratch);
+* a full disk during a save is one ``DiskFullError`` line naming the file, the free space and how to go on
+  (no partial file is left: the ``.tmp`` is removed).
 
 We patch the functions fairseq's trainer looks up at call time (``checkpoint_utils.torch_persistent_save``,
 ``checkpoint_utils.PathManager``, ``checkpoint_utils.load_checkpoint``) instead of copying fairseq's
@@ -18,6 +22,7 @@ We patch the functions fairseq's trainer looks up at call time (``checkpoint_uti
 Remote paths (iopath handlers) are left to fairseq.
 """
 
+import contextlib
 import glob
 import logging
 import os
@@ -29,6 +34,7 @@ from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 from omegaconf import open_dict
 
+from .errors import DiskFullError, disk_full, is_disk_full
 from .safe_load import CheckpointLoadError
 
 logger = logging.getLogger("fairseq_xlm.checkpoint_files")
@@ -56,28 +62,42 @@ def _publish(tmp: str, path: str) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
+@contextlib.contextmanager
+def _full_disk_is_one_line(path: str):
+    """A full disk while writing ``path``: one DiskFullError naming it, its free space and how to go on."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, DiskFullError) or not is_disk_full(err, path):
+            raise
+        raise disk_full(path, "free space (or choose another --save-dir) and run the same command again: it "
+                              "resumes from the newest complete checkpoint of the save dir") from err
+
+
 def atomic_copy(src: str, dst: str) -> bool:
     """Copy ``src`` to ``dst`` through ``dst.tmp`` (fsync + rename); True as PathManager.copy."""
     tmp = dst + TMP_SUFFIX
-    try:
-        shutil.copyfile(src, tmp)
-        _publish(tmp, dst)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
+    with _full_disk_is_one_line(dst):  # outside: the free space is measured once the .tmp is gone
+        try:
+            shutil.copyfile(src, tmp)
+            _publish(tmp, dst)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
     return True
 
 
 def atomic_torch_save(obj, filename: str) -> None:
     """torch.save to ``filename.tmp`` (fairseq's retries), then fsync + rename."""
     tmp = filename + TMP_SUFFIX
-    try:
-        with open(tmp, "wb") as f:
-            checkpoint_utils._torch_persistent_save(obj, f)
-        _publish(tmp, filename)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
+    with _full_disk_is_one_line(filename):  # outside: the free space is measured once the .tmp is gone
+        try:
+            with open(tmp, "wb") as f:
+                checkpoint_utils._torch_persistent_save(obj, f)
+            _publish(tmp, filename)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
 
 class AtomicPathManager(PathManager):
@@ -143,8 +163,15 @@ def _restore_path(cfg, suffix: str) -> Optional[str]:
                 f"{cfg.save_dir}/checkpoint_last.pt")
         return None
     last = os.path.join(cfg.save_dir, f"checkpoint_last{suffix}.pt")
-    if not _local(last) or not os.path.exists(last) or is_complete(last):
+    if not _local(last) or (os.path.exists(last) and is_complete(last)):
         return None
+    if not os.path.exists(last):
+        # e.g. a disk that filled up after checkpoint_1_5.pt was written, before its copy to checkpoint_last.pt
+        fallback = newest_readable(cfg.save_dir, last, suffix) if os.path.isdir(cfg.save_dir) else None
+        if fallback is not None:
+            logger.warning("no %s: resuming from %s, the newest complete checkpoint in %s", last, fallback,
+                           cfg.save_dir)
+        return fallback
     fallback = newest_readable(cfg.save_dir, last, suffix)
     if fallback is None:
         raise CheckpointLoadError(

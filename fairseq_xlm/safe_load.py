@@ -23,8 +23,10 @@ from omegaconf import DictConfig, ListConfig
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
+from .errors import UserError
 
-class CheckpointLoadError(RuntimeError):
+
+class CheckpointLoadError(UserError, RuntimeError):
     """A checkpoint file that was refused or could not be read."""
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole XLM pipeline on the Bible sample shipped in data/bible-sample, on CPU, with a results
 # table where every number of the pretrained model stands next to a random-init model trained as long.
-#   recipes/demo.sh [--stage N] [--stop-stage N]      (about 15 minutes on 2 cores)
+#   recipes/demo.sh [--stage N] [--stop-stage N]      (13-25 minutes on 2 idle cores, see docs/demo.md)
 #   DEMO_SMOKE=1 recipes/demo.sh                      (tiny settings, about a minute; OUT in $TMPDIR)
 # Stages (each skipped when its stamp OUT/runs/done/N-NAME exists; remove OUT to start over):
 #   1 unpack the sample                      2 shared sentencepiece BPE, binarize into OUT (+ genre labels)
@@ -83,7 +83,8 @@ RUNS=$OUT/runs
 EVAL=$RUNS/eval
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1                        # fairseq's log lines appear as they happen, even through tee
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle OpenMP threads sleep instead of fighting other jobs
+# shellcheck disable=SC2086
+cpu_threads $DEVICE_FLAGS   # lib/threads.sh: idle OpenMP threads sleep instead of fighting other jobs
 
 # Stamps only mean something for the settings that made them: refuse to mix.
 SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR umt=$UMT_MAX_UPDATE@$UMT_LR"
@@ -285,9 +286,10 @@ report() {
 
 run_stage 1 unpack "unpack the Bible sample" "about a second" unpack
 run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into $OUT" "about 30 s" binarize
-run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE updates" "about 5 min" pretrain
+run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE updates" \
+    "6 min on 2 idle AMD EPYC cores, up to 15 on 2 Intel Xeon cores" pretrain
 run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_MAX_UPDATE updates, pretrained and random init" \
-    "about 5 min, side by side" umt
+    "5 min side by side on 2 idle AMD EPYC cores" umt
 run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1 min" \
     evaluate
 run_stage 6 genre "genre classification, $GENRE_MAX_UPDATE updates on English, tested on English and Spanish" \

@@ -50,6 +50,7 @@ case "$SCORE_ONLY" in
     *) echo "error: SCORE_ONLY=$SCORE_ONLY: expected bleu or tok_bleu" >&2; exit 1 ;;
 esac
 WORKDIR=${WORKDIR:-$(dirname "$CKPT")}
+cpu_threads   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS when no GPU is visible
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # An encoder-only (pretraining) checkpoint cannot translate: say so once, before fairseq-generate fails.
@@ -115,7 +116,7 @@ if [ -n "$SCORE_ONLY" ]; then
     score_row "$BEAM" "" --score-only "$SCORE_ONLY"
     exit 0
 fi
-score_row 1 "greedy, max len 1.5*len+10 (authors')" --header
+score_row 1 "greedy, max len 1.5*len+10 (authors')"
 if [ "$BEAM" -gt 1 ]; then
-    score_row "$BEAM" "beam $BEAM, lenpen $LENPEN, same max len"
+    score_row "$BEAM" "beam $BEAM, lenpen $LENPEN, same max len" --no-header
 fi

@@ -38,6 +38,7 @@ parse_stage_args "$@"
 IFS=, read -r MONO_TRAIN MONO_VALID MONO_TEST <<< "$MONO_VERSES"
 IFS=, read -r PARA_TRAIN PARA_VALID PARA_TEST <<< "$PARA_VERSES"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cpu_threads --cpu   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: extract Bible text ($LANGS; pairs ${PAIRS:-none}) into $RAW"

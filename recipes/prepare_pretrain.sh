@@ -39,9 +39,14 @@ parse_stage_args "$@"
 RAW=${POSITIONAL[0]}
 [ -d "$RAW" ] || { echo "error: RAW_DIR $RAW is not a folder" >&2; exit 1; }
 [[ "$SHARDS" =~ ^[1-9][0-9]*$ ]] || { echo "error: SHARDS=$SHARDS: expected a number of shards (>= 1)" >&2; exit 1; }
+if [ -z "$NAME" ] && [ -z "$DATABIN" ]; then
+    NAME=$(basename "$RAW")
+    echo "NAME not set: the data-bin is data-bin/$NAME (the raw folder's name; set NAME or DATABIN to choose)"
+fi
 NAME=${NAME:-$(basename "$RAW")}
 DATABIN=${DATABIN:-data-bin/$NAME}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cpu_threads --cpu   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: inputs in $RAW for LANGS=$LANGS"

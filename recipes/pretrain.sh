@@ -10,6 +10,8 @@
 #            BATCH_SIZE=32, TOKENS_PER_SAMPLE=256, LR=1e-4, WARMUP=4000, SAVE_EVERY=5000
 #          small: what `make demo` runs, minutes on a laptop CPU: ARCH=xlm_tiny, MAX_UPDATE=12000,
 #            BATCH_SIZE=16, TOKENS_PER_SAMPLE=128, LR=0.004, WARMUP=300, SAVE_EVERY=1000 (add --cpu)
+#          SCALE=paper on a CPU prints the model's size and a time estimate for this machine first, loudly.
+# THREADS  CPU runs: OpenMP threads (default: the cores, at most 4); idle ones sleep (lib/threads.sh)
 # Variables (override from the environment; each overrides its SCALE default): ARCH, LANGS (default: the
 # languages in DATA_BIN, sorted; keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP,
 # MAX_UPDATE, SAVE_EVERY (a checkpoint every N updates, so a stopped run leaves one; only the newest is
@@ -27,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTB
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"
 
 usage() {
-  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,11 +91,25 @@ case "$preset" in
 esac
 
 bf16_flags "$@"
+cpu_threads "$@"   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS on a CPU
 user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
 echo "[pretrain] SCALE=$SCALE preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH" \
      "max_update=$MAX_UPDATE save_every=$SAVE_EVERY shards=$(awk -F: '{print NF}' <<< "$data_path")" \
      "${BF16_FLAGS[*]:+${BF16_FLAGS[*]} }-> $save"
 echo "[pretrain] data: $data_path"
+if [ "$SCALE" = paper ] && on_cpu "$@"; then
+  # a forgotten SCALE=small: the paper's model on a CPU would run for months; say so before the first update
+  estimate=$("$PYTHON" -m fairseq_xlm.cli.estimate --arch "$ARCH" --data "$data_path" \
+      --langs "$(awk -F, '{print NF}' <<< "$LANGS")" --batch-size "$BATCH_SIZE" \
+      --tokens-per-sample "$TOKENS_PER_SAMPLE" --max-update "$MAX_UPDATE" 2>/dev/null) ||
+    estimate="(no time estimate: python -m fairseq_xlm.cli.estimate failed)"
+  {
+    echo "########################################################################################################"
+    echo "warning: SCALE=paper on a CPU: $estimate."
+    echo "warning: SCALE=paper is the paper's model for GPUs; on a CPU set SCALE=small (xlm_tiny, the demo's, minutes)."
+    echo "########################################################################################################"
+  } >&2
+fi
 saving=()
 [ "$SAVE_EVERY" -gt 0 ] && saving=(--save-interval-updates "$SAVE_EVERY" --keep-interval-updates 1)
 mkdir -p "$save"

@@ -46,7 +46,8 @@ MAX_TOKENS=${MAX_TOKENS:-2000}
 MAX_UPDATE=${MAX_UPDATE:-3000}
 LR=${LR:-1e-4}
 WARMUP=${WARMUP:-400}
-VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions)
+VALID_EVERY=${VALID_EVERY:-500}        # updates between validations (BLEU of both directions) and saves; the
+                                       # last update is always validated and saved
 EPOCH_SIZE=${EPOCH_SIZE:-0}            # > 0: epochs of this many sentences (the authors' --epoch_size, 200000
                                        # for their UMT runs); validation, checkpoints and PATIENCE per epoch
 BEST=${BEST:-bleu_${L1}_${L2}}         # checkpoint_best.pt maximises this metric (tok_bleu_*: the paper's BLEU)
@@ -77,11 +78,18 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 2 ]; then
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     bf16_flags $EXTRA
 fi
+# shellcheck disable=SC2086  # EXTRA is a list of flags
+cpu_threads $EXTRA   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS on a CPU
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: data-bin $DATABIN ($L1,$L2 monolingual; $L1-$L2 parallel for validation)"
+    bible_langs=" en es ny "             # the languages of the Bible corpus stage 1 reads (shared/data/README.md)
     if [ -d "$DATABIN" ]; then
         echo "  $DATABIN exists, skipping"
+    elif [[ "$bible_langs" != *" $L1 "* || "$bible_langs" != *" $L2 "* ]]; then
+        echo "error: DATABIN $DATABIN does not exist, and stage 1 can only build the Bible's (en, es, ny), not" \
+             "$L1-$L2: set DATABIN to your data-bin (recipes/prepare_pretrain.sh makes data-bin/NAME), or NAME" >&2
+        exit 1
     else
         LANGS="$L1,$L2" PAIRS="$L1-$L2" NAME="$NAME" DATABIN="$DATABIN" bash "$ROOT/recipes/prepare_bible.sh"
     fi
@@ -112,8 +120,9 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     if [ "$EPOCH_SIZE" -gt 0 ]; then
         every=(--epoch-size "$EPOCH_SIZE")   # fairseq validates and saves at each epoch end
     else
+        # every VALID_EVERY updates only: not also at each end of fairseq's (data) epoch, every ~200 updates
         every=(--validate-interval-updates "$VALID_EVERY" --save-interval-updates "$VALID_EVERY"
-               --keep-interval-updates 1)
+               --keep-interval-updates 1 --validate-interval 1000000 --save-interval 1000000)
     fi
     # shellcheck disable=SC2086  # EXTRA is a list of flags
     "$PYTHON" -m fairseq_cli.train "$DATABIN" "${TIMEOUT_FLAGS[@]}" --user-dir "$USER_DIR" --task unsupervised_mt \

@@ -87,6 +87,8 @@ if [ -z "$DEVICE_FLAGS" ] && ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if to
 fi
 # shellcheck disable=SC2086  # flag lists
 bf16_flags $DEVICE_FLAGS $EXTRA
+# shellcheck disable=SC2086
+cpu_threads $DEVICE_FLAGS $EXTRA   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS on a CPU
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     echo "Stage 1: raw $TASK_NAME text for $LANGS into $RAW"

@@ -124,10 +124,12 @@ def test_cli_prints_the_labelled_table_and_refuses_unequal_streams(tmp_path, mon
     ref = tmp_path / "ref.txt"
     ref.write_text("".join(r + "\n" for r in REFS), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(read=lambda: "".join(h + "\n" for h in HYPS)))
-    scores = bleu_cli.main([str(ref), "--lang", "en", "--name", "greedy", "--header"])
+    scores = bleu_cli.main([str(ref), "--lang", "en", "--name", "greedy"])  # issue 28: the header by default
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| protocol | sacreBLEU (detok) | tokenized BLEU (multi-bleu.perl-style) |"
     assert lines[2] == f"| greedy | {scores['bleu']:.2f} | {scores['tok_bleu']:.2f} |"
+    bleu_cli.main([str(ref), "--lang", "en", "--name", "beam", "--no-header"])  # a row to append
+    assert capsys.readouterr().out == f"| beam | {scores['bleu']:.2f} | {scores['tok_bleu']:.2f} |\n"
     expect = BleuScorer("en").score(HYPS, REFS)
     assert scores == {f: expect[f].score for f in ("bleu", "tok_bleu")}
     bleu_cli.main([str(ref), "--lang", "en", "--score-only", "tok_bleu"])

@@ -80,6 +80,10 @@ def test_auto_tokenizer_gives_our_ids_on_1000_verses_of_each_language(exported):
     assert tok(a, b)["input_ids"] == our_ids(sp, dictionary, a) + our_ids(sp, dictionary, b)[1:]
     assert tok.mask_token == "<mask>" and tok.mask_token_id == len(dictionary) - 1
     assert tok.decode(tok("In the beginning God")["input_ids"], skip_special_tokens=True) == "In the beginning God"
+    # issue 28: the fill-mask pipeline's sequences spaced punctuation after the mask ("the- ."): decoded as HF's
+    # XLMTokenizer decodes (clean_up_tokenization_spaces), the text after <mask> reads as written
+    assert tok.decode(tok("the earth <mask>, and the sea.")["input_ids"], skip_special_tokens=True) == \
+        "the earth, and the sea."
 
 
 def test_pairs_are_the_xnli_tasks_own_tensors(exported, tmp_path):

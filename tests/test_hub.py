@@ -98,13 +98,36 @@ def test_fill_mask_top1_is_the_argmax_of_the_logits_at_the_mask(xlm, bible_datab
     tokens = torch.tensor([ids])
     logits, _ = xlm.model(tokens, langs=torch.zeros_like(tokens))
     probs = logits[0, ids.index(d.index(layout.MASK))].softmax(-1)
-    best = int(probs.argmax())
+    text_ids = [i for i, sym in enumerate(d.symbols) if i >= d.nspecial and sym != layout.MASK]
+    best = text_ids[int(probs[text_ids].argmax())]  # the best text piece: special symbols are never fillers
     results = xlm.fill_mask(text, "en", topk=3)
     assert len(results) == 3 and [r[1] for r in results] == sorted([r[1] for r in results], reverse=True)
     filled, prob, filler = results[0]
     assert prob == pytest.approx(float(probs[best]), rel=1e-5)
     assert filler == d[best].replace("\u2581", " ").strip()
     assert filled.startswith("And God said, Let there be ") and filled.endswith(" and there was light.")
+
+
+def test_fill_mask_never_proposes_a_special_symbol(xlm):
+    """Issue 28: `</s>` was proposed as a filler. Every symbol ranked: none of the specials is among them."""
+    d = xlm.dictionary
+    results = xlm.fill_mask("In the beginning God created the <mask>.", "en", topk=len(d))
+    specials = {d[i] for i in range(d.nspecial)} | {layout.MASK}
+    fillers = [filler for _, _, filler in results]
+    assert len(fillers) == len(d) - len(specials) and not specials & set(fillers)
+    assert sum(p for _, p, _ in results) < 1.0  # the model's probabilities, not renormalised
+
+
+def test_translate_of_blank_input_is_empty(trained, bible_databin):
+    """Issue 28: translate([""]) returned a sentence. Blank lines give "", the others their own translation."""
+    hub = XlmMtModel.from_pretrained(trained[1], "checkpoint_last.pt", data_name_or_path=str(bible_databin))
+    sentence = "In the beginning God created the heavens and the earth."
+    alone = hub.translate(sentence, "en", "es", beam=1, max_len_a=0, max_len_b=8)
+    assert alone.strip()
+    assert hub.translate(["", sentence, " \t "], "en", "es", beam=1, max_len_a=0, max_len_b=8) == ["", alone, ""]
+    assert hub.translate("", "en", "es") == "" and hub.translate(["  "], "en", "es") == [""]
+    with pytest.raises(ValueError, match="fr is not one of the languages"):
+        hub.translate([""], "en", "fr")  # the direction is still checked
 
 
 def test_bad_input_gives_one_clear_error(xlm, trained, bible_databin, tmp_path):
@@ -183,3 +206,14 @@ def test_translate_and_interactive_equal_fairseq_generate(trained, bible_databin
     # without a direction: one clear error, not fairseq's NotImplementedError
     bad = subprocess.run(cmd, input="hello\n", env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "give --source-lang and --target-lang" in bad.stderr
+
+    # issue 28: without --bpe the raw text became <unk>s and was "translated" silently; now one line naming
+    # the data-bin's model
+    no_bpe = [a for a in cmd if a not in ("--bpe", "sentencepiece", "--sentencepiece-model",
+                                          str(bible_databin / "spm.model"))]
+    bad = subprocess.run(no_bpe + direction, input="\n".join(sources[:2]) + "\n", env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and not any(
+        line.startswith("H-") for line in bad.stdout.splitlines()), bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].endswith(
+        f"pass --bpe sentencepiece --sentencepiece-model {bible_databin / 'spm.model'} (the data-bin's model)")

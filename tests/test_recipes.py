@@ -79,7 +79,9 @@ def fake_python(tmp_path: Path, cuda: bool = False) -> Path:
     script = tmp_path / "python"
     script.write_text(
         "#!/usr/bin/env bash\n"
-        'if [ "$1" = -m ] && [ "$2" = fairseq_cli.train ]; then printf "%s\\n" "${@:3}" "==END==" >> "$ARGS_OUT"; exit 0; fi\n'
+        'if [ "$1" = -m ] && [ "$2" = fairseq_cli.train ]; then printf "%s\\n" "${@:3}" "==END==" >> "$ARGS_OUT"; '
+        'echo "==TRAIN== OMP_NUM_THREADS=${OMP_NUM_THREADS-unset} OMP_WAIT_POLICY=${OMP_WAIT_POLICY-unset}" >&2; '
+        'exit 0; fi\n'
         f'if [ "$1" = -c ] && [[ "$2" == *cuda.is_available* ]]; then exit {0 if cuda else 1}; fi\n'
         f'if [ "$1" = -c ] && [[ "$2" == *userdir* ]]; then echo {REPO / "fairseq_xlm"}; exit 0; fi\n'
         f'exec {sys.executable} "$@"\n'
@@ -125,7 +127,7 @@ def test_bf16_reaches_fairseq_train_in_every_training_recipe(tmp_path, cpuinfo):
         "supervised_mt": [REPO / "recipes" / "supervised_mt.sh", "--stage", "3", "--stop-stage", "3"],
     }
     env = {"DATABIN": str(data), "PRE_SAVE": str(tmp_path / "pre"),
-           "SAVE": str(tmp_path / "mt")}
+           "SAVE": str(tmp_path / "mt"), "SCALE": "small"}
     for name, args in recipes.items():
         extra = {"PRETRAINED": str(ckpt)} if name == "supervised_mt" else {}
         for bf16 in ("1", "0"):
@@ -143,7 +145,7 @@ def test_bf16_warns_once_on_a_cpu_without_native_bf16_and_rejects_other_values(t
     (data / "dict.txt").write_text("a 1\n")
     (data / "train.en.bin").write_text("")
     args = [REPO / "recipes" / "pretrain.sh", "mlm", data, tmp_path / "save"]
-    emulated = {"BF16": "1", "FAIRSEQ_XLM_CPUINFO": cpuinfo("avx512f")}
+    emulated = {"BF16": "1", "FAIRSEQ_XLM_CPUINFO": cpuinfo("avx512f"), "SCALE": "small"}
     for extra, cuda in ((["--cpu"], True), ([], False)):  # --cpu, or no GPU visible: the run is on the CPU
         proc, runs = run_recipe(tmp_path, args + extra, emulated, cuda=cuda)
         assert proc.returncode == 0 and "--autocast-bf16" in runs[0], proc.stderr
@@ -151,5 +153,83 @@ def test_bf16_warns_once_on_a_cpu_without_native_bf16_and_rejects_other_values(t
         assert len(warnings) == 1 and "avx512_bf16/amx_bf16" in warnings[0], proc.stderr
     proc, runs = run_recipe(tmp_path, args, emulated, cuda=True)  # on a GPU the CPU's flags do not matter
     assert proc.returncode == 0 and "--autocast-bf16" in runs[0] and "avx512_bf16" not in proc.stderr
-    proc, runs = run_recipe(tmp_path, args, {"BF16": "yes"})
+    proc, runs = run_recipe(tmp_path, args, {"BF16": "yes", "SCALE": "small"})
     assert proc.returncode == 2 and runs == [] and "BF16=yes: expected 0 (fp32) or 1" in proc.stderr
+
+
+def _train_env(proc) -> str:
+    """The OMP_* line fake_python printed when the recipe started fairseq-train (xnli.sh tees it to stdout)."""
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("==TRAIN==")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_cpu_runs_get_one_threading_default_and_gpu_runs_are_left_alone(tmp_path):
+    """Issue 28: every training recipe on a CPU gets OMP_WAIT_POLICY=PASSIVE and OMP_NUM_THREADS (min(cores, 4),
+    or THREADS); a value the user set wins; a GPU run's environment is not touched."""
+    data = tmp_path / "bin"
+    data.mkdir()
+    (data / "dict.txt").write_text("a 1\n")
+    (data / "train.en.bin").write_text("")
+    ckpt = tmp_path / "pre.pt"
+    ckpt.write_text("")
+    cores = min(os.cpu_count() or 1, 4)
+    clean = {"OMP_NUM_THREADS": "", "OMP_WAIT_POLICY": "", "SCALE": "small", "DATABIN": str(data),
+             "PRETRAINED": str(ckpt), "SAVE": str(tmp_path / "mt"), "WORK": str(tmp_path / "xnli")}
+    recipes = {
+        "pretrain": [REPO / "recipes" / "pretrain.sh", "mlm", data, tmp_path / "save", "--cpu"],
+        "supervised_mt": [REPO / "recipes" / "supervised_mt.sh", "--stage", "3", "--stop-stage", "3"],
+        "xnli": [REPO / "recipes" / "xnli.sh", "--stage", "3", "--stop-stage", "3", data, ckpt],
+    }
+    for name, args in recipes.items():
+        extra = {"EXTRA": "--cpu"} if name == "supervised_mt" else {}
+        if name == "xnli":
+            extra = {"DEVICE_FLAGS": "--cpu"}
+        proc, _ = run_recipe(tmp_path, args, {**clean, **extra})
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert _train_env(proc).endswith(f"OMP_NUM_THREADS={cores} OMP_WAIT_POLICY=PASSIVE"), name
+    pretrain = recipes["pretrain"]
+    proc, _ = run_recipe(tmp_path, pretrain, {**clean, "THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert _train_env(proc).endswith("OMP_NUM_THREADS=1 OMP_WAIT_POLICY=ACTIVE")
+    proc, _ = run_recipe(tmp_path, pretrain[:-1], {**clean, "FAIRSEQ_XLM_FAKE_GPU": "1"}, cuda=True)
+    assert _train_env(proc).endswith("OMP_NUM_THREADS= OMP_WAIT_POLICY=")  # as given (empty): untouched
+
+
+def test_paper_scale_on_a_cpu_says_size_and_time_before_training(tmp_path):
+    """Issue 28: a forgotten SCALE=small built the paper's model for 500k updates behind a banner. Now a loud
+    warning with its size and a time estimate comes before fairseq-train starts; SCALE=small and GPUs get none."""
+    data = tmp_path / "bin"
+    data.mkdir()
+    (data / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(1000)))
+    (data / "train.en.bin").write_text("")
+    args = [REPO / "recipes" / "pretrain.sh", "mlm", data, tmp_path / "save", "--cpu"]
+    proc, runs = run_recipe(tmp_path, args, {"SCALE": "paper"})
+    assert proc.returncode == 0 and len(runs) == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    train = next(i for i, line in enumerate(lines) if line.startswith("==TRAIN=="))
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning: SCALE=paper on a CPU"))
+    assert warning < train
+    assert re.search(r"xlm_mlm_enfr_1024: \d+\.\dM parameters, 500000 updates of 32 x 256 tokens: at least "
+                     r"[\d.]+ (days|hours) on this CPU", lines[warning]), lines[warning]
+    for env in ({"SCALE": "small"}, {"SCALE": "paper", "FAIRSEQ_XLM_FAKE_GPU": "1"}):
+        proc, _ = run_recipe(tmp_path, args[:-1], env, cuda=True)
+        assert proc.returncode == 0 and "SCALE=paper on a CPU" not in proc.stderr, proc.stderr
+
+
+def test_the_estimate_counts_the_models_parameters(bible_databin):
+    """The size the warning gives is the built model's; the time is FLOPs per update over the given speed."""
+    import fairseq_xlm  # noqa: F401
+    from fairseq_xlm.cli import estimate
+    from fairseq_xlm.data import layout
+    from fairseq_xlm.models.factory import build_model
+
+    d = layout.load_dictionary(str(bible_databin))
+    model = build_model("xlm_tiny", d, ["en", "es"])
+    assert estimate.parameters("xlm_tiny", len(d), 2) == sum(p.numel() for p in model.parameters())
+    # 2 layers of 64 (FFN 256): 6 * tokens * (2 * (4 * 64^2 + 2 * 64 * 256) + 0.15 * vocab * 64)
+    assert estimate.update_flops("xlm_tiny", len(d), 100) == pytest.approx(
+        6 * 100 * (2 * (4 * 64 ** 2 + 2 * 64 * 256) + 0.15 * len(d) * 64))
+    line = estimate.main(["--arch", "xlm_tiny", "--data", str(bible_databin), "--langs", "2", "--batch-size", "10",
+                          "--tokens-per-sample", "10", "--max-update", "1000", "--flops", "1e9"])
+    per_update = estimate.update_flops("xlm_tiny", len(d), 100) / 1e9
+    assert f"at least {estimate.duration(per_update * 1000)} on this CPU (>= {per_update:.2f} s per update" in line

@@ -1,6 +1,6 @@
 """Score hypotheses on stdin with both BLEU flavours (``fairseq_xlm.bleu``), as one markdown row.
 
-    python -m fairseq_xlm.cli.bleu REF --lang es [--name ROW] [--header] [--score-only bleu|tok_bleu] < HYP
+    python -m fairseq_xlm.cli.bleu REF --lang es [--name ROW] [--no-header] [--score-only bleu|tok_bleu] < HYP
 """
 
 import argparse
@@ -33,7 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     parser.add_argument("ref", help="reference text, one detokenized sentence per line (<<unk>> never matches)")
     parser.add_argument("--lang", required=True, help="target language (Moses tokenizer and normalizer rules)")
     parser.add_argument("--name", default="", help="first column of the row (the decoding protocol)")
-    parser.add_argument("--header", action="store_true", help="print the table header before the row")
+    parser.add_argument("--no-header", dest="header", action="store_false",
+                        help="print the row alone (to append to a table); by default the header comes first")
+    parser.add_argument("--header", dest="header", action="store_true", help="the default (kept for old scripts)")
     parser.add_argument("--score-only", choices=FLAVOURS, help="print only this flavour's number")
     args = parser.parse_args(argv)
     try:

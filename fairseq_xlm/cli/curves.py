@@ -10,10 +10,13 @@ per metric, so "pretrained vs random init" reads at a glance.
 """
 
 import argparse
+import logging
 import os
 import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import setup_logging
 
 # a fairseq log's validation line and its "| name value" fields (also read by the demo's report)
 VALID_LINE = re.compile(r"valid on '([^']+)' subset(.*)$")
@@ -133,4 +136,5 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
+    setup_logging(logging.WARNING, sys.stderr)  # importing fairseq sets the root logger to DEBUG: matplotlib's 150 lines
     main()

@@ -35,6 +35,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from fairseq_xlm import errors
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.cli import prepare_ids
 from fairseq_xlm.cli.prepare_authors import binarize_text, check_release, encode_text, install_authors_bpe
@@ -189,6 +190,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         return run(cfg)
     except ValueError as e:  # PrepareError and parse_langs' errors: one line, no traceback
         raise SystemExit(f"error: {e}")
+    except (OSError, RuntimeError) as e:  # a full disk: name it (files under final names are complete)
+        if isinstance(e, errors.DiskFullError):
+            raise SystemExit(f"error: {e.strerror}")
+        if errors.is_disk_full(e, os.path.join(cfg.destdir, "x")):
+            raise SystemExit(f"error: {errors.disk_full(cfg.destdir).strerror}")
+        raise
 
 
 if __name__ == "__main__":

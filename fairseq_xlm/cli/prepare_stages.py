@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List
 import numpy as np
 import sentencepiece as spm
 
+from fairseq_xlm import errors
 from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import MASK
 from fairseq_xlm.data.schedule import smoothed_probs
@@ -245,6 +246,11 @@ def train_spm(cfg: PrepareConfig, sample: str, work: str) -> dict:
         for ext in ("model", "vocab"):
             os.replace(f"{prefix}.{ext}", os.path.join(cfg.destdir, f"spm.{ext}"))
     except RuntimeError as e:
+        if errors.is_disk_full(e, prefix):  # sentencepiece cannot write its model: not a --vocab-size problem
+            for ext in ("model", "vocab"):  # first, so that the message gives the free space without them
+                if os.path.exists(f"{prefix}.{ext}"):
+                    os.remove(f"{prefix}.{ext}")
+            raise errors.disk_full(f"{prefix}.model") from None
         raise PrepareError(f"sentencepiece failed on {sample} (check --vocab-size {cfg.vocab_size}): {e}") from None
     finally:
         for ext in ("model", "vocab"):

@@ -25,7 +25,7 @@ from fairseq.data import Dictionary
 
 from . import manifest
 from .token_stream import SentenceDataset
-from ..errors import DataBinError
+from ..errors import ConfigError, DataBinError, MissingFileError
 
 MASK = "<mask>"
 
@@ -34,7 +34,7 @@ def load_dictionary(data_dir: str) -> Dictionary:
     """The joined dictionary of ``data_dir`` plus ``<mask>`` (a no-op when dict.txt already has it)."""
     path = os.path.join(data_dir, "dict.txt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no dictionary; is {data_dir} a data-bin made by fairseq_xlm.cli.prepare?")
+        raise MissingFileError(f"{path}: no dictionary; is {data_dir} a data-bin made by fairseq_xlm.cli.prepare?")
     dictionary = Dictionary.load(path)
     dictionary.add_symbol(MASK)
     return dictionary
@@ -44,7 +44,7 @@ def shard_dirs(data: str) -> List[str]:
     """The folders of a (possibly sharded) data path ``dir0:dir1:...``; one clear error for an empty one."""
     dirs = data.split(os.pathsep)
     if not all(dirs):
-        raise ValueError(f"data path {data!r} has an empty shard (use dir0{os.pathsep}dir1{os.pathsep}...)")
+        raise ConfigError(f"data path {data!r} has an empty shard (use dir0{os.pathsep}dir1{os.pathsep}...)")
     return dirs
 
 
@@ -56,7 +56,7 @@ def split_dir(data: str, split: str, epoch: int = 1) -> str:
     if folder != dirs[0]:
         with open(os.path.join(dirs[0], "dict.txt"), "rb") as a, open(os.path.join(folder, "dict.txt"), "rb") as b:
             if a.read() != b.read():
-                raise ValueError(f"{os.path.join(folder, 'dict.txt')} differs from {os.path.join(dirs[0], 'dict.txt')}:"
+                raise ConfigError(f"{os.path.join(folder, 'dict.txt')} differs from {os.path.join(dirs[0], 'dict.txt')}:"
                                  " every shard of a data path needs the same dictionary")
     return folder
 
@@ -65,12 +65,12 @@ def parse_langs(langs: str, flag: str = "--langs") -> List[str]:
     """'en,es,ny' -> ['en', 'es', 'ny'], with one clear error for empty or repeated names."""
     out = [lang.strip() for lang in (langs or "").split(",") if lang.strip()]
     if not out:
-        raise ValueError(f"{flag} is empty: give comma-separated language codes, e.g. {flag} en,es")
+        raise ConfigError(f"{flag} is empty: give comma-separated language codes, e.g. {flag} en,es")
     if len(set(out)) != len(out):
-        raise ValueError(f"{flag} {langs!r} names a language twice")
+        raise ConfigError(f"{flag} {langs!r} names a language twice")
     bad = [lang for lang in out if not re.fullmatch(r"[A-Za-z0-9_]+", lang)]
     if bad:
-        raise ValueError(f"{flag}: invalid language code(s) {bad} (letters, digits and _ only)")
+        raise ConfigError(f"{flag}: invalid language code(s) {bad} (letters, digits and _ only)")
     return out
 
 

@@ -72,5 +72,9 @@ def build_tokenizer(spm_path: str, words: Sequence[str], mask_index: int, max_le
         single=f"{eos} $A {eos}", pair=f"{eos} $A {eos} $B {eos}", special_tokens=[(eos, 1)])
     specials = dict(bos_token=words[0], eos_token=eos, pad_token=words[2], unk_token=words[3],
                     cls_token=eos, sep_token=eos, mask_token=words[mask_index])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, padding_side="right",
-                                   **specials)
+    # clean_up_tokenization_spaces: decode as HF's XLMTokenizer does (" ." -> "."), so that the fill-mask
+    # pipeline's sequences read "the file." and not "the file ." (a "▁" starts the text after <mask>: legacy).
+    # transformers 5 skips the clean-up for BPE tokenizers unless told (the long flag below).
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=max_length, padding_side="right", clean_up_tokenization_spaces=True,
+        clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output=True, **specials)

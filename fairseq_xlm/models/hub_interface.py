@@ -151,9 +151,17 @@ class XlmHubInterface(nn.Module):
             mean.append(((states * keep).sum(1) / keep.sum(1)).cpu())
         return {"first": torch.cat(first), "mean": torch.cat(mean)}
 
+    def _special_ids(self, device) -> Tensor:
+        """Ids of the symbols that are not text: fairseq's specials, ``<mask>``, padding ``madeupword``s."""
+        d = self.dictionary
+        ids = [i for i, sym in enumerate(d.symbols)
+               if i < d.nspecial or i == self.mask_idx or sym.startswith("madeupword")]
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
     @torch.no_grad()
     def fill_mask(self, masked_input: str, lang: str, topk: int = 5):
-        """The ``topk`` fillers of the one ``<mask>`` in the text: [(filled text, probability, filler)]."""
+        """The ``topk`` fillers of the one ``<mask>`` in the text: [(filled text, probability, filler)], text
+        pieces only (special symbols are never proposed; probabilities are the model's, over the whole vocabulary)."""
         mask = layout.MASK
         if masked_input.count(mask) != 1:
             raise ValueError(f"fill_mask needs exactly one {mask} in the text, found "
@@ -165,7 +173,9 @@ class XlmHubInterface(nn.Module):
         tokens = tokens.unsqueeze(0).to(self.device)
         logits, _ = self.model(tokens, langs=self._langs_like(tokens, lang))
         probs = logits[0, position].float().softmax(-1)
-        values, index = probs.topk(min(topk, probs.numel()))
+        # as RoBERTa's hub and HF's pipeline: no special symbol (</s>, <pad>, <unk>, <mask>, ...) as a filler
+        probs[self._special_ids(probs.device)] = 0
+        values, index = probs.topk(min(topk, probs.numel() - len(self._special_ids(probs.device))))
         out = []
         for value, idx in zip(values.tolist(), index.tolist()):
             piece = self.dictionary[idx]
@@ -189,11 +199,18 @@ class XlmGeneratorHubInterface(hub_utils.GeneratorHubInterface):
 
     def translate(self, sentences: List[str], src: str, tgt: str, beam: int = 5, verbose: bool = False,
                   **kwargs) -> List[str]:
-        """Raw sentences of ``src`` -> raw ``tgt`` text (one string for one string)."""
+        """Raw sentences of ``src`` -> raw ``tgt`` text (one string for one string). An empty or blank
+        sentence translates to "" (the model is not asked: it would invent a sentence for no input)."""
         if not isinstance(sentences, str) and len(sentences) == 0:
             raise ValueError("translate takes a sentence or a non-empty list of sentences")
+        batch = [sentences] if isinstance(sentences, str) else list(sentences)
+        todo = [i for i, sentence in enumerate(batch) if sentence.strip()]
+        out = [""] * len(batch)
         with self.task.translating(src, tgt):
-            return self.sample(sentences, beam, verbose, **kwargs)
+            if todo:
+                for i, text in zip(todo, self.sample([batch[i] for i in todo], beam, verbose, **kwargs)):
+                    out[i] = text
+        return out[0] if isinstance(sentences, str) else out
 
     def generate(self, tokenized_sentences, beam: int = 5, verbose: bool = False, src: Optional[str] = None,
                  tgt: Optional[str] = None, **kwargs):

@@ -21,6 +21,7 @@ from fairseq.models import FairseqEncoderDecoderModel, FairseqIncrementalDecoder
 from omegaconf import OmegaConf, open_dict
 from torch import Tensor
 
+from ..errors import ConfigError, MissingFileError
 from .modules import attention_mask
 from .xlm_transformer import (
     XlmConfig,
@@ -143,7 +144,7 @@ class XlmMtModel(FairseqEncoderDecoderModel):
         shared = None
         if cfg.share_all_embeddings:
             if src_dict != tgt_dict:
-                raise ValueError("--share-all-embeddings needs one joined source/target dictionary")
+                raise ConfigError("--share-all-embeddings needs one joined source/target dictionary")
             shared = encoder.embed_tokens
         decoder = XlmDecoder(cfg, tgt_dict, n_langs, embed_tokens=shared, shared=memories)
         model = cls(cfg, encoder, decoder)
@@ -165,7 +166,7 @@ class XlmMtModel(FairseqEncoderDecoderModel):
     def load_pretrained_xlm(self, path: str, which: str = "both") -> None:
         """Copy an xlm_transformer checkpoint into the encoder and/or decoder; log what stays fresh."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--pretrained-xlm-checkpoint {path}: no such file")
+            raise MissingFileError(f"--pretrained-xlm-checkpoint {path}: no such file")
         state = checkpoint_utils.load_checkpoint_to_cpu(path)["model"]
         enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         check_vocab_and_langs(enc_state, "", len(self.encoder.dictionary), self.encoder.n_langs, where=path)
@@ -174,13 +175,13 @@ class XlmMtModel(FairseqEncoderDecoderModel):
             src = {k: v for k, v in enc_state.items() if k != "output_bias"}
             missing, unexpected = self.encoder.load_state_dict(src, strict=False)
             if missing or unexpected:
-                raise ValueError(f"{path}: encoder does not fit (missing {missing}, unexpected {unexpected})")
+                raise ConfigError(f"{path}: encoder does not fit (missing {missing}, unexpected {unexpected})")
             logger.info("initialised the encoder from %s", path)
         if "decoder" in targets:
             missing, unexpected = self.decoder.stack.load_state_dict(enc_state, strict=False)
             fresh = [k for k in missing if ".encoder_attn" not in k]
             if fresh or unexpected:
-                raise ValueError(f"{path}: decoder does not fit (missing {fresh}, unexpected {unexpected})")
+                raise ConfigError(f"{path}: decoder does not fit (missing {fresh}, unexpected {unexpected})")
             logger.info(
                 "initialised the decoder from %s; freshly initialised (cross-attention): %d tensors, e.g. %s",
                 path, len(missing), ", ".join(missing[:4]),
@@ -202,7 +203,7 @@ class XlmMtModel(FairseqEncoderDecoderModel):
         kwargs = {"ae_steps": "", "bt_steps": "", "mt_steps": "", **kwargs}
         x = load_hub(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
         if not all(isinstance(m, XlmMtModel) for m in x["models"]):
-            raise ValueError(f"{model_name_or_path}: not an xlm_mt checkpoint (a pretraining checkpoint has no "
+            raise ConfigError(f"{model_name_or_path}: not an xlm_mt checkpoint (a pretraining checkpoint has no "
                              f"decoder: train one with recipes/umt.sh or recipes/supervised_mt.sh; "
                              f"XlmModel.from_pretrained loads encoders)")
         return XlmGeneratorHubInterface(x["args"], x["task"], x["models"])

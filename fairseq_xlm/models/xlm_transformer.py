@@ -12,6 +12,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.models import FairseqEncoder, FairseqEncoderModel, register_model, register_model_architecture
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .memory import build_memories
 from .memory_config import MemoryConfig
 from .modules import XlmEmbeddings, XlmLayer, attention_mask
@@ -52,13 +53,13 @@ def resolve_n_langs(cfg, task) -> int:
     """Language count from the task (its ``langs``), checked against an explicit ``--n-langs``."""
     task_langs = getattr(task, "langs", None)
     if task_langs is not None and cfg.n_langs and cfg.n_langs != len(task_langs):
-        raise ValueError(
+        raise ConfigError(
             f"--n-langs {cfg.n_langs} does not match the task's {len(task_langs)} languages "
             f"({','.join(task_langs)}); drop --n-langs or fix --langs"
         )
     n_langs = len(task_langs) if task_langs is not None else cfg.n_langs
     if n_langs < 1:
-        raise ValueError(f"invalid language count {n_langs}: give --langs to the task or --n-langs >= 1")
+        raise ConfigError(f"invalid language count {n_langs}: give --langs to the task or --n-langs >= 1")
     return n_langs
 
 
@@ -174,13 +175,13 @@ def check_vocab_and_langs(state_dict, prefix: str, vocab_size: int, n_langs: int
     """One clear error when a state dict was trained with another vocabulary or language count."""
     tok = state_dict.get(prefix + "embeddings.embed_tokens.weight")
     if tok is not None and tok.size(0) != vocab_size:
-        raise ValueError(
+        raise ConfigError(
             f"{where} has a vocabulary of {tok.size(0)} rows but the data dictionary has {vocab_size} "
             f"symbols: binarize with the checkpoint's dict.txt (fairseq-preprocess --srcdict)"
         )
     lang = state_dict.get(prefix + "embeddings.embed_langs.weight")
     if lang is not None and lang.size(0) != n_langs:
-        raise ValueError(
+        raise ConfigError(
             f"{where} has {lang.size(0)} language embeddings but the model is built for {n_langs} "
             f"languages: pass the checkpoint's languages in the same order to --langs"
         )
@@ -222,7 +223,7 @@ class XlmModel(FairseqEncoderModel):
         x = load_hub(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
         model = x["models"][0]
         if not isinstance(model, XlmModel):
-            raise ValueError(f"{model_name_or_path}: a {type(model).__name__} checkpoint, not an xlm_transformer "
+            raise ConfigError(f"{model_name_or_path}: a {type(model).__name__} checkpoint, not an xlm_transformer "
                              f"one" + ("; use XlmMtModel.from_pretrained" if hasattr(model, "decoder") else ""))
         return XlmHubInterface(x["args"], x["task"], model)
 

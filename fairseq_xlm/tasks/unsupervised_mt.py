@@ -42,6 +42,7 @@ from ..data.step_dataset import StepDataset
 from ..models import memory_usage
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
+from ..errors import ConfigError, MissingFileError
 from .mt_evaluation import MtEvaluationMixin, log_bleu_metrics
 from .mt_inference import MtInferenceMixin
 from .scheduled import ScheduleConfig, ScheduledStepsTask
@@ -104,16 +105,16 @@ def parse_mt_steps(spec: str, langs: List[str], kind: str) -> List[List[str]]:
         names = part.split("-")
         if len(names) != size or not all(names):
             example = {"ae": "en", "mt": "en-es", "bt": "en-es-en"}[kind]
-            raise ValueError(f"{flag}: invalid step {part!r} (expected the form {example!r})")
+            raise ConfigError(f"{flag}: invalid step {part!r} (expected the form {example!r})")
         unknown = [n for n in names if n not in langs]
         if unknown:
-            raise ValueError(f"{flag}: language(s) {unknown} of step {part!r} are not in --langs {','.join(langs)}")
+            raise ConfigError(f"{flag}: language(s) {unknown} of step {part!r} are not in --langs {','.join(langs)}")
         if size >= 2 and names[0] == names[1]:
-            raise ValueError(f"{flag}: step {part!r} translates a language into itself (source == target)")
+            raise ConfigError(f"{flag}: step {part!r} translates a language into itself (source == target)")
         if size == 3 and names[2] != names[0]:
-            raise ValueError(f"{flag}: step {part!r} must come back to its first language ('a-b-a')")
+            raise ConfigError(f"{flag}: step {part!r} must come back to its first language ('a-b-a')")
         if names in steps:
-            raise ValueError(f"{flag}: step {part!r} is given twice")
+            raise ConfigError(f"{flag}: step {part!r} is given twice")
         steps.append(names)
     return steps
 
@@ -139,14 +140,14 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
                         for kind in ("ae", "bt", "mt")}
         for flag, value in (("--bt-beam", cfg.bt_beam), ("--eval-bleu-beam", cfg.eval_bleu_beam)):
             if value < 1:
-                raise ValueError(f"{flag} {value}: must be >= 1")
+                raise ConfigError(f"{flag} {value}: must be >= 1")
         for flag, value in (("--eval-max-len-a", cfg.eval_max_len_a), ("--eval-max-len-b", cfg.eval_max_len_b)):
             if value < 0:
-                raise ValueError(f"{flag} {value}: must be >= 0")
+                raise ConfigError(f"{flag} {value}: must be >= 0")
         self.direction = None
         if cfg.source_lang or cfg.target_lang:
             if not (cfg.source_lang and cfg.target_lang):
-                raise ValueError("give both --source-lang and --target-lang (or neither)")
+                raise ConfigError("give both --source-lang and --target-lang (or neither)")
             self.direction = (cfg.source_lang, cfg.target_lang)
             self._check_direction(*self.direction)
         self._spm = None
@@ -156,7 +157,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
     @classmethod
     def setup_task(cls, cfg: UnsupervisedMtConfig, **kwargs):
         if not cfg.data:
-            raise ValueError("unsupervised_mt needs the data-bin directory as the first argument")
+            raise ConfigError("unsupervised_mt needs the data-bin directory as the first argument")
         data_dir = utils.split_paths(cfg.data)[0]
         dictionary = layout.load_dictionary(data_dir)
         inferred = not cfg.langs
@@ -169,7 +170,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
                         break
             langs = sorted(set(mono) | {lang for pair in pairs for lang in pair.split("-")})
             if not langs:
-                raise ValueError(f"{data_dir}: no binarized data found; give --langs")
+                raise ConfigError(f"{data_dir}: no binarized data found; give --langs")
         else:
             langs = layout.parse_langs(cfg.langs)
         task = cls(cfg, dictionary, langs, inferred)
@@ -179,9 +180,9 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
     def _check_direction(self, src: str, tgt: str) -> None:
         for flag, lang in (("--source-lang", src), ("--target-lang", tgt)):
             if lang not in self.langs:
-                raise ValueError(f"{flag} {lang} is not one of the languages {','.join(self.langs)} (--langs)")
+                raise ConfigError(f"{flag} {lang} is not one of the languages {','.join(self.langs)} (--langs)")
         if src == tgt:
-            raise ValueError(f"--source-lang and --target-lang are both {src}: source and target must differ")
+            raise ConfigError(f"--source-lang and --target-lang are both {src}: source and target must differ")
 
     def _split_dir(self, split: str) -> str:
         return self.train_dir if split == "train" else self.data_dir
@@ -200,12 +201,12 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         for kind in ("ae", "bt"):
             for names in self.steps[kind]:
                 if not _exists(self._mono_prefix("train", names[0])):
-                    raise ValueError(
+                    raise ConfigError(
                         f"--{kind}-steps {'-'.join(names)}: no monolingual {names[0]} data "
                         f"{self._mono_prefix('train', names[0])}.bin in {self.data_dir} {have}")
         for src, tgt in self.steps["mt"]:
             if not all(_exists(p) for p in self._para_prefixes("train", src, tgt)):
-                raise ValueError(
+                raise ConfigError(
                     f"--mt-steps {src}-{tgt}: no parallel data train.{src}-{tgt}.{{{src},{tgt}}}.bin "
                     f"(or train.{tgt}-{src}.*) in {self.data_dir} {have}")
 
@@ -233,7 +234,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         saved = state_dict.get("langs")
         if saved and list(saved) != self.langs:
             if not self.langs_inferred:
-                raise ValueError(f"the checkpoint was trained with --langs {','.join(saved)} but this run has "
+                raise ConfigError(f"the checkpoint was trained with --langs {','.join(saved)} but this run has "
                                  f"--langs {','.join(self.langs)}: language ids would not match")
             logger.info("languages from the checkpoint: %s", ",".join(saved))
             self.langs = list(saved)
@@ -248,7 +249,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         model = super().build_model(cfg, from_checkpoint)
         if not hasattr(model, "decoder"):
             # e.g. fairseq-generate on a pretraining checkpoint: fairseq would fail later in reorder_encoder_out
-            raise ValueError(f"a {getattr(cfg, '_name', type(model).__name__)} model has no decoder: this is a "
+            raise ConfigError(f"a {getattr(cfg, '_name', type(model).__name__)} model has no decoder: this is a "
                              f"pretraining checkpoint; MT needs an xlm_mt one (recipes/umt.sh, "
                              f"recipes/supervised_mt.sh, or --arch xlm_mt_*)")
         return model
@@ -256,7 +257,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
     def _check_pretrained(self, path: str) -> None:
         """Refuse a pretrained XLM of another vocabulary or language order, naming the file."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--pretrained-xlm-checkpoint {path}: no such file")
+            raise MissingFileError(f"--pretrained-xlm-checkpoint {path}: no such file")
         try:
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except Exception:  # legacy (non-zip) files cannot be memory-mapped
@@ -264,7 +265,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
             state = load_checkpoint(path)
         rows = state.get("model", {}).get("encoder.embeddings.embed_tokens.weight")
         if rows is not None and rows.size(0) != len(self.dictionary):
-            raise ValueError(
+            raise ConfigError(
                 f"--pretrained-xlm-checkpoint {path}: vocabulary of {rows.size(0)} symbols, but "
                 f"{self.data_dir}/dict.txt (+<mask>) has {len(self.dictionary)}: the data must be binarized "
                 f"with the pretraining dictionary")
@@ -275,21 +276,21 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
             if theirs != self.dictionary.symbols:
                 first = next((i for i, (a, b) in enumerate(zip(theirs, self.dictionary.symbols)) if a != b),
                              min(len(theirs), len(self.dictionary)))
-                raise ValueError(
+                raise ConfigError(
                     f"--pretrained-xlm-checkpoint {path}: pretrained with another vocabulary ({their_dict} and "
                     f"{self.data_dir}/dict.txt differ from symbol #{first}): binarize with the pretraining dict")
         their_langs = task_cfg.get("langs")
         if their_langs:
             theirs = layout.parse_langs(their_langs) if isinstance(their_langs, str) else list(their_langs)
             if theirs != self.langs:
-                raise ValueError(
+                raise ConfigError(
                     f"--pretrained-xlm-checkpoint {path}: pretrained with --langs {','.join(theirs)}, but this run "
                     f"uses {','.join(self.langs)}: pass --langs {','.join(theirs)} (language ids must match)")
 
     # ------------------------------------------------------------------------------------ data
     def _load(self, prefix: str):
         if prefix is None or not os.path.exists(prefix + ".bin"):
-            raise ValueError(f"{prefix}.bin: missing")
+            raise ConfigError(f"{prefix}.bin: missing")
         return layout.load_split(prefix, self.dictionary, self.data_dir)
 
     def _pair(self, src, tgt, src_lang: str, tgt_lang: str, shuffle: bool = True) -> LangPairDataset:
@@ -340,7 +341,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
         for src, tgt in self.steps["mt"]:
             steps[f"mt:{src}-{tgt}"] = self._mt_dataset("train", src, tgt)
         if not steps:
-            raise ValueError("give at least one of --ae-steps, --bt-steps, --mt-steps")
+            raise ConfigError("give at least one of --ae-steps, --bt-steps, --mt-steps")
         for name, pair in steps.items():
             inner = pair.dataset
             lengths = [np.asarray(inner.tgt.sizes) - 1]  # tokens without </s>; the target is the clean text
@@ -389,7 +390,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
             if _exists(self._mono_prefix(split, lang)):
                 parts[f"ae:{lang}"] = self._ae_dataset(split, lang, shuffle=False)
         if not parts:
-            raise ValueError(
+            raise ConfigError(
                 f"no {split} data in {self.data_dir} for the steps: expected {split}.SRC-TGT.{{SRC,TGT}}.bin for "
                 f"the directions {self.eval_directions()} or {split}.LANG.bin for --ae-steps "
                 f"(or pass --disable-validation)")
@@ -401,7 +402,7 @@ class UnsupervisedMtTask(MtEvaluationMixin, MtInferenceMixin, ScheduledStepsTask
             return self._mt_dataset(split, src, tgt, shuffle=False)
         if _exists(self._mono_prefix(split, src)):  # no reference: translate monolingual text
             return self._pair(self._load(self._mono_prefix(split, src)), None, src, tgt, shuffle=False)
-        raise ValueError(f"no {split} data for {src}->{tgt} in {self.data_dir}: expected "
+        raise ConfigError(f"no {split} data for {src}->{tgt} in {self.data_dir}: expected "
                          f"{split}.{src}-{tgt}.{{{src},{tgt}}}.bin or {split}.{src}.bin")
 
     # ----------------------------------------------------------------------------------- steps

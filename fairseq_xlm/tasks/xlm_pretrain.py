@@ -32,6 +32,7 @@ from ..data.lm_datasets import CausalTargetDataset, MonoStreamDataset, TlmPairDa
 from ..data.schedule import StepGroup, smoothed_probs
 from ..data.step_dataset import StepDataset
 from ..data.token_stream import StreamBlockDataset, TokenStream
+from ..errors import ConfigError
 from ..models import memory_usage
 from ..precision import autocast_bf16
 from ..schedules import parse_schedule
@@ -76,15 +77,15 @@ def parse_steps(spec: str, langs: List[str], flag: str) -> List[Tuple[str, Optio
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         names = part.split("-")
         if len(names) > 2 or not all(names):
-            raise ValueError(f"{flag}: invalid step {part!r} (use 'en' or 'en-es')")
+            raise ConfigError(f"{flag}: invalid step {part!r} (use 'en' or 'en-es')")
         unknown = [n for n in names if n not in langs]
         if unknown:
-            raise ValueError(f"{flag}: language(s) {unknown} of step {part!r} are not in --langs {','.join(langs)}")
+            raise ConfigError(f"{flag}: language(s) {unknown} of step {part!r} are not in --langs {','.join(langs)}")
         if len(names) == 2 and names[0] == names[1]:
-            raise ValueError(f"{flag}: step {part!r} pairs a language with itself")
+            raise ConfigError(f"{flag}: step {part!r} pairs a language with itself")
         step = (names[0], names[1] if len(names) == 2 else None)
         if step in steps:
-            raise ValueError(f"{flag}: step {part!r} is given twice")
+            raise ConfigError(f"{flag}: step {part!r} is given twice")
         steps.append(step)
     return steps
 
@@ -110,7 +111,7 @@ class XlmPretrainTask(ScheduledStepsTask):
             "mlm": parse_steps(cfg.mlm_steps, self.langs, "--mlm-steps"),
         }
         if not self.steps["clm"] and not self.steps["mlm"]:
-            raise ValueError("give at least one of --clm-steps / --mlm-steps")
+            raise ConfigError("give at least one of --clm-steps / --mlm-steps")
         self.lambdas = {
             "clm": parse_schedule(cfg.lambda_clm, "--lambda-clm"),
             "mlm": parse_schedule(cfg.lambda_mlm, "--lambda-mlm"),
@@ -122,7 +123,7 @@ class XlmPretrainTask(ScheduledStepsTask):
     @classmethod
     def setup_task(cls, cfg: XlmPretrainConfig, **kwargs):
         if not cfg.data:
-            raise ValueError("xlm_pretrain needs the data-bin directory as the first argument of fairseq-train")
+            raise ConfigError("xlm_pretrain needs the data-bin directory as the first argument of fairseq-train")
         dictionary = layout.load_dictionary(layout.shard_dirs(cfg.data)[0])
         logger.info("dictionary: %d types (with %s)", len(dictionary), layout.MASK)
         return cls(cfg, dictionary)
@@ -140,7 +141,7 @@ class XlmPretrainTask(ScheduledStepsTask):
 
     def _missing(self, data_dir: str, split: str, what: str):
         mono, pairs = layout.available(data_dir, split)
-        return ValueError(
+        return ConfigError(
             f"no {what} for split '{split}' in {data_dir} (it has monolingual: {', '.join(mono) or 'none'}; "
             f"parallel: {', '.join(pairs) or 'none'})"
         )

@@ -48,6 +48,7 @@ from torch import nn
 
 from ..data import layout
 from ..data.classification_dataset import XlmClassificationDataset, epoch_batches, load_label_set, read_labels
+from ..errors import ConfigError, MissingFileError
 from ..models.xlm_transformer import XlmModel, check_vocab_and_langs
 from ..precision import AUTOCAST_HELP, autocast_bf16
 from .scheduled import linked_value
@@ -134,19 +135,19 @@ def load_pretrained_encoder(model: XlmModel, path: str, langs: List[str]) -> Non
     """Copy the encoder of an ``xlm_transformer`` checkpoint into ``model``; one clear error when the
     checkpoint has another vocabulary, other languages or another shape."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--pretrained-xlm-checkpoint {path}: no such file")
+        raise MissingFileError(f"--pretrained-xlm-checkpoint {path}: no such file")
     ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
     cfg = ckpt.get("cfg") or {}
     task_cfg = cfg.get("task") if hasattr(cfg, "get") else None
     ckpt_langs = task_cfg.get("langs") if task_cfg is not None and hasattr(task_cfg, "get") else None
     if ckpt_langs and layout.parse_langs(ckpt_langs) != langs:
-        raise ValueError(
+        raise ConfigError(
             f"--pretrained-xlm-checkpoint {path} was pretrained with --langs {ckpt_langs}, but this run has "
             f"--langs {','.join(langs)}: give the pretraining languages in the pretraining order"
         )
     state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     if not state:
-        raise ValueError(f"--pretrained-xlm-checkpoint {path}: no encoder.* weights (not an xlm_transformer?)")
+        raise ConfigError(f"--pretrained-xlm-checkpoint {path}: no encoder.* weights (not an xlm_transformer?)")
     check_vocab_and_langs(state, "", len(model.encoder.dictionary), model.encoder.n_langs,
                           where=f"--pretrained-xlm-checkpoint {path}")
     state.pop("output_bias", None)  # the LM head's bias: classification predicts no tokens
@@ -154,7 +155,7 @@ def load_pretrained_encoder(model: XlmModel, path: str, langs: List[str]) -> Non
         model.encoder.load_state_dict(state, strict=True)
     except RuntimeError as err:
         detail = [line.strip() for line in str(err).splitlines()[1:] if line.strip()][:2]
-        raise ValueError(
+        raise ConfigError(
             f"--pretrained-xlm-checkpoint {path} does not fit --arch {getattr(model.cfg, '_name', '?')}: "
             f"{' '.join(detail)} (use the checkpoint's architecture)"
         ) from None
@@ -175,21 +176,21 @@ class XlmXnliTask(FairseqTask):
             if value:
                 self._check_known(layout.parse_langs(value, flag), flag)
         if cfg.epoch_size < -1:
-            raise ValueError(f"--epoch-size {cfg.epoch_size}: give sentences per epoch, or -1 (or 0) for the "
+            raise ConfigError(f"--epoch-size {cfg.epoch_size}: give sentences per epoch, or -1 (or 0) for the "
                              f"whole training set")
 
     @classmethod
     def setup_task(cls, cfg: XlmXnliConfig, **kwargs):
         if not cfg.data:
-            raise ValueError("xnli needs the data-bin directory as the first argument of fairseq-train")
+            raise ConfigError("xnli needs the data-bin directory as the first argument of fairseq-train")
         dictionary = layout.load_dictionary(cfg.data)
         cls_dir = os.path.join(cfg.data, cfg.cls_subdir)
         if not os.path.isdir(cls_dir):
-            raise FileNotFoundError(f"{cls_dir}: no classification data (--cls-subdir {cfg.cls_subdir}); "
+            raise MissingFileError(f"{cls_dir}: no classification data (--cls-subdir {cfg.cls_subdir}); "
                                     f"make it with python -m fairseq_xlm.cli.prepare_xnli")
         labels = load_label_set(os.path.join(cls_dir, "labels.txt"))
         if cfg.num_classes and cfg.num_classes != len(labels):
-            raise ValueError(f"--num-classes {cfg.num_classes} but {cls_dir}/labels.txt has {len(labels)} classes")
+            raise ConfigError(f"--num-classes {cfg.num_classes} but {cls_dir}/labels.txt has {len(labels)} classes")
         logger.info("dictionary: %d types; %d classes: %s", len(dictionary), len(labels), ", ".join(labels))
         return cls(cfg, dictionary, labels)
 
@@ -204,7 +205,7 @@ class XlmXnliTask(FairseqTask):
     def _check_known(self, langs: List[str], where: str) -> None:
         unknown = [lang for lang in langs if lang not in self.langs]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: language(s) {unknown} are not in --langs {','.join(self.langs)}, so the model has no "
                 f"language embedding for them"
             )
@@ -218,7 +219,7 @@ class XlmXnliTask(FairseqTask):
         if every <= 0 or off:
             return
         if save <= 0 or every % save:
-            raise ValueError(
+            raise ConfigError(
                 f"--validate-interval-updates {every} validates between saves (--save-interval-updates {save}), "
                 f"so checkpoint_best.pt would miss those validations: add --save-interval-updates {every}"
             )
@@ -246,7 +247,7 @@ class XlmXnliTask(FairseqTask):
             wanted = present
         missing = [lang for lang in wanted if lang not in present]
         if missing or not wanted:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.cls_dir}: no '{split}' data for {missing or 'any language'} "
                 f"(found: {', '.join(present) or 'none'})"
             )
@@ -260,7 +261,7 @@ class XlmXnliTask(FairseqTask):
             exists = os.path.exists(path + ".bin")
             inputs.append(layout.load_split(path, self.dictionary, self.cfg.data) if exists else None)
         if inputs[0] is None:
-            raise ValueError(f"{prefix}.input0.bin: missing")
+            raise ConfigError(f"{prefix}.input0.bin: missing")
         if inputs[1] is not None:
             layout.check_parallel(inputs[0], inputs[1], prefix + ".input0", prefix + ".input1")
         labels = self.read_labels(prefix + ".label", len(inputs[0]))
@@ -279,7 +280,7 @@ class XlmXnliTask(FairseqTask):
             self._check_every_validation_is_saved()
         per_lang = [self._load_language(split, lang) for lang in self.split_langs(split)]
         if len({ds.input1 is None for ds in per_lang}) > 1:
-            raise ValueError(f"{self.cls_dir}: some languages of '{split}' have input1 (pairs) and some do not")
+            raise ConfigError(f"{self.cls_dir}: some languages of '{split}' have input1 (pairs) and some do not")
         for ds in per_lang:
             logger.info("%s %s: %d examples", split, self.langs[ds.lang_id], len(ds))
         self.datasets[split] = per_lang[0] if len(per_lang) == 1 else ConcatDataset(per_lang)
@@ -315,7 +316,7 @@ class XlmXnliTask(FairseqTask):
         """The XLM encoder (initialised from --pretrained-xlm-checkpoint) plus the classification head."""
         model = super().build_model(cfg, from_checkpoint)
         if not isinstance(model, XlmModel):
-            raise ValueError(f"task xnli needs an xlm_transformer architecture (e.g. --arch xlm_tiny), "
+            raise ConfigError(f"task xnli needs an xlm_transformer architecture (e.g. --arch xlm_tiny), "
                              f"got {type(model).__name__}")
         add_classification_head(model, len(self.label_names), self.cfg.classifier_dropout)
         # A fine-tuned checkpoint already holds the encoder: only a fresh run reads the pretrained file.

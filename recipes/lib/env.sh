@@ -1,5 +1,5 @@
 # Sourced by the recipes, whose settings are environment variables: a misspelt or misplaced one would
-# silently keep a default. Two helpers:
+# silently keep a default. Two helpers (and lib/threads.sh's cpu_threads, the recipes' threading default):
 #
 #   check_recipe_env RECIPE [RECIPE_IT_RUNS ...]
 #       warns about every exported variable that some recipe in recipes/ reads but RECIPE (nor the recipes
@@ -23,7 +23,7 @@ check_recipe_env() {
     export FAIRSEQ_XLM_ENV_CHECKED=1
     local self name file own
     self=$(basename "$1")
-    own=" $(_recipe_vars "$@" | tr '\n' ' ') "
+    own=" $(_recipe_vars "$@" "$(dirname "${BASH_SOURCE[0]}")/threads.sh" | tr '\n' ' ') "
     declare -A readers=()
     for file in "$(dirname "${BASH_SOURCE[0]}")"/../*.sh; do
         for name in $(_recipe_vars "$file"); do
@@ -48,3 +48,5 @@ renamed_var() {
         printf -v "$new" '%s' "${!old}"
     fi
 }
+
+source "$(dirname "${BASH_SOURCE[0]}")/threads.sh"
