@@ -31,7 +31,9 @@ def test_recipe_parses_and_defaults_python_to_the_repository_venv(recipe):
     text = recipe.read_text()
     defaults = re.findall(r"^\s*PYTHON=\$\{PYTHON:-([^}]*)\}", text, re.M)
     assert defaults in ([], ["$ROOT/.venv/bin/python"])  # absolute: works outside the repository root
-    assert "check_recipe_env" in text
+    # a recipe checks its variables; a thin wrapper around a Python runner leaves that to the runner
+    # (replicate.sh -> fairseq_xlm.cli.replicate, whose settings module warns about unread variables)
+    assert "check_recipe_env" in text or re.search(r'^exec "\$PYTHON" -m fairseq_xlm\.cli\.\w+', text, re.M)
 
 
 def test_one_name_for_update_counts():
