@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import preload
 import pytest
 
 from fairseq_xlm import paired
@@ -316,7 +317,7 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
     if not os.path.isfile(default_tsv()):
         pytest.skip(f"Bible corpus not found at {default_tsv()} (set XLM_BIBLE_TSV)")
     out = tmp_path / "study"
-    env = dict(os.environ, SMOKE="1", OUT=str(out), PYTHON=sys.executable, JOBS="2")
+    env = dict(os.environ, SMOKE="1", OUT=str(out), PYTHON=preload.python(), JOBS="2")
     if ALL_CLAIMS:
         env["SMOKE_CLAIMS"] = "a,b,c,d,e"
     first, _ = run_recipe(env, timeout=3600 if ALL_CLAIMS else 1200)  # shared machines run it far slower
