@@ -104,6 +104,27 @@ def test_old_languages_keep_their_ids_and_ny_gets_shorter(authors_old, authors_e
     assert torch.allclose(emb[new_dict.index(piece)], old_model.encoder.embeddings.embed_tokens.weight[parts].mean(0))
 
 
+def test_grown_checkpoint_converts_to_hf(authors_extended, tmp_path):
+    """HF's XLMWithLMHeadModel of the grown checkpoint gives its logits, new words and ny's language included."""
+    transformers = pytest.importorskip("transformers")
+    from fairseq_xlm.cli import convert
+
+    _, _, new = authors_extended
+    assert convert.main(["fairseq-to-hf", str(new / "checkpoint.pt"), str(tmp_path / "hf"), "--dict",
+                         str(new / "dict.txt")]) == 0
+    ours = load_model(str(new / "checkpoint.pt"), str(new)).eval()
+    hf = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    vocab = json.loads((tmp_path / "hf" / "vocab.json").read_text(encoding="utf-8"))
+    words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    cols = torch.tensor([ours.encoder.dictionary.index(w) for w in words])
+    ids = torch.randint(4, len(words), (2, 8), generator=torch.Generator().manual_seed(2))
+    langs = torch.tensor([[2] * 8, [0] * 8])
+    with torch.no_grad():
+        expected = hf(input_ids=ids, langs=langs).logits
+        got = ours(cols[ids], langs=langs)[0][..., cols]
+    assert len(words) == len(ours.encoder.dictionary) and (got - expected).abs().max().item() <= 1e-4
+
+
 def test_authors_errors(authors_old, authors_extended, bible_databin, bible_raw, bible_ny_databin, tmp_path, capsys):
     ckpt, _, _ = authors_extended
     common = ["--raw", bible_ny_databin / "raw", "--langs", "ny", "--destdir", tmp_path / "out"]
