@@ -283,3 +283,24 @@ def test_study_report_by_hand(tmp_path):
     # bits per word: noext 4 x 1.4 = 5.6; ext 4.2, 2.8 -> differences 1.4, 2.8
     assert "- (ii) better than (i) on ny bits per word (lower is better): **holds in the means**; ext vs noext: " \
         "+2.10 [-6.79, 11.0], p=0.20" in text
+
+
+def test_study_recipe_refuses_other_settings_in_the_same_out(tmp_path):
+    """More seeds go into a study's OUT only with the settings its stamps were made with."""
+    import subprocess
+
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "add_language.sh")
+    # FAIRSEQ_XLM_ENV_CHECKED: skip lib/env.sh's scan of every recipe (tested in test_recipes.py)
+    env = {**os.environ, "OUT": str(tmp_path), "PRE_MAX_UPDATE": "1000", "FAIRSEQ_XLM_ENV_CHECKED": "1"}
+
+    def run(**more):
+        return subprocess.run(["bash", recipe, "--stage", "9", "--stop-stage", "0"], env={**env, **more},
+                              capture_output=True, text=True, timeout=60)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert "pre=1000 cont=500" in (tmp_path / "settings").read_text()
+    assert run(SEEDS="2,3").returncode == 0  # seeds are not a setting
+    other = run(PRE_MAX_UPDATE="2000")
+    assert other.returncode == 1 and f"error: {tmp_path} was made with other settings" in other.stderr
+    assert "pre=2000" in other.stderr
