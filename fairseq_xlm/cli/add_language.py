@@ -4,8 +4,9 @@
         [--vocab-size 2000] [--init mean|random] [--lang-init mean|random|LANG]
 
 CKPT is a fairseq_xlm checkpoint (ours, or a release converted by ``convert``); OLD the data-bin it was
-trained on (dict.txt, spm.model or the authors' BPE in authors_bpe/, its binarized text); NEWTEXT holds ``{train,valid[,test]}.{lang}`` of
-every new language (optionally ``{split}.{l1}-{l2}.{l1|l2}`` pairs with an old or new language, for TLM).
+trained on (dict.txt, spm.model or the authors' BPE in authors_bpe/, its binarized text); NEWTEXT holds
+``{train,valid[,test]}.{lang}`` of every new language (optionally ``{split}.{l1}-{l2}.{l1|l2}`` pairs with an
+old or new language, for TLM).
 NEW receives:
 
     spm.model, spm.vocab   OLD's model plus the pieces of a BPE learned on the new text (``data/spm_extend``):
@@ -258,7 +259,8 @@ def run(args) -> dict:
     work = tempfile.mkdtemp(prefix=".add_language-", dir=dest)
     try:
         if authors:
-            pieces, counts, split, bpe_record = add_language_authors.grow(args, old, dest, trains, work, rel)
+            pieces, counts, split, bpe_record = add_language_authors.grow(args, old, dest, trains, work, rel,
+                                                                          old_codes, old_vocab)
         else:
             pieces, counts, split, bpe_record = grow_spm(args, old, dest, trains, work, old_proto)
 

@@ -109,10 +109,10 @@ def conflicts(old: str) -> Tuple[set, set, set]:
     return pairs, left, right
 
 
-def grow(args, old: str, dest: str, trains: List[str], work: str, rel: Released):
-    """Learn, filter and append merges; write DEST/authors_bpe/. Returns (new vocabulary words in dict.txt's
-    order, their counts, the old split of pieces for ``--init mean``, what to record)."""
-    codes, vocab = read_old(old)
+def grow(args, old: str, dest: str, trains: List[str], work: str, rel: Released, codes: bpe_extend.Codes,
+         vocab: Dict[str, int]):
+    """Learn, filter and append merges to OLD's ``codes``; write DEST/authors_bpe/. Returns (new vocabulary words
+    in dict.txt's order, their counts, the old split of pieces for ``--init mean``, what to record)."""
     old_rank = bpe_extend.ranks(codes)
     known = set(rel.words)
     learned, kept, pieces, counts = [], [], [], {}
@@ -121,7 +121,7 @@ def grow(args, old: str, dest: str, trains: List[str], work: str, rel: Released)
         words = new_words(old, trains, args.pretokenized, words_file)
         # learned on the old codes' segmentation of the new words: each merge continues the old codes
         learned = fastbpe.learn_bpe([words_file], args.vocab_size,
-                                    start=lambda w: fastbpe.apply_merges(list(w[:-1]) + [w[-1] + "</w>"], old_rank))
+                                    start=lambda w: fastbpe.apply_merges(list(w[:-1]) + [w[-1] + fastbpe.END], old_rank))
         pairs, left, right = conflicts(old)
         kept = bpe_extend.drop_conflicts(learned, codes, pairs, left, right)
         counts = bpe_extend.token_counts(words, bpe_extend.ranks(codes + kept))
@@ -129,10 +129,11 @@ def grow(args, old: str, dest: str, trains: List[str], work: str, rel: Released)
         pieces = sorted((t for t in counts if t not in known), key=lambda t: (-counts[t], t.encode("utf-8")))
         if not pieces:
             raise ValueError(f"--raw {', '.join(trains)}: yields no new pieces ({len(learned)} merges learned on "
-                             f"it, {len(learned) - len(kept)} of them left out: already in {old}'s codes or they "
-                             f"would re-segment its text; every token of the grown codes is in its vocabulary)")
-        logger.info(f"{len(kept)} of {len(learned)} merges learned on the new text appended ({len(learned) - len(kept)} "
-                    f"left out: already in the codes or they would re-segment {old}'s text); {len(pieces)} new words")
+                             f"it, {len(learned) - len(kept)} of them left out: they would re-segment {old}'s text; "
+                             f"every token the others give is in its vocabulary)")
+        logger.info(f"{len(kept)} of {len(learned)} merges learned on the new text appended "
+                    f"({len(learned) - len(kept)} left out: they would re-segment {old}'s text); "
+                    f"{len(pieces)} new words")
 
     folder = os.path.join(dest, FOLDER)
     os.makedirs(folder, exist_ok=True)
