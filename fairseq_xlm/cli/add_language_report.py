@@ -22,7 +22,7 @@ import numpy as np
 
 from fairseq_xlm.cli.curves import METRIC, VALID_LINE
 from fairseq_xlm.data.manifest import read_index
-from fairseq_xlm.paired import comparison, mean_std
+from fairseq_xlm.paired import comparison, fmt, mean_std, paired_t
 
 ARMS = {"pre": "en+es model, before (PRE updates)", "noext": "(i) ny through the old BPE + CONT updates",
         "ext": "(ii) extended by add_language + CONT updates", "joint": "(iii) en+es+ny from the start"}
@@ -116,6 +116,25 @@ def orderings(values) -> List[str]:
     return lines
 
 
+def old_language_cost(values) -> List[str]:
+    """What continued training with ny costs en and es: bits per word of (i) and (ii) minus the model before,
+    paired over seeds (positive: worse)."""
+    lines = []
+    for arm in ("noext", "ext"):
+        cells = []
+        for lang in ("en", "es"):
+            before, after = values.get(("pre", lang, "bpw"), {}), values.get((arm, lang, "bpw"), {})
+            common = sorted(set(before) & set(after))
+            if not common:
+                cells.append(f"{lang} –")
+                continue
+            t = paired_t([before[s] for s in common], [after[s] for s in common])
+            ci = f" [{fmt(t.diff - t.half_width)}, {fmt(t.diff + t.half_width)}], p={t.p:.2f}" if t.n > 1 else ""
+            cells.append(f"{lang} {'+' if t.diff >= 0 else ''}{fmt(t.diff)}{ci}")
+        lines.append(f"- {ARMS[arm].split(' ')[0]} minus the model before: " + "; ".join(cells))
+    return lines
+
+
 def report(out: str, seeds: Sequence[str], settings: str) -> str:
     """RESULTS.md's text."""
     done, values = measures(out, seeds)
@@ -134,6 +153,8 @@ def report(out: str, seeds: Sequence[str], settings: str) -> str:
         lines.append(f"| {title} | {len(done[arm])} | " + " | ".join(ppl_cells + acc_cells) + " |")
     lines += ["", "Orderings on ny, paired over seeds (difference in the better direction, 95 % interval, "
               "paired t-test; 'holds': the interval excludes 0):", ""] + orderings(values)
+    lines += ["", "What the old languages pay: bits per word after CONT updates minus before, paired over seeds "
+              "(95 % interval, paired t-test):", ""] + old_language_cost(values)
     lines += ["", "Tokens per word of the test split (</s> counted once per sentence; mean over the seeds):", "",
               "| data-bin | " + " | ".join(LANGS) + " |", "|---|" + "---:|" * len(LANGS)]
     for arm in ("pre", "noext", "ext", "joint"):
