@@ -179,3 +179,22 @@ def test_merge_filter_and_splits_by_hand():
     assert bpe_extend.split_piece("the", old_rank) == ["the"]
     assert bpe_extend.split_piece("the@@", old_rank) == ["th@@", "e@@"]  # not word-final: th+e</w> cannot fire
     assert bpe_extend.token_counts({"nga": 2, "the": 3}, rank) == {"nga": 2, "the": 3}
+
+
+
+def test_grown_data_bin_loads_and_scores_ny(authors_extended):
+    """xlm_pretrain loads the grown data-bin (its load-time checks: manifest, dictionary, ids) and the grown
+    model scores its ny validation blocks (new ids, the new language row) with a finite MLM loss."""
+    from fairseq_xlm.criterions.xlm_lm import XlmLmCriterion
+    from fairseq_xlm.tasks.xlm_pretrain import XlmPretrainConfig, XlmPretrainTask
+
+    _, _, new = authors_extended
+    task = XlmPretrainTask.setup_task(XlmPretrainConfig(data=str(new), langs="en,es,ny", mlm_steps="en,ny", seed=1,
+                                                        tokens_per_sample=32))
+    task.load_dataset("valid")
+    model, criterion = load_model(str(new / "checkpoint.pt"), str(new)), XlmLmCriterion(task)
+    batches = task.get_batch_iterator(task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False)
+    sample = next(b for b in batches if b["step"] == "mlm_ny")
+    assert sample["net_input"]["src_tokens"].max() >= json.loads((new / "add_language.json").read_text())["old_vocab"]
+    loss, _, log = task.valid_step(sample, model, criterion)
+    assert torch.isfinite(loss) and loss > 0 and log["mlm_ny:n"] > 0 and log["mlm_en:n"] == 0
