@@ -166,14 +166,15 @@ def test_merge_filter_and_splits_by_hand():
     pairs, left, right = bpe_extend.final_pairs(stream, eos, unk, symbols)
     assert pairs == {("th", "a"), ("a", "t</w>")} and left == {"q"} and right == {"x</w>"}
     new = [("t", "h", 5), ("a", "t</w>", 4), ("th", "a", 3), ("n", "g", 3), ("ng", "a</w>", 2), ("q", "i", 2),
-           ("i", "x</w>", 2), ("thi", "s</w>", 1), ("th", "i", 1), ("z", "o", 1)]
+           ("i", "x</w>", 2), ("tha", "n</w>", 2), ("thi", "s</w>", 1), ("th", "i", 1), ("z", "o", 1), ("z", "o", 1)]
     kept = bpe_extend.drop_conflicts(new, old, pairs, left, right)
     # t h: already a code; "a t</w>", "th a": adjacent in old words; "q i" / "i x</w>": next to an <unk>;
-    # "thi s</w>": thi is made by no earlier merge (th i comes after it)
-    assert kept == [("n", "g", 3), ("ng", "a</w>", 2), ("th", "i", 1), ("z", "o", 1)]
+    # "tha n</w>": tha only came from "th a", so it is dead; "thi s</w>" stays (th i, ranked after it, makes thi:
+    # merges fire by rank whatever made their parts); "z o" learned twice is appended once
+    assert kept == [("n", "g", 3), ("ng", "a</w>", 2), ("thi", "s</w>", 1), ("th", "i", 1), ("z", "o", 1)]
     rank = bpe_extend.ranks(old + kept)
     assert bpe_extend.segment_word("nga", rank) == ["nga"] and bpe_extend.segment_word("that", rank) == \
-        ["th@@", "a@@", "t"]
+        ["th@@", "a@@", "t"] and bpe_extend.segment_word("this", rank) == ["this"]
     old_rank = bpe_extend.ranks(old)
     assert bpe_extend.split_piece("nga", old_rank) == ["n@@", "g@@", "a"]
     assert bpe_extend.split_piece("the", old_rank) == ["the"]

@@ -83,18 +83,26 @@ def drop_conflicts(new: Codes, old: Codes, pairs: Set[Tuple[str, str]], left_of_
                    right_of_unk: Set[str] = frozenset()) -> Codes:
     """The merges of ``new`` (in order) that may be appended to ``old``: not already in ``old``, pair not in
     ``pairs`` (``final_pairs`` of the old corpus), left part not in ``left_of_unk``, right part not in
-    ``right_of_unk``, and both parts formable (a character, or made by an old or an earlier kept merge)."""
-    have = {(a, b) for a, b, _ in old}
-    formed = {a + b for a, b, _ in old}
-    kept = []
+    ``right_of_unk``, and both parts formable: a character, or made by an old or a kept merge (iterated to a
+    fixed point, as merges fire by rank whichever merge made their parts, so dead merges never reach the
+    codes)."""
+    have = {(a, b) for a, b, _ in old}  # grows: a pair fastBPE learned twice is appended once (codes are unique)
+    candidates = []
     for a, b, count in new:
-        if (a, b) in have or (a, b) in pairs or a in left_of_unk or b in right_of_unk:
-            continue
-        if all(_is_char(p) or p in formed for p in (a, b)):
-            kept.append((a, b, count))
+        if (a, b) not in have and (a, b) not in pairs and a not in left_of_unk and b not in right_of_unk:
+            candidates.append((a, b, count))
             have.add((a, b))
-            formed.add(a + b)
-    return kept
+    formed = {a + b for a, b, _ in old}
+    kept: Set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for i, (a, b, _) in enumerate(candidates):
+            if i not in kept and all(_is_char(p) or p in formed for p in (a, b)):
+                kept.add(i)
+                formed.add(a + b)
+                changed = True
+    return [m for i, m in enumerate(candidates) if i in kept]
 
 
 def token_counts(words: Dict[str, int], rank: Dict[Tuple[str, str], int]) -> Dict[str, int]:
