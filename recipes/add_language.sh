@@ -39,6 +39,19 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_
 mkdir -p "$OUT/done"
 IFS=, read -r N_TRAIN N_VALID N_TEST <<< "$VERSES"
 
+# Stamps only mean something for the settings that made them: more seeds go into the same OUT only with the
+# same settings (SEEDS is not one of them), anything else is refused.
+SETTINGS="verses=$VERSES vocab=$VOCAB new_vocab=$NEW_VOCAB pre=$PRE_MAX_UPDATE cont=$CONT_MAX_UPDATE lr=$LR genre=$GENRE_MAX_UPDATE"
+SETTINGS="$SETTINGS genre_verses=$GENRE_VERSES"
+if [ -f "$OUT/settings" ]; then
+    if [ "$(cat "$OUT/settings")" != "$SETTINGS" ]; then
+        echo "error: $OUT was made with other settings ($(cat "$OUT/settings")), not ($SETTINGS); remove it or set OUT" >&2
+        exit 1
+    fi
+else
+    echo "$SETTINGS" > "$OUT/settings"
+fi
+
 step() {  # step N NAME command...: run unless stamped, then stamp
     local n=$1 name=$2
     shift 2
@@ -129,5 +142,5 @@ for s in ${SEEDS//,/ }; do
 done
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     "$PYTHON" -m fairseq_xlm.cli.add_language_report --dir "$OUT" --seeds "$SEEDS" \
-        --settings "verses=$VERSES vocab=$VOCAB new_vocab=$NEW_VOCAB pre=$PRE_MAX_UPDATE cont=$CONT_MAX_UPDATE lr=$LR genre=$GENRE_MAX_UPDATE"
+        --settings "$SETTINGS"
 fi

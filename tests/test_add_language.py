@@ -263,3 +263,53 @@ def test_study_report_by_hand(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| (ii)"))
     # ppl 8 = 3 bits per token, x 1.4 tokens per word; en has no test split here: no bits per word
     assert row == "| (ii) extended by add_language + CONT updates | 1 | 2.0 / – | – | 8.0 / 4.2 | 50.0 | 40.0 | 30.5 |"
+
+    # seeds 1, 2 of (i) and (ii): mean ± std, and the ordering (ii) better than (i) paired over the seeds
+    for arm, seed in (("ext", 2), ("noext", 1), ("noext", 2)):  # the same 1.4 tokens per word
+        shutil.copytree(tmp_path / "s1" / "ext", tmp_path / f"s{seed}" / arm)
+    for arm, seed, ppl in (("ext", 2, 4), ("noext", 1, 16), ("noext", 2, 16), ("pre", 1, 16), ("pre", 2, 16)):
+        lang = "en" if arm == "pre" else "ny"
+        (tmp_path / "eval" / f"{arm}-s{seed}.log").write_text(
+            f"x | INFO | test | valid on 'test' subset | loss 3 | mlm_ppl_{lang} {ppl} | mlm_ppl_en {ppl} | wps 0\n")
+    # en: the same 1.4 tokens per word in the old data-bin (pre) and in ext's
+    shutil.copyfile(tmp_path / "raw" / "test.ny", tmp_path / "raw" / "test.en")
+    (tmp_path / "old").mkdir()
+    for folder in (tmp_path / "old", tmp_path / "s1" / "ext", tmp_path / "s2" / "ext"):
+        for ext in ("bin", "idx"):
+            shutil.copyfile(tmp_path / "s1" / "ext" / f"test.ny.{ext}", folder / f"test.en.{ext}")
+    (tmp_path / "genre" / "table.md").write_text(
+        "| model | en | es | ny | avg |\n|---|---:|---:|---:|---:|\n| ext-s1 | 50.0 | 40.0 | 30.5 | 40.2 |\n"
+        "| ext-s2 | 50.0 | 40.0 | 32.5 | 40.2 |\n| noext-s1 | 50.0 | 40.0 | 28.5 | 40.2 |\n"
+        "| noext-s2 | 50.0 | 40.0 | 29.5 | 40.2 |\n")
+    text = add_language_report.report(str(tmp_path), ["1", "2"], "x")
+    row = next(line for line in text.splitlines() if line.startswith("| (ii)"))
+    assert row.endswith("| 2 | 3.0 ± 1.4 / 2.1 ± 1.0 | – | 6.0 ± 2.8 / 3.5 ± 1.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 31.5 ± 1.4 |")
+    # accuracy: differences +2, +3 -> mean 2.5, sd 0.71, 95 % half width 12.706 * 0.5 = 6.35
+    assert "- (ii) better than (i) on ny genre accuracy (higher is better): **holds in the means**; " \
+        "ext vs noext: +2.50 [-3.85, 8.85], p=0.13" in text
+    # bits per word: noext 4 x 1.4 = 5.6; ext 4.2, 2.8 -> differences 1.4, 2.8
+    assert "- (ii) better than (i) on ny bits per word (lower is better): **holds in the means**; ext vs noext: " \
+        "+2.10 [-6.79, 11.0], p=0.20" in text
+    # the old languages' cost: en of ext 2 x 1.4, 2 x 1.4 (seed 1's ppl 2, seed 2's 4) minus pre's 4 x 1.4
+    assert "- (ii) minus the model before: en -3.50 [-12.4, 5.39], p=0.13; es –" in text
+
+
+def test_study_recipe_refuses_other_settings_in_the_same_out(tmp_path):
+    """More seeds go into a study's OUT only with the settings its stamps were made with."""
+    import subprocess
+
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "add_language.sh")
+    # FAIRSEQ_XLM_ENV_CHECKED: skip lib/env.sh's scan of every recipe (tested in test_recipes.py)
+    env = {**os.environ, "OUT": str(tmp_path), "PRE_MAX_UPDATE": "1000", "FAIRSEQ_XLM_ENV_CHECKED": "1"}
+
+    def run(**more):
+        return subprocess.run(["bash", recipe, "--stage", "9", "--stop-stage", "0"], env={**env, **more},
+                              capture_output=True, text=True, timeout=60)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert "pre=1000 cont=500" in (tmp_path / "settings").read_text()
+    assert run(SEEDS="2,3").returncode == 0  # seeds are not a setting
+    other = run(PRE_MAX_UPDATE="2000")
+    assert other.returncode == 1 and f"error: {tmp_path} was made with other settings" in other.stderr
+    assert "pre=2000" in other.stderr

@@ -3,13 +3,16 @@
     python -m fairseq_xlm.cli.add_language CKPT --data-bin OLD --raw NEWTEXT --langs ny --destdir NEW \\
         [--vocab-size 2000] [--init mean|random] [--lang-init mean|random|LANG]
 
-CKPT is a fairseq_xlm checkpoint (ours, or a release converted by ``convert``); OLD the sentencepiece data-bin
-it was trained on (dict.txt, spm.model, its binarized text); NEWTEXT holds ``{train,valid[,test]}.{lang}`` of
-every new language (optionally ``{split}.{l1}-{l2}.{l1|l2}`` pairs with an old or new language, for TLM).
+CKPT is a fairseq_xlm checkpoint (ours, or a release converted by ``convert``); OLD the data-bin it was
+trained on (dict.txt, spm.model or the authors' BPE in authors_bpe/, its binarized text); NEWTEXT holds
+``{train,valid[,test]}.{lang}`` of every new language (optionally ``{split}.{l1}-{l2}.{l1|l2}`` pairs with an
+old or new language, for TLM).
 NEW receives:
 
     spm.model, spm.vocab   OLD's model plus the pieces of a BPE learned on the new text (``data/spm_extend``):
                            old pieces keep their ids, and every sentence of OLD segments as before
+    authors_bpe/           (an authors' BPE data-bin instead) OLD's codes plus merges learned on the new text,
+                           its vocabulary plus the new words (``add_language_authors``, ``data/bpe_extend``)
     dict.txt               OLD's lines, ``<mask>`` at its old id, then the new pieces (by count)
     {split}.*.bin/.idx     OLD's files (unchanged ids) and the new languages' text binarized with the above
     checkpoint.pt          CKPT with rows for the new pieces (embeddings and tied output bias, --init) and
@@ -33,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from fairseq_xlm import safe_load
-from fairseq_xlm.cli import prepare_ids, setup_logging
+from fairseq_xlm.cli import add_language_authors, prepare_ids, setup_logging
 from fairseq_xlm.cli.prepare_stages import RESERVED, PrepareConfig, atomic_path, write_json
 from fairseq_xlm.data import layout, manifest, spm_extend
 from fairseq_xlm.errors import DataBinError
@@ -51,13 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``python -m fairseq_xlm.cli.add_language`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m fairseq_xlm.cli.add_language", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", metavar="CKPT", help="fairseq_xlm checkpoint (trained or converted)")
-    p.add_argument("--data-bin", required=True, help="the sentencepiece data-bin CKPT was trained on")
+    p.add_argument("--data-bin", required=True, help="the data-bin CKPT was trained on (sentencepiece, or the "
+                   "authors' BPE: prepare --bpe authors)")
     p.add_argument("--raw", required=True, help="folder with {train,valid[,test]}.{lang} of the new languages")
     p.add_argument("--langs", required=True, help="comma-separated new language codes, e.g. ny")
     p.add_argument("--destdir", required=True, help="the new data-bin (and checkpoint.pt) folder")
     p.add_argument("--vocab-size", type=int, default=2000, help="pieces of the BPE learned on the new text (its "
-                   "pieces the old model lacks are appended); 0 = none: the new languages through the old BPE "
-                   "(a baseline; only a language-embedding row is added)")
+                   "pieces the old model lacks are appended; the authors' BPE: merges learned, fastBPE's learnbpe "
+                   "N); 0 = none: the new languages through the old BPE (a baseline; only a language-embedding "
+                   "row is added)")
+    p.add_argument("--pretokenized", action="store_true", help="the authors' BPE: the new text is already in "
+                   "the data-bin's form (Moses-tokenized, lowercased if it is): only the codes are applied")
     p.add_argument("--character-coverage", type=float, default=1.0, help="of that BPE (as prepare's)")
     p.add_argument("--sample-lines", type=int, default=1_000_000, help="new-text lines the BPE is learned on")
     p.add_argument("--init", choices=("mean", "random"), default="mean", help="new token rows: mean = mean of "
@@ -147,11 +154,34 @@ def learn_pieces(args, trains: List[str], old_proto, old: str, work: str):
     return pieces, unseen
 
 
+def grow_spm(args, old: str, dest: str, trains: List[str], work: str, old_proto):
+    """The sentencepiece path: learn and filter pieces, write DEST's spm.model / spm.vocab. Returns (new pieces
+    in dict.txt's order, their counts, the old split of pieces for ``--init mean``, what to record)."""
+    if args.vocab_size > 0:
+        pieces, unseen = learn_pieces(args, trains, old_proto, old, work)
+    else:  # the baseline without extension: the new languages through the old BPE
+        pieces, unseen = [], []
+    extended = spm_extend.extend(old_proto, pieces)
+    counts = spm_extend.piece_counts(spm_extend.processor(extended), trains)
+    pieces = sorted(pieces, key=lambda p: -counts.get(p, 0))  # dict.txt's order: by count, as prepare's
+    with atomic_path(os.path.join(dest, SPM)) as tmp, open(tmp, "wb") as f:
+        f.write(extended.SerializeToString())
+    with atomic_path(os.path.join(dest, "spm.vocab")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(f"{p.piece}\t{p.score:g}\n" for p in extended.pieces)
+    splitter = spm_extend.splitter(old_proto)
+
+    def split(new_pieces: List[str]) -> List[List[str]]:
+        return splitter.encode([p.replace("▁", " ") for p in new_pieces], out_type=str)
+
+    return pieces, counts, split, {"unseen_pieces": len(unseen)}
+
+
 # ---------------------------------------------------------------- the model
 
 
 def new_rows(rel: Released, pieces: List[str], split, init: str, gen: torch.Generator):
-    """(embedding rows, output-bias entries) of the new pieces by ``--init``."""
+    """(embedding rows, output-bias entries) of the new pieces by ``--init``; ``split(pieces)`` gives the old
+    tokens the old BPE splits each piece's surface into."""
     emb, bias = rel.state["embeddings.weight"], rel.state["pred_layer.proj.bias"]
     if not pieces:
         return emb[:0], bias[:0]
@@ -160,8 +190,7 @@ def new_rows(rel: Released, pieces: List[str], split, init: str, gen: torch.Gene
         return rows.to(emb.dtype), torch.zeros(len(pieces), dtype=bias.dtype)
     index = {w: i for i, w in enumerate(rel.words)}
     unk = rel.words.index("<unk>")
-    ids = split.encode([p.replace("▁", " ") for p in pieces], out_type=str)
-    parts = [[index.get(s, unk) for s in seg] or [unk] for seg in ids]
+    parts = [[index.get(s, unk) for s in seg] or [unk] for seg in split(pieces)]
     rows = torch.stack([emb[torch.tensor(p)].float().mean(0) for p in parts]).to(emb.dtype)
     biases = torch.stack([bias[torch.tensor(p)].float().mean() for p in parts]).to(bias.dtype)
     return rows, biases
@@ -197,11 +226,12 @@ def run(args) -> dict:
         raise ValueError(f"--vocab-size {args.vocab_size}: must be >= 0 (0: no new pieces)")
     if os.pathsep in old:
         raise ValueError(f"--data-bin {old}: a sharded data path; give one shard folder")
-    if os.path.isdir(os.path.join(old, "authors_bpe")):
-        raise ValueError(f"--data-bin {old}: an authors' BPE data-bin; only sentencepiece data-bins can be "
-                         f"extended so far")
-    if not os.path.isfile(os.path.join(old, SPM)):
-        raise DataBinError(f"{os.path.join(old, SPM)}: missing; --data-bin must be a sentencepiece data-bin")
+    authors = add_language_authors.is_authors(old)
+    if not authors and not os.path.isfile(os.path.join(old, SPM)):
+        raise DataBinError(f"{os.path.join(old, SPM)}: missing (and no {add_language_authors.FOLDER}/); --data-bin "
+                           f"must be a data-bin made by prepare")
+    if args.pretokenized and not authors:
+        raise ValueError(f"--pretokenized: only with a data-bin of the authors' BPE ({old} has spm.model)")
     if os.path.isdir(dest) and os.listdir(dest) and not args.force:
         raise ValueError(f"--destdir {dest}: not empty; choose a new folder or pass --force")
     rel = read_fairseq(args.checkpoint, os.path.join(old, DICT))
@@ -215,8 +245,12 @@ def run(args) -> dict:
     if args.lang_init not in ("mean", "random") and args.lang_init not in rel.langs:
         raise ValueError(f"--lang-init {args.lang_init}: choose mean, random or a language of the checkpoint "
                          f"({','.join(rel.langs)})")
-    old_proto = spm_extend.load_proto(os.path.join(old, SPM))
-    check_bpe(rel, old_proto, old, args.checkpoint)
+    if authors:
+        old_codes, old_vocab = add_language_authors.read_old(old)
+        add_language_authors.check_bpe(rel, old_codes, old_vocab, old, args.checkpoint)
+    else:
+        old_proto = spm_extend.load_proto(os.path.join(old, SPM))
+        check_bpe(rel, old_proto, old, args.checkpoint)
     every = rel.langs + new
     corpora = new_corpora(raw, new, every)
     trains = [os.path.join(raw, f"train.{lang}") for lang in new]
@@ -224,19 +258,13 @@ def run(args) -> dict:
     os.makedirs(dest, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".add_language-", dir=dest)
     try:
-        if args.vocab_size > 0:
-            pieces, unseen = learn_pieces(args, trains, old_proto, old, work)
-        else:  # the baseline without extension: the new languages through the old BPE
-            pieces, unseen = [], []
-        extended = spm_extend.extend(old_proto, pieces)
-        counts = spm_extend.piece_counts(spm_extend.processor(extended), trains)
-        pieces = sorted(pieces, key=lambda p: -counts.get(p, 0))  # dict.txt's order: by count, as prepare's
+        if authors:
+            pieces, counts, split, bpe_record = add_language_authors.grow(args, old, dest, trains, work, rel,
+                                                                          old_codes, old_vocab)
+        else:
+            pieces, counts, split, bpe_record = grow_spm(args, old, dest, trains, work, old_proto)
 
         # vocabulary and data-bin
-        with atomic_path(os.path.join(dest, SPM)) as tmp, open(tmp, "wb") as f:
-            f.write(extended.SerializeToString())
-        with atomic_path(os.path.join(dest, "spm.vocab")) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(f"{p.piece}\t{p.score:g}\n" for p in extended.pieces)
         with open(os.path.join(old, DICT), encoding="utf-8") as f:
             old_lines = f.readlines()
         has_mask = any(line.split(" ")[0] == layout.MASK for line in old_lines)
@@ -248,21 +276,24 @@ def run(args) -> dict:
             name = os.path.basename(path)
             if name.endswith((".bin", ".idx", ".label")) and name.split(".")[1] not in new:
                 shutil.copyfile(path, os.path.join(dest, name))
-        cfg = PrepareConfig(raw=raw, destdir=dest, langs=",".join(new), seed=args.seed)
-        prepare_ids.encode(cfg, corpora, work)
-        prepare_ids.binarize(cfg, corpora, work)
+        if authors:
+            add_language_authors.binarize(args, raw, dest, new, corpora, work)
+        else:
+            cfg = PrepareConfig(raw=raw, destdir=dest, langs=",".join(new), seed=args.seed)
+            prepare_ids.encode(cfg, corpora, work)
+            prepare_ids.binarize(cfg, corpora, work)
 
         # the checkpoint
         gen = torch.Generator().manual_seed(args.seed)
         old_rows = len(rel.words)
-        rows, biases = new_rows(rel, pieces, spm_extend.splitter(old_proto), args.init, gen)
+        rows, biases = new_rows(rel, pieces, split, args.init, gen)
         rel.state["embeddings.weight"] = torch.cat([rel.state["embeddings.weight"], rows])
         rel.state["pred_layer.proj.bias"] = torch.cat([rel.state["pred_layer.proj.bias"], biases])
         rel.state["lang_embeddings.weight"] = lang_rows(rel, new, args.lang_init, gen)
         rel.words = rel.words + pieces
         rel.counts = (rel.counts or [0] * old_rows) + [counts.get(p, 0) for p in pieces]
         rel.langs = every
-        rel.files = {DICT: os.path.join(dest, DICT), SPM: os.path.join(dest, SPM)}
+        rel.files = {DICT: os.path.join(dest, DICT), **({} if authors else {SPM: os.path.join(dest, SPM)})}
         write_fairseq(rel, dest, force=True, source=args.checkpoint)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -271,8 +302,8 @@ def run(args) -> dict:
     new_pairs = sorted({name.split(".", 1)[1] for name in corpora if "-" in name})
     record = {"source": os.path.abspath(args.checkpoint), "old_data_bin": os.path.abspath(old),
               "old_langs": every[: len(every) - len(new)], "new_langs": new, "langs": ",".join(every),
-              "old_vocab": old_rows, "vocab": len(rel.words), "new_pieces": len(pieces),
-              "unseen_pieces": len(unseen), "init": args.init, "lang_init": args.lang_init}
+              "old_vocab": old_rows, "vocab": len(rel.words), "new_pieces": len(pieces), **bpe_record,
+              "init": args.init, "lang_init": args.lang_init}
     write_json(os.path.join(dest, RECORD), record)
     manifest.write(dest, os.path.join(dest, DICT), every, sorted(set(old_manifest.get("pairs", [])) | set(new_pairs)))
     logger.info(f"wrote {dest}: {record['new_pieces']} new pieces, languages {record['langs']}")

@@ -7,7 +7,10 @@ OUT/genre/table.md (evaluate_xnli rows named {arm}-s{seed}). Per-token perplexit
 vocabularies are not comparable, so each is also given in bits per word: ``log2(ppl) * tokens / words`` with
 the tokens (``</s>`` included) of the arm's binarized test split and the words (+1 per sentence for ``</s>``)
 of the raw test text; this rescales the mean masked-token loss, an approximation that holds as far as a
-masked token's loss does not depend on the segmentation.
+masked token's loss does not depend on the segmentation. Cells are mean ± sample std over the seeds; below the
+table, the orderings (ii) better than (i) and (iii) better than (ii) on ny (bits per word, zero-shot genre
+accuracy) as paired comparisons over the seeds both arms have (``paired.comparison``: the mean difference in
+the better direction, its 95 % t interval and the paired t-test's p).
 """
 
 import argparse
@@ -19,11 +22,15 @@ import numpy as np
 
 from fairseq_xlm.cli.curves import METRIC, VALID_LINE
 from fairseq_xlm.data.manifest import read_index
-from fairseq_xlm.paired import mean_std
+from fairseq_xlm.paired import comparison, fmt, mean_std, paired_t
 
 ARMS = {"pre": "en+es model, before (PRE updates)", "noext": "(i) ny through the old BPE + CONT updates",
         "ext": "(ii) extended by add_language + CONT updates", "joint": "(iii) en+es+ny from the start"}
 LANGS = ("en", "es", "ny")
+# (kind, arms from worse to better expected): the orderings the study is about
+ORDERINGS = [("bpw", ("noext", "ext")), ("acc", ("noext", "ext")), ("bpw", ("ext", "joint")), ("acc", ("ext", "joint"))]
+# kind -> (label, the measure's name for paired.comparison, whose better() reads lower-is-better from "ppl")
+KINDS = {"bpw": ("ny bits per word", "mlm_ppl_ny"), "acc": ("ny genre accuracy", "genre_acc_ny")}
 
 
 def data_dir(out: str, arm: str, seed: str) -> str:
@@ -77,35 +84,82 @@ def cell(values: List[float], digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def measures(out: str, seeds: Sequence[str]):
+    """({arm: seeds with a validation log}, {(arm, lang, kind): {seed: value}}) with kind ``ppl`` (per token),
+    ``bpw`` (bits per word) and ``acc`` (genre accuracy)."""
+    genre = genre_rows(os.path.join(out, "genre", "table.md"))
+    done, values = {}, {}
+    for arm in ARMS:
+        done[arm] = [s for s in seeds if validation(os.path.join(out, "eval", f"{arm}-s{s}.log"))]
+        for lang in LANGS:
+            for s in done[arm]:
+                ppl = validation(os.path.join(out, "eval", f"{arm}-s{s}.log")).get(f"mlm_ppl_{lang}")
+                ratio = tokens_per_word(out, arm, s, lang)
+                if ppl is not None:
+                    values.setdefault((arm, lang, "ppl"), {})[s] = ppl
+                    if ratio is not None:
+                        values.setdefault((arm, lang, "bpw"), {})[s] = float(np.log2(ppl) * ratio)
+            for s in seeds:
+                if lang in genre.get(f"{arm}-s{s}", {}):
+                    values.setdefault((arm, lang, "acc"), {})[s] = genre[f"{arm}-s{s}"][lang]
+    return done, values
+
+
+def orderings(values) -> List[str]:
+    """One line per ``ORDERINGS`` entry: the verdict and the paired comparison over the common seeds."""
+    lines = []
+    for kind, arms in ORDERINGS:
+        label, measure = KINDS[kind]
+        verdict, texts = comparison(measure, arms, {arm: values.get((arm, "ny", kind), {}) for arm in arms})
+        lines.append(f"- {ARMS[arms[1]].split(' ')[0]} better than {ARMS[arms[0]].split(' ')[0]} on {label} "
+                     f"({'lower' if kind == 'bpw' else 'higher'} is better): **{verdict}**; {texts[0]}")
+    return lines
+
+
+def old_language_cost(values) -> List[str]:
+    """What continued training with ny costs en and es: bits per word of (i) and (ii) minus the model before,
+    paired over seeds (positive: worse)."""
+    lines = []
+    for arm in ("noext", "ext"):
+        cells = []
+        for lang in ("en", "es"):
+            before, after = values.get(("pre", lang, "bpw"), {}), values.get((arm, lang, "bpw"), {})
+            common = sorted(set(before) & set(after))
+            if not common:
+                cells.append(f"{lang} –")
+                continue
+            t = paired_t([before[s] for s in common], [after[s] for s in common])
+            ci = f" [{fmt(t.diff - t.half_width)}, {fmt(t.diff + t.half_width)}], p={t.p:.2f}" if t.n > 1 else ""
+            cells.append(f"{lang} {'+' if t.diff >= 0 else ''}{fmt(t.diff)}{ci}")
+        lines.append(f"- {ARMS[arm].split(' ')[0]} minus the model before: " + "; ".join(cells))
+    return lines
+
+
 def report(out: str, seeds: Sequence[str], settings: str) -> str:
     """RESULTS.md's text."""
-    genre = genre_rows(os.path.join(out, "genre", "table.md"))
+    done, values = measures(out, seeds)
     lines = ["# Adding ny to an en+es XLM (recipes/add_language.sh)", "",
              f"Settings: {settings}; seeds {','.join(seeds)} (mean ± std over the seeds that finished).", "",
              "| arm | seeds | " + " | ".join(f"MLM {lang}: ppl / bits per word" for lang in LANGS)
              + " | " + " | ".join(f"genre acc {lang}" for lang in LANGS) + " |",
              "|---|---:|" + "---:|" * (2 * len(LANGS))]
     for arm, title in ARMS.items():
-        done = [s for s in seeds if validation(os.path.join(out, "eval", f"{arm}-s{s}.log"))]
         ppl_cells, acc_cells = [], []
         for lang in LANGS:
-            tok, word = [], []
-            for s in done:
-                ppl = validation(os.path.join(out, "eval", f"{arm}-s{s}.log")).get(f"mlm_ppl_{lang}")
-                ratio = tokens_per_word(out, arm, s, lang)
-                if ppl is not None:
-                    tok.append(ppl)
-                    if ratio is not None:
-                        word.append(np.log2(ppl) * ratio)
+            tok = list(values.get((arm, lang, "ppl"), {}).values())
+            word = list(values.get((arm, lang, "bpw"), {}).values())
             ppl_cells.append(f"{cell(tok)} / {cell(word)}" if tok else "–")
-            acc_cells.append(cell([genre[f"{arm}-s{s}"][lang] for s in seeds
-                                   if lang in genre.get(f"{arm}-s{s}", {})]))
-        lines.append(f"| {title} | {len(done)} | " + " | ".join(ppl_cells + acc_cells) + " |")
-    lines += ["", "Tokens per word of the test split (</s> counted once per sentence):", "",
+            acc_cells.append(cell(list(values.get((arm, lang, "acc"), {}).values())))
+        lines.append(f"| {title} | {len(done[arm])} | " + " | ".join(ppl_cells + acc_cells) + " |")
+    lines += ["", "Orderings on ny, paired over seeds (difference in the better direction, 95 % interval, "
+              "paired t-test; 'holds': the interval excludes 0):", ""] + orderings(values)
+    lines += ["", "What the old languages pay: bits per word after CONT updates minus before, paired over seeds "
+              "(95 % interval, paired t-test):", ""] + old_language_cost(values)
+    lines += ["", "Tokens per word of the test split (</s> counted once per sentence; mean over the seeds):", "",
               "| data-bin | " + " | ".join(LANGS) + " |", "|---|" + "---:|" * len(LANGS)]
     for arm in ("pre", "noext", "ext", "joint"):
-        ratios = [tokens_per_word(out, arm, seeds[0], lang) for lang in LANGS]
-        lines.append(f"| {arm} | " + " | ".join("–" if r is None else f"{r:.2f}" for r in ratios) + " |")
+        ratios = [[r for r in (tokens_per_word(out, arm, s, lang) for s in seeds) if r is not None] for lang in LANGS]
+        lines.append(f"| {arm} | " + " | ".join(f"{np.mean(r):.2f}" if r else "–" for r in ratios) + " |")
     return "\n".join(lines) + "\n"
 
 

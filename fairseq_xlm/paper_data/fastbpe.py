@@ -15,7 +15,7 @@ What "fastBPE's semantics" means here, beyond textbook BPE (Sennrich et al. 2016
 
 import heapq
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from fairseq_xlm.errors import DataSourceError
 
@@ -57,9 +57,10 @@ def count_words(paths: Sequence[str]) -> Dict[str, int]:
     return counts
 
 
-def learn_bpe(paths: Sequence[str], merges: int) -> Codes:
+def learn_bpe(paths: Sequence[str], merges: int, start: Optional[Callable[[str], List[str]]] = None) -> Codes:
     """``fast learnbpe MERGES FILE [FILE2]`` (any number of files): the codes, ``(left, right, count)`` in
-    merge order."""
+    merge order. ``start(word)``, when given, is a word's first segmentation (default: its characters, ``</w>``
+    on the last), e.g. older codes' segmentation, so that the merges learned continue those codes."""
     counts = count_words(paths)
     keys = list(counts)
     token_id: Dict[str, int] = {}
@@ -75,7 +76,7 @@ def learn_bpe(paths: Sequence[str], merges: int) -> Codes:
 
     for i in iteration_order(keys):
         word = keys[i]
-        words.append([intern(c) for c in word[:-1]] + [intern(word[-1] + END)])
+        words.append([intern(c) for c in (start(word) if start else list(word[:-1]) + [word[-1] + END])])
         freq.append(counts[word])
     del counts, keys
     pair_count: Dict[Tuple[int, int], int] = {}
@@ -156,6 +157,28 @@ def write_vocab(vocab: Iterable[Tuple[str, int]], path: str) -> None:
         f.writelines(f"{w} {c}\n" for w, c in vocab)
 
 
+def apply_merges(symbols: Sequence[str], rank: Dict[Tuple[str, str], int]) -> List[str]:
+    """``symbols`` after BPE with merge ranks ``rank`` (``{(left, right): line}``): the lowest-ranked adjacent
+    pair is merged everywhere, left to right, until no adjacent pair has a rank (applybpe's loop; HF's
+    ``XLMTokenizer.bpe`` is the same)."""
+    word = list(symbols)
+    while len(word) > 1:
+        ranks = [rank.get(p, -1) for p in zip(word, word[1:])]
+        best = min((r for r in ranks if r >= 0), default=-1)
+        if best < 0:
+            break
+        pair, merged, i = (word[ranks.index(best)], word[ranks.index(best) + 1]), [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                merged.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = merged
+    return word
+
+
 class ApplyBpe:
     """``fast applybpe OUT IN CODES [VOCAB]`` on words: ``hello`` -> ``hel@@ lo``; a cache per distinct word,
     as fastBPE's. With a vocabulary, pieces it lacks are split back along the codes (fastBPE's ``limitVocab``)."""
@@ -178,21 +201,7 @@ class ApplyBpe:
         return " ".join(self.word(w) if w else w for w in line.split(" "))
 
     def _apply(self, word: str) -> str:
-        subwords = list(word[:-1]) + [word[-1] + END]
-        while len(subwords) > 1:
-            ranks = [self.rank.get(p, -1) for p in zip(subwords, subwords[1:])]
-            best = min((r for r in ranks if r >= 0), default=-1)
-            if best < 0:
-                break
-            pair, merged, i = (subwords[ranks.index(best)], subwords[ranks.index(best) + 1]), [], 0
-            while i < len(subwords):
-                if i + 1 < len(subwords) and (subwords[i], subwords[i + 1]) == pair:
-                    merged.append(subwords[i] + subwords[i + 1])
-                    i += 2
-                else:
-                    merged.append(subwords[i])
-                    i += 1
-            subwords = merged
+        subwords = apply_merges(list(word[:-1]) + [word[-1] + END], self.rank)
         if self.vocab:
             limited: List[str] = []
             for i, sub in enumerate(subwords):
