@@ -1,23 +1,29 @@
-"""A preloaded Python for the tests' fairseq commands: a server that has imported torch, fairseq and fairseq_xlm
-once forks a child per ``python -m MODULE ...`` command, so that a command starts in milliseconds instead of
-the ~7 s of CPU its imports cost (most of the suite's time: its commands are tiny runs).
+"""A preloaded Python for the tests' commands: a server that has imported the third-party libraries of
+fairseq's commands once (torch, numpy, scipy, scikit-learn, hydra, ...: ~90 % of a command's import time) forks
+a child per ``python -m MODULE ...`` command, so that a command starts in about a second of CPU instead of
+seven (most of the suite's time: its commands are tiny runs).
 
-The idea is the one of Ruby's Spork/Zeus and Android's zygote: preload, then fork. A client (``PRELOADED``, an
-executable written per test session that takes python's command line) sends its argv, environment and working
-directory, and its own stdin/stdout/stderr descriptors (SCM_RIGHTS), to the server over a Unix socket. A waiter
-forked by the server forks the command's process, which takes those descriptors as 0/1/2, the environment, the
-folder and ``sys.argv``, then runs the module as ``__main__`` (``runpy``, as ``python -m`` does) and exits with
-its status. The waiter sends the status back to the client, or kills the command when the client goes away (a
-test's timeout), so a command behaves as a child of the client: same output streams, same exit status.
+The idea is the one of Ruby's Spork/Zeus and Android's zygote: preload, then fork. A client (the executable
+``write_client`` writes per test session, which takes python's command line) sends its argv, environment and
+working directory, and its own stdin/stdout/stderr descriptors (SCM_RIGHTS), to the server over a Unix socket.
+A waiter forked by the server forks the command's process, which takes those descriptors as 0/1/2, the
+environment, the folder and ``sys.argv``, then runs the module as ``__main__`` (``runpy``, as ``python -m``
+does) and exits with its status. The waiter sends the status back to the client, or kills the command when the
+client goes away (a test's timeout), so a command behaves as a child of the client: same output streams, same
+exit status.
 
-What a fresh interpreter would do differently is sent to a real interpreter instead (the client execs
-``sys.executable``): any command line other than ``[-u] [-B] -m MODULE ...``, and any environment that differs
-from the server's in a variable read at import time (``PYTHON*``, ``LD_*``, OpenMP/MKL settings other than
-``OMP_NUM_THREADS``, ``FAIRSEQ*``, ``HYDRA*``, ``LOGLEVEL``, ``TORCH*``). Per command, the child sets torch's
-threads from ``OMP_NUM_THREADS`` and reseeds numpy's and torch's global generators from the OS (a fresh process
-would; Python's ``random`` reseeds itself after a fork). It shares the server's string-hash seed: a test that
-relies on two runs differing in set order would need real processes, and so do tests that signal or kill the
-command's process group (they use ``sys.executable``). ``XLM_TEST_PRELOAD=0`` turns the whole thing off.
+fairseq, fairseq_cli and fairseq_xlm are NOT preloaded: their imports configure logging (fairseq's tasks call
+``logging.basicConfig``; ``fairseq_cli.train`` configures it before importing fairseq, ``generate`` after), so
+each command imports them itself, in its own order, as a fresh process does. What a fresh interpreter would do
+differently is sent to a real interpreter instead (the client execs ``sys.executable``): any command line other
+than ``[-u] [-B] -m MODULE ...``, and any environment that differs from the server's in a variable read at
+import time by the preloaded libraries (``PYTHON*``, ``LD_*``, OpenMP/MKL settings other than
+``OMP_NUM_THREADS``, ``TORCH*``, ...). Per command, the child sets torch's threads from ``OMP_NUM_THREADS`` and
+reseeds numpy's and torch's global generators from the OS (a fresh process would; Python's ``random`` reseeds
+itself after a fork). It shares the server's string-hash seed: a test that relies on two runs differing in set
+order needs real processes, and so do tests that signal or kill the command's process group (they use
+``sys.executable``). ``XLM_TEST_PRELOAD=0`` turns the whole thing off; ``XLM_TEST_PRELOAD_DEBUG=1`` has the
+server log each fallback and why.
 """
 
 import array
@@ -27,10 +33,13 @@ import socket
 import struct
 import sys
 
-SENSITIVE_PREFIXES = ("PYTHON", "LD_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "FAIRSEQ", "HYDRA", "LOGLEVEL",
-                      "TORCH", "PYTORCH", "MALLOC_")
+# read at import time by the interpreter or the preloaded libraries (fairseq's and fairseq_xlm's own variables,
+# FAIRSEQ_XLM_*, LOGLEVEL, are read by modules each command imports itself)
+SENSITIVE_PREFIXES = ("PYTHON", "LD_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "TORCH", "PYTORCH", "MALLOC_",
+                      "CUDA_", "NUMPY_", "SCIPY_", "SKLEARN_")
 # read per command, or by nothing at import time
-PER_COMMAND = {"OMP_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+PER_COMMAND = {"OMP_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+               "PYTHON"}  # the recipes' interpreter variable, not the interpreter's
 # The server imports what these commands import, except fairseq, fairseq_cli and fairseq_xlm themselves: their
 # imports configure logging (fairseq's tasks call logging.basicConfig; fairseq_cli.train configures it before
 # importing fairseq, generate after), so they must run in each command as in a fresh process. The third-party
@@ -53,8 +62,11 @@ def _third_party_modules():
             and not m.split(".")[0].startswith(OWN) and not m.startswith("_")]
 
 
-def _env_differs(env, server_env):
-    """The variables read at import time whose values in ``env`` are not the server's."""
+def _env_differs(env, server_env, added=None):
+    """The variables read at import time whose values in ``env`` are not the server's (before its imports);
+    ``added``: those the imports set (torch sets KMP_*), which ``env`` may hold with the same value or not at all
+    (a command started by a process that imported torch inherits them; a fresh one sets them the same way)."""
+    added = added or {}
     def sensitive(name):
         if name in PER_COMMAND:
             return False
@@ -73,12 +85,8 @@ def _env_differs(env, server_env):
         return source.get(name)
 
     names = {k for k in env if sensitive(k)} | {k for k in server_env if sensitive(k)}
-    return sorted(k for k in names if value(env, k) != value(server_env, k))
-
-
-def _env_key(env, server_env):
-    """Whether ``env`` can run in a child of the server: the import-time variables are the server's."""
-    return not _env_differs(env, server_env)
+    return sorted(k for k in names if value(env, k) != value(server_env, k)
+                  and not (k in added and env.get(k) == added[k]))
 
 
 def _send(conn, obj, fds=()):
@@ -200,8 +208,11 @@ def _run_command(request, fds, added):
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)))
         np.random.seed(int.from_bytes(os.urandom(4), "little"))
         torch.seed()
+        import importlib
         import importlib.util
 
+        sys.path[0] = request["cwd"]  # python -m puts the working folder first
+        importlib.invalidate_caches()  # files written since the server listed its folders
         try:
             found = importlib.util.find_spec(request["module"]) is not None
         except ImportError:
@@ -210,7 +221,6 @@ def _run_command(request, fds, added):
             print(f"{sys.executable}: No module named {request['module']}", file=sys.stderr)
             raise SystemExit(1)
         sys.argv = [request["module"], *request["args"]]
-        sys.path[0] = request["cwd"]  # python -m puts the working folder first
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -291,10 +301,10 @@ def serve(sock_path):
         except (EOFError, OSError, ValueError):
             conn.close()
             continue
-        if not _env_key(request["env"], server_env) or len(fds) != 3:
-            if os.environ.get("XLM_TEST_PRELOAD_DEBUG"):
-                print(f"preload: fallback for {request['module']}: fds {len(fds)}, env differs in "
-                      f"{_env_differs(request['env'], server_env)}", file=sys.stderr, flush=True)
+        differs = _env_differs(request["env"], server_env, added)
+        if differs or len(fds) != 3:
+            print(f"preload: fallback for {request['module']}: fds {len(fds)}, env differs in {differs}",
+                  file=sys.stderr, flush=True)  # the server's log
             _send(conn, {"fallback": True})
             conn.close()
             for fd in fds:
@@ -376,7 +386,9 @@ def stop():
         proc.wait()
     folder = _state.pop("folder", None)
     _state.clear()
-    if folder:
+    if folder and os.environ.get("XLM_TEST_PRELOAD_DEBUG"):
+        print(f"preload: server log kept in {folder}/server.log", file=sys.stderr)
+    elif folder:
         shutil.rmtree(folder, ignore_errors=True)
 
 
