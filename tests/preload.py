@@ -36,7 +36,7 @@ import sys
 # read at import time by the interpreter or the preloaded libraries (fairseq's and fairseq_xlm's own variables,
 # FAIRSEQ_XLM_*, LOGLEVEL, are read by modules each command imports itself)
 SENSITIVE_PREFIXES = ("PYTHON", "LD_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "TORCH", "PYTORCH", "MALLOC_",
-                      "CUDA_", "NUMPY_", "SCIPY_", "SKLEARN_")
+                      "NUMPY_", "SCIPY_", "SKLEARN_")  # CUDA_*: read when CUDA starts, in the command
 # read per command, or by nothing at import time
 PER_COMMAND = {"OMP_NUM_THREADS", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
                "PYTHON"}  # the recipes' interpreter variable, not the interpreter's
@@ -72,6 +72,8 @@ def _env_differs(env, server_env, added=None):
             return False
         if name == "OMP_WAIT_POLICY" and env.get("OMP_NUM_THREADS", "") == "1":
             return False  # with one thread, nothing waits
+        if name.startswith("TORCHINDUCTOR_"):
+            return False  # read when compiling, which these commands do not
         return name.startswith(SENSITIVE_PREFIXES)
 
     def value(source, name):
@@ -364,6 +366,8 @@ def start(pythonpath):
     sock = os.path.join(folder, "sock")
     env = dict(os.environ, PYTHONPATH=pythonpath)
     env.setdefault("OMP_NUM_THREADS", "1")
+    # the recipes' threading default (recipes/lib/threads.sh): their multi-thread commands match the server
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     log = open(os.path.join(folder, "server.log"), "w")
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", sock], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
