@@ -74,6 +74,10 @@ def _env_differs(env, server_env, added=None):
             return False  # with one thread, nothing waits
         if name.startswith("TORCHINDUCTOR_"):
             return False  # read when compiling, which these commands do not
+        if name == "MKL_NUM_THREADS" and env.get(name) == env.get("OMP_NUM_THREADS"):
+            return False  # torch.set_num_threads, which the command calls, sets MKL's threads too
+        if name == "PYTHONWARNINGS":
+            return False  # applied by the command as at start-up (_apply_warnoptions)
         return name.startswith(SENSITIVE_PREFIXES)
 
     def value(source, name):
@@ -185,7 +189,23 @@ def client_main(sock_path, real_python):
 
 
 # ------------------------------------------------------------------------------------------------ server
-def _run_command(request, fds, added):
+def _apply_warnoptions(startup_filters):
+    """PYTHONWARNINGS as an interpreter applies it at start-up: its filters go behind those the preloaded
+    libraries added on import (imported after start-up, those were inserted in front of them)."""
+    import warnings
+
+    options = [o for o in os.environ.get("PYTHONWARNINGS", "").split(",") if o.strip()]
+    if options == sys.warnoptions:
+        return
+    added_by_imports = warnings.filters[: len(warnings.filters) - len(startup_filters)]
+    warnings.filters[:] = list(startup_filters)
+    sys.warnoptions[:] = options
+    warnings._processoptions(options)
+    warnings.filters[:0] = added_by_imports
+    warnings._filters_mutated()
+
+
+def _run_command(request, fds, added, startup_filters):
     """In the forked child: become ``python -m MODULE ARGS`` and exit with its status."""
     import atexit
     import runpy
@@ -201,6 +221,7 @@ def _run_command(request, fds, added):
         os.environ.update(request["env"])
         for k, v in added.items():
             os.environ.setdefault(k, v)
+        _apply_warnoptions(startup_filters)
         unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(line_buffering=unbuffered or stream is sys.stderr, write_through=unbuffered)
@@ -275,6 +296,9 @@ def serve(sock_path):
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     server_env = dict(os.environ)
+    import warnings
+
+    startup_filters = list(warnings.filters)  # those of the interpreter's start-up (the server has no -W)
     for name in _third_party_modules():
         try:
             importlib.import_module(name)
@@ -318,7 +342,7 @@ def serve(sock_path):
             child = os.fork()
             if child == 0:
                 conn.close()
-                _run_command(request, fds, added)
+                _run_command(request, fds, added, startup_filters)
             for fd in fds:
                 os.close(fd)
             try:

@@ -28,7 +28,8 @@ def probe(tmp_path):
 
 
 def run(python, probe, **env):
-    full = dict(os.environ, **env)  # python -m finds the module in the working folder
+    full = dict(os.environ, OMP_NUM_THREADS="1")  # as run_module runs commands
+    full.update(env)  # python -m finds the module in the working folder
     return subprocess.run([python, "-m", "xlm_preload_probe", "a b", "--c"], cwd=probe, env=full, input="hello\n",
                           capture_output=True, text=True, timeout=120)
 
@@ -57,13 +58,26 @@ def test_it_forks_from_the_preloaded_server_and_falls_back_where_a_fresh_process
     # torch is already imported in the forked child (the server preloaded it), not in a real interpreter's
     assert "root handlers 0 True" in run(preloaded_python, probe).stdout
     assert "root handlers 0 False" in run(sys.executable, probe).stdout
+    # warnings options: applied as at start-up (behind the filters the libraries add on import)
+    # (after importing what a command imports, whose filters a fresh interpreter adds too)
+    filters = ("import warnings, sys, fairseq; print('filters', [f[:1] + f[2:] for f in warnings.filters], "
+               "sys.warnoptions)")
+    (probe / "xlm_preload_filters.py").write_text(filters + "\n")
+    for options in ("", "ignore:semaphore_tracker:UserWarning,always::ResourceWarning"):
+        outs = [subprocess.run([python, "-m", "xlm_preload_filters"], cwd=probe, capture_output=True, text=True, timeout=120,
+                               env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS=options))
+                for python in (sys.executable, preloaded_python)]
+        assert outs[0].stdout == outs[1].stdout and outs[0].stdout.startswith("filters"), [o.stderr[-500:] for o in outs]
     # a variable the preloaded libraries read at import time, another PYTHONPATH: a real interpreter runs it
     assert "root handlers 0 False" in run(preloaded_python, probe, PYTHONPATH=str(probe)).stdout
     assert "root handlers 0 False" in run(preloaded_python, probe, MKL_NUM_THREADS="3").stdout
-    assert "root handlers 0 False" in run(preloaded_python, probe, OMP_NUM_THREADS="2",
-                                          OMP_WAIT_POLICY="PASSIVE").stdout
-    assert "root handlers 0 True" in run(preloaded_python, probe, OMP_NUM_THREADS="1",
+    # OpenMP's wait policy is read when torch loads: the server has the recipes' (PASSIVE); with one thread it
+    # does not matter
+    assert "root handlers 0 False" in run(preloaded_python, probe, OMP_NUM_THREADS="2").stdout
+    assert "root handlers 0 True" in run(preloaded_python, probe, OMP_NUM_THREADS="2",
                                          OMP_WAIT_POLICY="PASSIVE").stdout
+    assert "root handlers 0 True" in run(preloaded_python, probe, OMP_NUM_THREADS="1",
+                                         OMP_WAIT_POLICY="ACTIVE").stdout
 
 
 def test_the_command_dies_with_its_client(tmp_path, preloaded_python):
@@ -72,7 +86,8 @@ def test_the_command_dies_with_its_client(tmp_path, preloaded_python):
     (tmp_path / "xlm_preload_sleeper.py").write_text(
         "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
     pid_file = tmp_path / "pid"
-    client = subprocess.Popen([preloaded_python, "-m", "xlm_preload_sleeper", str(pid_file)], cwd=tmp_path)
+    client = subprocess.Popen([preloaded_python, "-m", "xlm_preload_sleeper", str(pid_file)], cwd=tmp_path,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text()):
         assert time.monotonic() < deadline and client.poll() is None
