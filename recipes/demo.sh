@@ -138,7 +138,9 @@ prefix() { local line; while IFS= read -r line; do printf '[%s] %s\n' "$1" "$lin
 # demo runs on 2 idle cores (docs/demo.md, "Time"): EPYC on an AMD EPYC, XEON on an Intel Xeon
 estimate() {
     local epyc=$(( ($1 + $2 / 2) / $2 )) xeon=$(( ($1 + $3 / 2) / $3 ))
-    echo "about $(( epyc > 0 ? epyc : 1 )) min on 2 idle AMD EPYC cores, $(( xeon > 0 ? xeon : 1 )) on 2 Intel Xeon cores"
+    if [ "$xeon" -lt 1 ]; then echo "under a minute on 2 idle cores"; return; fi
+    [ "$epyc" -ge 1 ] && epyc="about $epyc min" || epyc="under a minute"
+    echo "$epyc on 2 idle AMD EPYC cores, about $xeon min on 2 Intel Xeon cores"
 }
 # every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
 # learning curves RESULTS.md draws (VALIDATIONS)
