@@ -56,10 +56,18 @@ def test_same_weights_and_state_as_fairseq_adam(weight_decay):
         assert torch.equal(ours_state[k]["exp_avg"], ref_state[k]["exp_avg"])
         assert torch.equal(ours_state[k]["exp_avg_sq"], ref_state[k]["exp_avg_sq"])
     assert ours_state[len(SHAPES) - 1]["step"] == 8  # the lagging parameter kept its own count
-    # a checkpoint of one loads into the other
-    fresh = fairseq_adam(make_params())
-    fresh.load_state_dict(copy.deepcopy(ours.state_dict()))
-    assert fresh.state_dict()["state"][0]["step"] == 12
+    # a checkpoint of one loads into the other, and a run resumed from it switches and steps as fairseq's
+    resumed_params, ref_resumed_params = make_params(), make_params()
+    resumed, ref_resumed = fairseq_adam(resumed_params), fairseq_adam(ref_resumed_params)
+    for opt, params in ((resumed, resumed_params), (ref_resumed, ref_resumed_params)):
+        opt.load_state_dict(copy.deepcopy(ours.state_dict()))
+        set_grads(params, 13)
+    assert use_foreach_adam(resumed)
+    resumed.step()
+    ref_resumed.step()
+    assert resumed.state_dict()["state"][0]["step"] == 13
+    for a, b in zip(resumed_params, ref_resumed_params):
+        assert torch.equal(a, b)
 
 
 def test_task_step_switches_and_runs_step_hooks():

@@ -85,7 +85,10 @@ def use_foreach_adam(optimizer) -> bool:
     if getattr(optimizer, "_foreach_ineligible", False) or not _eligible(inner):
         optimizer._foreach_ineligible = True  # checked once per run
         return False
-    new = ForeachAdam(inner.param_groups, **inner.defaults)
+    # only Adam's own arguments: a loaded state adds torch's keys (differentiable, ...) to the defaults
+    args = {k: v for k, v in inner.defaults.items() if k in ("lr", "betas", "eps", "weight_decay", "amsgrad")}
+    new = ForeachAdam(inner.param_groups, **args)
+    new.defaults = inner.defaults
     new.param_groups = inner.param_groups  # the LR scheduler sets lr on these very dicts
     new.state = inner.state
     optimizer._optimizer = new
