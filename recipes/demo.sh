@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole XLM pipeline on the Bible sample shipped in data/bible-sample, on CPU, with a results
 # table where every number of the pretrained model stands next to a random-init model trained as long.
-#   recipes/demo.sh [--stage N] [--stop-stage N]      (13-25 minutes on 2 idle cores, see docs/demo.md)
+#   recipes/demo.sh [--stage N] [--stop-stage N]      (13 min on 2 idle AMD EPYC cores, 25 on 2 Intel Xeon cores:
+#                                                     docs/demo.md)
 #   DEMO_SMOKE=1 recipes/demo.sh                      (tiny settings, about a minute; OUT in $TMPDIR)
 # Stages (each skipped when its stamp OUT/runs/done/N-NAME exists; remove OUT to start over):
 #   1 unpack the sample                      2 shared sentencepiece BPE, binarize into OUT (+ genre labels)
@@ -133,6 +134,14 @@ side_by_side() {
     return "$status"
 }
 prefix() { local line; while IFS= read -r line; do printf '[%s] %s\n' "$1" "$line"; done; }
+# estimate UPDATES EPYC XEON: the stage line's time for UPDATES at the updates per minute measured in whole
+# demo runs on 2 idle cores (docs/demo.md, "Time"): EPYC on an AMD EPYC, XEON on an Intel Xeon
+estimate() {
+    local epyc=$(( ($1 + $2 / 2) / $2 )) xeon=$(( ($1 + $3 / 2) / $3 ))
+    if [ "$xeon" -lt 1 ]; then echo "under a minute on 2 idle cores"; return; fi
+    [ "$epyc" -ge 1 ] && epyc="about $epyc min" || epyc="under a minute"
+    echo "$epyc on 2 idle AMD EPYC cores, about $xeon min on 2 Intel Xeon cores"
+}
 # every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
 # learning curves RESULTS.md draws (VALIDATIONS)
 every() { echo $(( $2 / $1 > 0 ? $2 / $1 : 1 )); }
@@ -285,11 +294,11 @@ report() {
 }
 
 run_stage 1 unpack "unpack the Bible sample" "about a second" unpack
-run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into $OUT" "about 30 s" binarize
+run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into $OUT" "under 30 s" binarize
 run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE updates" \
-    "6 min on 2 idle AMD EPYC cores, up to 15 on 2 Intel Xeon cores" pretrain
+    "$(estimate "$PRETRAIN_MAX_UPDATE" 1920 800)" pretrain
 run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_MAX_UPDATE updates, pretrained and random init" \
-    "5 min side by side on 2 idle AMD EPYC cores" umt
+    "side by side, $(estimate "$UMT_MAX_UPDATE" 396 268)" umt
 run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1 min" \
     evaluate
 run_stage 6 genre "genre classification, $GENRE_MAX_UPDATE updates on English, tested on English and Spanish" \
