@@ -6,17 +6,20 @@ torch >= 2.6 (``weights_only=True``) through an allow-list (see ``safe_load``), 
 writes survive a kill (``checkpoint_files``) and prints user errors as one line (``errors``).
 """
 
-from . import quiet
+import os as _os
 
-with quiet.root_logger_kept():  # importing fairseq sets the root logger to DEBUG
-    from . import checkpoint_files, dist_timeout, errors, safe_load
-    from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
-    from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
+if _os.environ.get("FAIRSEQ_XLM_REGISTER", "1") != "0":
+    from . import quiet
 
-safe_load.install()
-checkpoint_files.install()  # atomic checkpoint writes and copies, resume past a torn checkpoint_last.pt
-errors.install_excepthook()  # one line instead of a traceback for a refused checkpoint or a bad data-bin
-dist_timeout.install()  # FAIRSEQ_XLM_DIST_TIMEOUT: process-group timeout, so a frozen rank fails its peers
-quiet.install()  # hydra's deprecation warnings and torch's pin_memory warning under fairseq's commands
+    with quiet.root_logger_kept():  # importing fairseq sets the root logger to DEBUG
+        from . import checkpoint_files, dist_timeout, errors, safe_load
+        from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
+        from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
+
+    safe_load.install()
+    checkpoint_files.install()  # atomic checkpoint writes and copies, resume past a torn checkpoint_last.pt
+    errors.install_excepthook()  # one line instead of a traceback for a refused checkpoint or a bad data-bin
+    dist_timeout.install()  # FAIRSEQ_XLM_DIST_TIMEOUT: process-group timeout, so a frozen rank fails its peers
+    quiet.install()  # hydra's deprecation warnings and torch's pin_memory warning under fairseq's commands
 
 __version__ = "0.1.0"

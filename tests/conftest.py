@@ -6,6 +6,7 @@
     pkg_dir        Path of the fairseq_xlm package folder, for --user-dir
     run_fairseq    run_fairseq(module, args, cwd=None, timeout=600, env=None) -> CompletedProcess
     one_torch_thread  torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``)
+    dictionary     a fairseq Dictionary of 40 words w0..w39 and <mask>, for models built in the test process
     shared_dir     shared_dir(tmp_path_factory, name, build) -> Path: a folder built once per test run, also
                    under pytest-xdist (``make test`` runs ``-n 2``): the first worker builds, the others wait
     --max-skips N  fail the run when more than N tests skip (``.ci/run``; see docs/testing.md)
@@ -22,6 +23,7 @@ from typing import Mapping, Optional, Sequence
 import pytest
 from filelock import FileLock
 
+import preload
 from skip_budget import pytest_addoption, pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +52,37 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join((text or "").splitlines()[-lines:])
 
 
+def commands_pythonpath() -> str:
+    """PYTHONPATH of the tests' commands: this checkout first."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preloaded_python():
+    """The interpreter for the tests' commands (``PYTHON=`` of the recipes, ``run_module``): a client of a server
+    that imported torch, fairseq and fairseq_xlm once and forks per command (tests/preload.py; about 7 s of CPU
+    less per command). ``XLM_TEST_PRELOAD=0``: sys.executable. Tests that signal or time a command's process
+    use sys.executable."""
+    preload.start(commands_pythonpath())
+    before = os.environ.get("PYTHON")
+    if before is None:  # the recipes' interpreter (PYTHON=...), and what plan --run starts
+        os.environ["PYTHON"] = preload.python()
+    yield preload.python()
+    if before is None:
+        os.environ.pop("PYTHON", None)
+    preload.stop()
+
+
 def run_module(module: str, args: Sequence, cwd=None, timeout: float = 600,
-               env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
-    """``python -m module *args`` in a subprocess; on failure or timeout, fail showing the output's tail."""
+               env: Optional[Mapping[str, str]] = None, preloaded: bool = True) -> subprocess.CompletedProcess:
+    """``python -m module *args`` in a subprocess (through the preloaded interpreter unless ``preloaded`` is
+    False); on failure or timeout, fail showing the output's tail."""
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    full_env["PYTHONPATH"] = commands_pythonpath()
     # One thread per process: these runs are tiny, and on 2 cores extra threads only contend (3x slower).
     full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+    cmd = [preload.python() if preloaded else sys.executable, "-m", module, *map(str, args)]
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -102,6 +126,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dictionary():
+    """A small fairseq Dictionary (specials, w0..w39, <mask>) for models built in the test process."""
+    from fairseq.data import Dictionary
+
+    d = Dictionary()
+    for i in range(40):
+        d.add_symbol(f"w{i}")
+    d.add_symbol("<mask>")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -199,3 +199,28 @@ def test_grown_data_bin_loads_and_scores_ny(authors_extended):
     assert sample["net_input"]["src_tokens"].max() >= json.loads((new / "add_language.json").read_text())["old_vocab"]
     loss, _, log = task.valid_step(sample, model, criterion)
     assert torch.isfinite(loss) and loss > 0 and log["mlm_ny:n"] > 0 and log["mlm_en:n"] == 0
+
+
+def test_grown_checkpoint_continues_pretraining_with_fairseq_train(authors_extended, pkg_dir, run_fairseq, tmp_path):
+    """fairseq-train continues pretraining from the grown checkpoint on the grown authors'-BPE data-bin (en, es,
+    ny steps), old rows frozen for the first update: the new rows move at once, the old ones only after."""
+    _, _, new = authors_extended
+    old_vocab = json.loads((new / "add_language.json").read_text())["old_vocab"]
+    run_fairseq("fairseq_cli.train", [
+        new, "--user-dir", pkg_dir, "--task", "xlm_pretrain", "--langs", "en,es,ny", "--mlm-steps", "en,es,ny",
+        "--arch", "xlm_tiny", "--criterion", "xlm_lm", "--optimizer", "adam", "--lr", "0.01", "--batch-size", "4",
+        "--tokens-per-sample", "32", "--max-update", "4", "--freeze-old-embeddings", "3",
+        "--restore-file", new / "checkpoint.pt", "--reset-optimizer", "--reset-dataloader", "--reset-meters",
+        "--reset-lr-scheduler", "--save-dir", tmp_path, "--save-interval-updates", "3", "--no-epoch-checkpoints",
+        "--disable-validation", "--cpu", "--num-workers", "0", "--seed", "1", "--log-format", "simple"])
+    key = "encoder.embeddings.embed_tokens.weight"
+
+    def rows(name):
+        return torch.load(tmp_path / name if name != "start" else new / "checkpoint.pt", map_location="cpu",
+                          weights_only=False)["model"][key]
+
+    start, frozen, last = rows("start"), rows("checkpoint_1_3.pt"), rows("checkpoint_last.pt")
+    assert torch.equal(frozen[:old_vocab], start[:old_vocab])  # updates 1-3 (one per step): old rows frozen
+    assert not torch.equal(frozen[old_vocab:], start[old_vocab:])  # the appended words trained
+    assert not torch.equal(last[:old_vocab], start[:old_vocab])  # update 4: the old rows train too
+    assert torch.isfinite(last).all()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import preload
 import pytest
 import torch
 
@@ -61,7 +62,7 @@ def test_fairseq_bf16_flag_does_not_run_on_a_cpu_machine(bible_databin, pkg_dir,
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     args = train_args(bible_databin, tmp_path, pkg_dir, "--mlm-steps", "en", "--max-update", "1",
                       "--disable-validation", "--bf16")
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *map(str, args)], env=env,
+    proc = subprocess.run([preload.python(), "-m", "fairseq_cli.train", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert fails_for_want_of_xla(proc), proc.stderr[-3000:]
     assert "--tpu" not in args and not (tmp_path / "checkpoint_last.pt").exists()

@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict
 
 import numpy as np
+import preload
 import pytest
 import torch
 
@@ -37,7 +38,7 @@ MEASURED = {}
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "fairseq_xlm.cli.convert", *map(str, args)],
+    return subprocess.run([preload.python(), "-m", "fairseq_xlm.cli.convert", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -13,7 +13,6 @@ from fairseq_xlm.models.dropout import drop_mask, dropout, keep_mask
 from fairseq_xlm.models.factory import build_model
 from fairseq_xlm.models.modules import attention_mask, explicit_attention
 from fairseq_xlm.models.tied_output import tied_output
-from test_model import dictionary  # noqa: F401  (the fixture)
 
 
 def qkv(b=3, h=4, t=7, s=7, d=16, dtype=torch.float32, seed=0):

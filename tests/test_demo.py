@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import preload
 import pytest
 
 from fairseq_xlm.cli import demo
@@ -216,7 +217,7 @@ def run_demo(env, *args, timeout=300):
 
 def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
     out = tmp_path / "demo"
-    env = dict(os.environ, DEMO_SMOKE="1", OUT=str(out), PYTHON=sys.executable)
+    env = dict(os.environ, DEMO_SMOKE="1", OUT=str(out), PYTHON=preload.python())
     for name in ("PRETRAIN_UPDATES", "PRETRAIN_MAX_UPDATE", "FAIRSEQ_XLM_ENV_CHECKED"):
         env.pop(name, None)
     first, seconds = run_demo(env)
@@ -271,7 +272,7 @@ def test_smoke_demo_end_to_end_then_a_second_run_reuses_every_stage(tmp_path):
 
 
 def test_bad_arguments_print_usage(tmp_path):
-    env = dict(os.environ, DEMO_SMOKE="1", OUT=str(tmp_path / "demo"), PYTHON=sys.executable)
+    env = dict(os.environ, DEMO_SMOKE="1", OUT=str(tmp_path / "demo"), PYTHON=preload.python())
     proc, _ = run_demo(env, "--bogus", timeout=30)
     assert proc.returncode == 2 and "usage:" in proc.stderr
     proc, _ = run_demo(dict(env, PRETRAIN_UPDATES="many"), timeout=30)  # the old name still reaches the check

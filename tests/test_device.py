@@ -19,7 +19,6 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from fairseq.data import Dictionary
 from virtual_device import CrossDeviceError, VirtualDevice
 
 import fairseq_xlm  # noqa: F401  (registers models)
@@ -31,14 +30,6 @@ from fairseq_xlm.tasks.xnli import add_classification_head, classification_logit
 
 META = torch.device("meta")
 B, T = 3, 9
-
-
-@pytest.fixture(scope="module")
-def dictionary():
-    d = Dictionary()
-    for i in range(40):
-        d.add_symbol(f"w{i}")
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preload
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -57,7 +58,7 @@ def twins(twin_data, tmp_path_factory):
         if name not in done:
             data = twin_data[CATALOGUE["experiments"][name]["twin"]["data"]]
             save = root / name
-            proc = subprocess.run([sys.executable, "-m", "fairseq_xlm.cli.plan", name, "--twin", "--run",
+            proc = subprocess.run([preload.python(), "-m", "fairseq_xlm.cli.plan", name, "--twin", "--run",
                                    "--data", str(data), "--save", str(save)], env=_env(), capture_output=True,
                                   text=True, timeout=600)
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -190,7 +191,7 @@ def test_submitit_local_sweep_of_two_arms_and_two_seeds(twins, twin_data, tmp_pa
     cmd = ["-m", "--config-dir", str(CONFIGS), "--config-name", pre.config, f"common.user_dir={E.userdir.path()}",
            *overrides, f"task.pretrained_xlm_checkpoint={ckpt}", "task.train_langs=en,es", "common.seed=1,2",
            "hydra/launcher=submitit_local", f"hydra.sweep.dir={save}", "hydra.launcher.timeout_min=10"]
-    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.hydra_train", *cmd], env=_env(), capture_output=True,
+    proc = subprocess.run([preload.python(), "-m", "fairseq_cli.hydra_train", *cmd], env=_env(), capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     jobs = sorted(p for p in save.iterdir() if p.is_dir() and p.name.isdigit())

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import preload
 import pytest
 import torch
 
@@ -191,7 +192,7 @@ def test_translate_and_interactive_equal_fairseq_generate(trained, bible_databin
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pkg_dir.parent), os.environ.get("PYTHONPATH", "")]),
                **ONE_THREAD)
-    cmd = [sys.executable, "-m", "fairseq_cli.interactive", str(bible_databin), "--user-dir", str(pkg_dir),
+    cmd = [preload.python(), "-m", "fairseq_cli.interactive", str(bible_databin), "--user-dir", str(pkg_dir),
            "--task", "unsupervised_mt", "--path", str(mt / "checkpoint_last.pt"), "--bpe", "sentencepiece",
            "--sentencepiece-model", str(bible_databin / "spm.model"), *GEN, "--cpu", "--buffer-size", "5",
            "--batch-size", "5"]

@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 from authors_release import AUTHORS
-from fairseq.data import Dictionary
 from virtual_device import VirtualDevice
 
 import fairseq_xlm  # noqa: F401  (registers models, tasks, xlm_pkm_adam)
@@ -173,14 +172,6 @@ def test_authors_checkpoint_with_memories_converts_both_ways_with_their_logits(t
     torch.testing.assert_close(authors_logits(again.eval(), x, lengths, langs)[real], ref[real], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="HF's XLM has no product-key memory"):
         formats.write_hf(formats.read_fairseq(str(tmp_path / "ours" / "checkpoint.pt")), str(tmp_path / "hf"))
-
-
-@pytest.fixture(scope="module")
-def dictionary():
-    d = Dictionary()
-    for i in range(40):
-        d.add_symbol(f"w{i}")
-    return d
 
 
 MEMORY = dict(use_memory=True, **SMALL)

@@ -14,15 +14,6 @@ from fairseq_xlm.models.factory import build_model, model_config
 from fairseq_xlm.models.modules import sinusoidal_table
 
 
-@pytest.fixture(scope="module")
-def dictionary():
-    d = Dictionary()
-    for i in range(40):
-        d.add_symbol(f"w{i}")
-    d.add_symbol("<mask>")
-    return d
-
-
 def tokens(d, batch=3, length=9, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(d.nspecial, len(d) - 1, (batch, length), generator=g)

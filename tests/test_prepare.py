@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import preload
 import pytest
 import sentencepiece as spm
 from fairseq.data import Dictionary, data_utils
@@ -380,7 +381,7 @@ def test_long_lines_warned_or_dropped(raw_copy, tmp_path, caplog):
 def test_cli_exit_code_and_message(raw_copy, tmp_path, run_fairseq):
     import subprocess
 
-    cmd = [sys.executable, "-m", "fairseq_xlm.cli.prepare", "--raw", str(raw_copy), "--destdir", str(tmp_path / "b"),
+    cmd = [preload.python(), "-m", "fairseq_xlm.cli.prepare", "--raw", str(raw_copy), "--destdir", str(tmp_path / "b"),
            "--langs", "en,xx"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 1
@@ -395,7 +396,7 @@ def test_recipe_usage_and_stage_gates(bible_raw, tmp_path):
     bad = subprocess.run(["bash", str(REPO / "recipes/prepare_bible.sh"), "--nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage:" in bad.stderr
     # stage 1 only (list the inputs): no data-bin is made
-    env = dict(os.environ, PYTHON=sys.executable, DATABIN=str(tmp_path / "bin"))
+    env = dict(os.environ, PYTHON=preload.python(), DATABIN=str(tmp_path / "bin"))
     ok = subprocess.run(["bash", str(REPO / "recipes/prepare_pretrain.sh"), "--stop-stage", "1", str(bible_raw)],
                         capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
@@ -405,7 +406,7 @@ def test_recipe_usage_and_stage_gates(bible_raw, tmp_path):
 def test_prepare_bible_recipe_end_to_end(tmp_path):
     import subprocess
 
-    env = dict(os.environ, PYTHON=sys.executable, RAW=str(tmp_path / "raw"), DATABIN=str(tmp_path / "bin"),
+    env = dict(os.environ, PYTHON=preload.python(), RAW=str(tmp_path / "raw"), DATABIN=str(tmp_path / "bin"),
                LANGS="en,es", PAIRS="en-es", VOCAB="500", SAMPLE_LINES="2000", MONO_VERSES="200,30,30",
                PARA_VERSES="100,20,20", TSV=str(bible_tsv()))
     recipe = str(REPO / "recipes/prepare_bible.sh")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import preload
 import pytest
 import torch
 
@@ -78,7 +79,7 @@ def test_two_cpu_processes_match_one_process_on_the_same_global_batch(bible_data
     init = f"tcp://127.0.0.1:{free_port()}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "fairseq_cli.train",
+            [preload.python(), "-m", "fairseq_cli.train",
              *map(str, train_args(bible_databin, tmp_path / "two", pkg_dir, *common)),
              "--distributed-world-size", "2", "--distributed-rank", str(rank), "--distributed-init-method", init,
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-no-spawn"],
@@ -147,7 +148,7 @@ def test_long_pairs_are_removed_as_the_authors_and_logged(bible_databin, caplog)
 
 
 def test_pretrain_recipe_presets(bible_databin, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, SCALE="small", BATCH_SIZE="4",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=preload.python(), SCALE="small", BATCH_SIZE="4",
                TOKENS_PER_SAMPLE="64", WARMUP="1", MAX_UPDATE="2", SAVE_EVERY="1", LANG_ALPHA="0.5",
                MAX_UPDATES="7")  # umt.sh's old name: reported, not read
     env.pop("FAIRSEQ_XLM_ENV_CHECKED", None)
@@ -176,7 +177,7 @@ def test_recipes_prepare_and_pretrain_a_sharded_data_bin(bible_raw, tmp_path):
     from conftest import BIBLE_MONO
 
     databin = tmp_path / "bin"
-    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, SHARDS="2")
+    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=preload.python(), SHARDS="2")
     base.pop("FAIRSEQ_XLM_ENV_CHECKED", None)
     prep = subprocess.run(["bash", str(REPO / "recipes" / "prepare_pretrain.sh"), str(bible_raw)],
                           env=dict(base, DATABIN=str(databin), LANGS="en,es", VOCAB="500", SAMPLE_LINES="2000"),

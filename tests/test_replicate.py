@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import preload
 import pytest
 
 from fairseq_xlm import paired
@@ -316,7 +317,11 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
     if not os.path.isfile(default_tsv()):
         pytest.skip(f"Bible corpus not found at {default_tsv()} (set XLM_BIBLE_TSV)")
     out = tmp_path / "study"
-    env = dict(os.environ, SMOKE="1", OUT=str(out), PYTHON=sys.executable, JOBS="2")
+    # one seed: the statistics over seeds are tested on hand-made records above; this run proves the jobs, the
+    # gathering from what the recipes write, the table and the reuse (REPLICATE_ALL_CLAIMS=1: both seeds)
+    env = dict(os.environ, SMOKE="1", OUT=str(out), PYTHON=preload.python(), JOBS="2",
+               SMOKE_SEEDS="1,2" if ALL_CLAIMS else "1")
+    seeds = 2 if ALL_CLAIMS else 1
     if ALL_CLAIMS:
         env["SMOKE_CLAIMS"] = "a,b,c,d,e"
     first, _ = run_recipe(env, timeout=3600 if ALL_CLAIMS else 1200)  # shared machines run it far slower
@@ -337,14 +342,14 @@ def test_smoke_study_writes_a_well_formed_table_and_reuses_finished_arms(tmp_pat
         assert header[2:-2] == arms[claim]
         assert set(rows) == measures[claim], claim
         for name, row in rows.items():
-            for cell in row[2:-2]:  # every arm has both seeds
-                assert re.fullmatch(r"-?[0-9.]+ ± [0-9.]+ \(2\)", cell), (claim, name, cell)
+            for cell in row[2:-2]:  # every arm has every seed
+                assert re.fullmatch(rf"-?[0-9.]+ ± [0-9.]+ \({seeds}\)", cell), (claim, name, cell)
             assert row[-2] in ("holds", "holds in the means", "no"), row
     assert "SMOKE=1 python -m fairseq_xlm.cli.replicate run" in text and "2 jobs at once" in text
     assert (out / "curves-pretraining.png").is_file()
     # every stamped job ran as one of submitit's local processes
     stamps = [p for p in (out / "runs" / "done").iterdir() if not p.name.startswith("stage-")]
-    assert len(list((out / "runs" / "submitit").glob("*_result.pkl"))) == len(stamps) > 20
+    assert len(list((out / "runs" / "submitit").glob("*_result.pkl"))) == len(stamps) >= 16 * seeds
 
     again, seconds = run_recipe(env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

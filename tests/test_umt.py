@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import preload
 import pytest
 import torch
 
@@ -316,7 +317,7 @@ def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pk
         "--cpu", "--num-workers", "0", "--max-tokens", "2000"], env=ONE_THREAD)
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 60
 
-    env = dict(os.environ, PYTHON=sys.executable, BEAM="2", SCORE_ONLY="bleu", WORKDIR=str(tmp_path), **ONE_THREAD)
+    env = dict(os.environ, PYTHON=preload.python(), BEAM="2", SCORE_ONLY="bleu", WORKDIR=str(tmp_path), **ONE_THREAD)
     score = subprocess.run(["bash", REPO / "recipes/evaluate_mt.sh", bible_databin, umt / "checkpoint_best.pt",
                             "en", "es"], env=env, capture_output=True, text=True, timeout=300)
     assert score.returncode == 0, score.stderr[-2000:]
@@ -332,7 +333,7 @@ def test_end_to_end_pretrain_umt_generate_and_score(bible_databin, bible_raw, pk
     assert "is a pretraining checkpoint (xlm_tiny, no decoder); MT needs an xlm_mt" in bad.stderr
     assert "NotImplementedError" not in bad.stderr and "Traceback" not in bad.stderr
     # fairseq-generate itself says the same, instead of failing in reorder_encoder_out
-    gen = subprocess.run([sys.executable, "-m", "fairseq_cli.generate", bible_databin, "--user-dir", pkg_dir,
+    gen = subprocess.run([preload.python(), "-m", "fairseq_cli.generate", bible_databin, "--user-dir", pkg_dir,
                           "--task", "unsupervised_mt", "--source-lang", "en", "--target-lang", "es", "--path",
                           pre / "checkpoint_last.pt", "--cpu"], env=env, capture_output=True, text=True, timeout=300)
     assert gen.returncode != 0 and "this is a pretraining checkpoint; MT needs an xlm_mt one" in gen.stderr

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preload
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -189,7 +190,7 @@ def genre_data(bible_ny_databin, tmp_path_factory):
     for name in ("dict.txt", "spm.model"):
         os.symlink(bible_ny_databin / name, data / name)
     env = dict(os.environ, WORK=str(data / "work"), LANGS="en,es,ny", GENRE_VERSES="400,80,80",
-               PYTHON=sys.executable, OMP_NUM_THREADS="1")
+               PYTHON=preload.python(), OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), "--stop-stage", "2", str(data), "unused.pt"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -198,7 +199,7 @@ def genre_data(bible_ny_databin, tmp_path_factory):
 
 def _recipe(data, ckpt, work, *stage_args, **env):
     """recipes/xnli.sh with ``env`` settings (default LANGS en,es,ny); returns the finished process."""
-    full = dict(os.environ, WORK=str(work), LANGS="en,es,ny", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    full = dict(os.environ, WORK=str(work), LANGS="en,es,ny", PYTHON=preload.python(), OMP_NUM_THREADS="1")
     full.update(env)
     proc = subprocess.run(["bash", str(REPO / "recipes" / "xnli.sh"), *stage_args, str(data), str(ckpt)],
                           env=full, capture_output=True, text=True, timeout=600)
@@ -345,7 +346,7 @@ def test_bible_genres_zero_shot_recipe(genre_data, pretrained_ny):
     langs = ["en", "es", "ny"]
     data, work = genre_data, genre_data / "work"
     env = dict(os.environ, WORK=str(work), LANGS="en,es,ny", GENRE_VERSES="400,80,80",
-               MAX_UPDATE="4", BATCH="32", VALIDATE_EVERY="2", RUN="tiny", PYTHON=sys.executable,
+               MAX_UPDATE="4", BATCH="32", VALIDATE_EVERY="2", RUN="tiny", PYTHON=preload.python(),
                OMP_NUM_THREADS="1")
     recipe = ["bash", str(REPO / "recipes" / "xnli.sh"), str(data), str(pretrained_ny)]
     proc = subprocess.run(recipe, env=env, capture_output=True, text=True, timeout=300)

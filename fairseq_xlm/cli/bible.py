@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import parse_langs
 from fairseq_xlm.cli.prepare import config_parser
+from fairseq_xlm.textfiles import write_lines
 
 logger = logging.getLogger("fairseq_xlm.cli.bible")
 
@@ -202,15 +203,6 @@ def build_schedules(outputs: List[Output], disjoint_para: bool, disjoint_mono: b
     mono_groups = [[i] for i in mono] if disjoint_mono else [mono]
     schedules = [mono_groups + [para]] if disjoint_para else [mono_groups, [para]]
     return [[g for g in groups if g] for groups in schedules if any(groups)]
-
-
-def write_lines(path: str, lines: Sequence[str]) -> None:
-    """Write ``lines`` to ``path`` atomically (tmp + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-    os.replace(tmp, path)
 
 
 def extract(cfg: BibleConfig) -> Dict[str, int]:

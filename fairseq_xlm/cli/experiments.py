@@ -227,8 +227,10 @@ def run_commands(stage_list: Sequence[Stage], cdir: Path, launcher: Optional[str
             log(f"[{stage.experiment}] {stage.name}: done ({stage.save}/{STAMP})")
             continue
         log(f"[{stage.experiment}] {stage.name}: {shell(cmd)}")
-        # the module, not the console script, so that the running interpreter's environment is used
-        proc = subprocess.run([sys.executable, "-m", "fairseq_cli.hydra_train", *cmd[1:]])
+        # the module, not the console script, so that the running interpreter's environment is used (or PYTHON's,
+        # the interpreter variable the recipes read)
+        python = os.environ.get("PYTHON") or sys.executable
+        proc = subprocess.run([python, "-m", "fairseq_cli.hydra_train", *cmd[1:]])
         if proc.returncode != 0:
             raise SystemExit(f"error: stage {stage.name} of {stage.experiment} failed (exit {proc.returncode})")
         write_stamp(stage.save, stage.config, cmd[1:])

@@ -18,6 +18,7 @@ from fairseq_xlm import errors
 from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import MASK
 from fairseq_xlm.data.schedule import smoothed_probs
+from fairseq_xlm.data.utf8_text import utf8_line_count
 
 logger = logging.getLogger("fairseq_xlm.cli.prepare")
 
@@ -152,14 +153,7 @@ def raw_inventory(cfg: PrepareConfig, langs: List[str]) -> Dict[str, List[str]]:
 
 def count_lines(path: str) -> int:
     """Lines of ``path``; raises PrepareError naming file and line for bytes that are not UTF-8."""
-    n = 0
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise PrepareError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return n
+    return utf8_line_count(path, PrepareError)
 
 
 def check(cfg: PrepareConfig, corpora: Dict[str, List[str]], langs: List[str]) -> dict:

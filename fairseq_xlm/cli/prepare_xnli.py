@@ -37,6 +37,7 @@ from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import load_dictionary, parse_langs
 from fairseq_xlm.data.text_pieces import piece_encoder
+from fairseq_xlm.textfiles import write_lines
 from fairseq_xlm.data.xnli_readers import (
     NLI_LABELS,
     NliExample,
@@ -52,20 +53,12 @@ SPLITS = ("train", "valid", "test")
 RAW_NAME = re.compile(r"^((?:train|valid|test)(?:_[a-z]+)?)\.([A-Za-z0-9_]+)\.input0$")
 
 
-def _write_lines(path: str, lines: Sequence[str]) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-    os.replace(tmp, path)
-
-
 def write_examples(out: str, split: str, lang: str, examples: Sequence[NliExample]) -> None:
     """RAW/{split}.{lang}.input0/.input1/.label for sentence pairs."""
     prefix = os.path.join(out, f"{split}.{lang}")
-    _write_lines(prefix + ".input0", [ex.sentence1 for ex in examples])
-    _write_lines(prefix + ".input1", [ex.sentence2 for ex in examples])
-    _write_lines(prefix + ".label", [ex.label for ex in examples])
+    write_lines(prefix + ".input0", [ex.sentence1 for ex in examples])
+    write_lines(prefix + ".input1", [ex.sentence2 for ex in examples])
+    write_lines(prefix + ".label", [ex.label for ex in examples])
     logger.info("%s: %d examples", prefix, len(examples))
 
 
@@ -98,7 +91,7 @@ def extract_nli(out: str, langs: List[str], xnli_dir: str, mnli_train: Optional[
             examples, _ = read_xnli_mt_tsv(path, lang)
             write_examples(out, "train", lang, examples)
             counts[f"train.{lang}"] = len(examples)
-    _write_lines(os.path.join(out, "labels.txt"), list(NLI_LABELS))
+    write_lines(os.path.join(out, "labels.txt"), list(NLI_LABELS))
     return counts
 
 
@@ -123,7 +116,7 @@ def extract_bible(out: str, langs: List[str], bible_raw: str) -> Dict[str, int]:
                 counts[f"{split}.{lang}"] = sum(1 for _ in f)
         if f"test.{lang}" not in counts and f"valid.{lang}" not in counts and f"train.{lang}" not in counts:
             raise FileNotFoundError(f"{bible_raw}: no {{train,valid,test}}.{lang} (is '{lang}' in the bible --langs?)")
-    _write_lines(os.path.join(out, "labels.txt"), [name for _, _, name in GENRES])
+    write_lines(os.path.join(out, "labels.txt"), [name for _, _, name in GENRES])
     return counts
 
 
@@ -137,18 +130,18 @@ def extract_glue(out: str, glue_dir: str, task: str) -> Dict[str, int]:
     for split, path in glue_files(glue_dir, task).items():
         data = read_glue_tsv(path, task)
         prefix = os.path.join(out, f"{split}.en")
-        _write_lines(prefix + ".input0", data.first)
+        write_lines(prefix + ".input0", data.first)
         if data.second is not None:
-            _write_lines(prefix + ".input1", data.second)
+            write_lines(prefix + ".input1", data.second)
         if data.labels is not None:
-            _write_lines(prefix + ".label", data.labels)
+            write_lines(prefix + ".label", data.labels)
         elif not split.startswith("test"):
             raise ValueError(f"{path}: no '{spec.label}' column; only test sets may be unlabelled")
-        _write_lines(prefix + ".index", data.index)
+        write_lines(prefix + ".index", data.index)
         counts[f"{split}.en"] = len(data.first)
         logger.info("%s: %d examples from %s", prefix, len(data.first), path)
     if spec.classes is not None:
-        _write_lines(os.path.join(out, "labels.txt"), list(spec.classes))
+        write_lines(os.path.join(out, "labels.txt"), list(spec.classes))
     return counts
 
 
@@ -214,7 +207,7 @@ def binarize(raw: str, data: str, subdir: str = "xnli") -> Dict[str, int]:
         counts[prefix] = n
         logger.info("%s: %d examples", os.path.join(out_dir, prefix), n)
     if labels is not None:
-        _write_lines(os.path.join(out_dir, "labels.txt"), labels)
+        write_lines(os.path.join(out_dir, "labels.txt"), labels)
     manifest.write(out_dir, os.path.join(data, "dict.txt"), sorted({p.split(".")[1] for p in prefixes}))
     return counts
 

@@ -24,6 +24,7 @@ import unicodedata
 from multiprocessing import get_context
 from typing import Iterator, List, Optional
 
+from fairseq_xlm.data.utf8_text import utf8_line_count
 from fairseq_xlm.errors import DataSourceError
 
 CHUNK_LINES = 2000
@@ -169,9 +170,4 @@ def _check_utf8(path: str) -> None:
         raise TextFormError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise TextFormError(f"{path}: empty file")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise TextFormError(f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    utf8_line_count(path, TextFormError)
