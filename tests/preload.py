@@ -395,8 +395,13 @@ def start(pythonpath):
     log = open(os.path.join(folder, "server.log"), "w")
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", sock], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    _state.update(proc=proc, client=write_client(folder, sock), folder=folder)
+    _state.update(proc=proc, client=write_client(folder, sock), folder=folder, env=env)
     atexit.register(stop)
+
+
+def server_env():
+    """The environment the server started with (a command with it runs preloaded), or None."""
+    return dict(_state["env"]) if "env" in _state else None
 
 
 def python():

@@ -28,7 +28,9 @@ def probe(tmp_path):
 
 
 def run(python, probe, **env):
-    full = dict(os.environ, OMP_NUM_THREADS="1")  # as run_module runs commands
+    # the server's environment: other tests of this process may have left variables in os.environ (fairseq's
+    # iterators set PYTHONWARNINGS, for one) that send a command to a real interpreter
+    full = dict(preload.server_env() or os.environ, OMP_NUM_THREADS="1")
     full.update(env)  # python -m finds the module in the working folder
     return subprocess.run([python, "-m", "xlm_preload_probe", "a b", "--c"], cwd=probe, env=full, input="hello\n",
                           capture_output=True, text=True, timeout=120)
@@ -65,7 +67,8 @@ def test_it_forks_from_the_preloaded_server_and_falls_back_where_a_fresh_process
     (probe / "xlm_preload_filters.py").write_text(filters + "\n")
     for options in ("", "ignore:semaphore_tracker:UserWarning,always::ResourceWarning"):
         outs = [subprocess.run([python, "-m", "xlm_preload_filters"], cwd=probe, capture_output=True, text=True, timeout=120,
-                               env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS=options))
+                               env=dict(preload.server_env() or os.environ, OMP_NUM_THREADS="1",
+                                        PYTHONWARNINGS=options))
                 for python in (sys.executable, preloaded_python)]
         assert outs[0].stdout == outs[1].stdout and outs[0].stdout.startswith("filters"), [o.stderr[-500:] for o in outs]
     # a variable the preloaded libraries read at import time, another PYTHONPATH: a real interpreter runs it
@@ -87,7 +90,7 @@ def test_the_command_dies_with_its_client(tmp_path, preloaded_python):
         "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
     pid_file = tmp_path / "pid"
     client = subprocess.Popen([preloaded_python, "-m", "xlm_preload_sleeper", str(pid_file)], cwd=tmp_path,
-                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+                              env=dict(preload.server_env() or os.environ, OMP_NUM_THREADS="1"))
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text()):
         assert time.monotonic() < deadline and client.poll() is None

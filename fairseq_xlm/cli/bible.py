@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data.layout import parse_langs
 from fairseq_xlm.cli.prepare import config_parser
-from fairseq_xlm.textfiles import write_lines
+from fairseq_xlm.atomic_lines import write_lines
 
 logger = logging.getLogger("fairseq_xlm.cli.bible")
 

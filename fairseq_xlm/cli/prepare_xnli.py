@@ -37,7 +37,7 @@ from fairseq_xlm.cli import setup_logging
 from fairseq_xlm.data import manifest
 from fairseq_xlm.data.layout import load_dictionary, parse_langs
 from fairseq_xlm.data.text_pieces import piece_encoder
-from fairseq_xlm.textfiles import write_lines
+from fairseq_xlm.atomic_lines import write_lines
 from fairseq_xlm.data.xnli_readers import (
     NLI_LABELS,
     NliExample,

@@ -21,7 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 from fairseq_xlm.cli import setup_logging
-from fairseq_xlm.textfiles import write_lines
+from fairseq_xlm.atomic_lines import write_lines
 from fairseq_xlm.cli.study import report
 from fairseq_xlm.cli.study.jobs import Launcher, SettingsError, StudyError
 

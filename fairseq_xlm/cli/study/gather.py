@@ -12,7 +12,7 @@ import json
 import os
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
-from fairseq_xlm.textfiles import write_lines
+from fairseq_xlm.atomic_lines import write_lines
 from fairseq_xlm.cli.curves import METRIC, VALID_LINE
 
 Record = Tuple[str, str, str, int, float]  # claim, measure, arm, seed, value

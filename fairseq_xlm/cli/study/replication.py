@@ -17,7 +17,7 @@ import os
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from fairseq_xlm.textfiles import write_lines
+from fairseq_xlm.atomic_lines import write_lines
 from fairseq_xlm.cli.study import gather, report
 from fairseq_xlm.cli.study.jobs import Job, JobLog, Launcher, lock_settings, run_pool
 from fairseq_xlm.cli.study.settings import Settings
