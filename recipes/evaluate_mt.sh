@@ -54,46 +54,12 @@ cpu_threads   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # An encoder-only (pretraining) checkpoint cannot translate: say so once, before fairseq-generate fails.
-"$PYTHON" - "$CKPT" <<'PY'
-import sys
-
-import torch
-import fairseq_xlm  # noqa: F401  (the allow-list of fairseq checkpoint types)
-from fairseq_xlm.models.xlm_transformer import ENCODER_ARCHS
-
-path = sys.argv[1]
-try:
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-except Exception:  # legacy (non-zip) files cannot be memory-mapped
-    from fairseq_xlm.safe_load import load_checkpoint
-    state = load_checkpoint(path)
-model = (state.get("cfg") or {}).get("model") or {}
-name = model.get("_name") if hasattr(model, "get") else getattr(model, "_name", None)
-if name == "xlm_transformer" or name in ENCODER_ARCHS:  # cfg.model._name is the architecture
-    sys.exit(f"error: {path} is a pretraining checkpoint ({name}, no decoder); MT needs an xlm_mt "
-             f"checkpoint from recipes/umt.sh or recipes/supervised_mt.sh")
-PY
+"$PYTHON" -m fairseq_xlm.cli.mt_inputs check-checkpoint "$CKPT"
 
 if [ -z "$REF" ]; then
     REF=$WORKDIR/ref.$SPLIT.$SRC-$TGT.$TGT
     if [ ! -f "$REF" ]; then
-        "$PYTHON" - "$DATABIN" "$SPLIT" "$SRC" "$TGT" > "$REF.tmp" <<'PY'
-import sys
-
-import sentencepiece
-from fairseq.data import data_utils
-from fairseq_xlm.bleu import decode_reference
-from fairseq_xlm.data import layout
-
-data_dir, split, src, tgt = sys.argv[1:]
-prefix = layout.para_prefix(data_dir, split, src, tgt, tgt)
-if prefix is None:
-    sys.exit(f"error: no {split}.{src}-{tgt}.{tgt} in {data_dir}: give the reference text with REF=FILE")
-dictionary = layout.load_dictionary(data_dir)
-spm = sentencepiece.SentencePieceProcessor(model_file=f"{data_dir}/spm.model")
-for tokens in data_utils.load_indexed_dataset(prefix, dictionary):
-    print(decode_reference(dictionary.string(tokens, unk_string="<unk>").split(), spm.decode_pieces))
-PY
+        "$PYTHON" -m fairseq_xlm.cli.mt_inputs reference "$DATABIN" "$SPLIT" "$SRC" "$TGT" > "$REF.tmp"
         mv "$REF.tmp" "$REF"
     fi
 fi
