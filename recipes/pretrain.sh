@@ -92,7 +92,8 @@ esac
 
 bf16_flags "$@"
 cpu_threads "$@"   # lib/threads.sh: OMP_WAIT_POLICY=PASSIVE, OMP_NUM_THREADS=THREADS on a CPU
-user_dir=$("$PYTHON" -c 'import fairseq_xlm.cli.userdir as u; print(u.path())')
+# the installed package's folder; FAIRSEQ_XLM_REGISTER=0: only the path is needed, not torch and fairseq
+user_dir=$(FAIRSEQ_XLM_REGISTER=0 "$PYTHON" -m fairseq_xlm.cli.userdir)
 echo "[pretrain] SCALE=$SCALE preset=$preset langs=$LANGS steps=${steps_flags[*]} arch=$ARCH" \
      "max_update=$MAX_UPDATE save_every=$SAVE_EVERY shards=$(awk -F: '{print NF}' <<< "$data_path")" \
      "${BF16_FLAGS[*]:+${BF16_FLAGS[*]} }-> $save"
