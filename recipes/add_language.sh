@@ -43,14 +43,7 @@ IFS=, read -r N_TRAIN N_VALID N_TEST <<< "$VERSES"
 # same settings (SEEDS is not one of them), anything else is refused.
 SETTINGS="verses=$VERSES vocab=$VOCAB new_vocab=$NEW_VOCAB pre=$PRE_MAX_UPDATE cont=$CONT_MAX_UPDATE lr=$LR genre=$GENRE_MAX_UPDATE"
 SETTINGS="$SETTINGS genre_verses=$GENRE_VERSES"
-if [ -f "$OUT/settings" ]; then
-    if [ "$(cat "$OUT/settings")" != "$SETTINGS" ]; then
-        echo "error: $OUT was made with other settings ($(cat "$OUT/settings")), not ($SETTINGS); remove it or set OUT" >&2
-        exit 1
-    fi
-else
-    echo "$SETTINGS" > "$OUT/settings"
-fi
+lock_settings "$OUT/settings" "$OUT" "$SETTINGS"
 
 step() {  # step N NAME command...: run unless stamped, then stamp
     local n=$1 name=$2

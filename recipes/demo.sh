@@ -91,14 +91,7 @@ cpu_threads $DEVICE_FLAGS   # lib/threads.sh: idle OpenMP threads sleep instead 
 SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR umt=$UMT_MAX_UPDATE@$UMT_LR"
 SETTINGS="$SETTINGS genre=$GENRE_MAX_UPDATE@$GENRE_LR beam=$BEAM"
 mkdir -p "$RUNS/done" "$EVAL"
-if [ -f "$RUNS/settings" ]; then
-    if [ "$(cat "$RUNS/settings")" != "$SETTINGS" ]; then
-        echo "error: $OUT was made with other settings ($(cat "$RUNS/settings")); remove it or set OUT" >&2
-        exit 1
-    fi
-else
-    echo "$SETTINGS" > "$RUNS/settings"
-fi
+lock_settings "$RUNS/settings" "$OUT" "$SETTINGS"
 echo "demo: sample $SAMPLE -> $OUT ($SETTINGS; $THREADS threads, side by side: $PARALLEL)"
 
 TOTAL=7

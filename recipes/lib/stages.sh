@@ -14,3 +14,17 @@ parse_stage_args() {
     done
     [[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || usage
 }
+
+# lock_settings FILE FOLDER SETTINGS: stamps only mean something for the settings that made them. The first run
+# writes SETTINGS to FILE; a later run with other settings is refused (exit 1) naming FOLDER.
+lock_settings() {
+    local file=$1 folder=$2 settings=$3
+    if [ -f "$file" ]; then
+        if [ "$(cat "$file")" != "$settings" ]; then
+            echo "error: $folder was made with other settings ($(cat "$file")), not ($settings); remove it or set OUT" >&2
+            exit 1
+        fi
+    else
+        echo "$settings" > "$file"
+    fi
+}
