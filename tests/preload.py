@@ -311,6 +311,11 @@ def serve(sock_path):
         return 1
     # variables the imports set (torch: KMP_*), which a fresh process would set the same way
     added = {k: v for k, v in os.environ.items() if k not in server_env}
+    try:  # the waiters watch their command through a pidfd (Linux >= 5.3); without one, do not serve
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as e:
+        print(f"preload: no pidfd ({e}), not serving", file=sys.stderr)
+        return 1
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # a fork would copy a process whose other threads (OpenMP's) are gone in the child
         print(f"preload: {threads} threads after the imports, not serving", file=sys.stderr)
