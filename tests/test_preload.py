@@ -58,6 +58,9 @@ def test_it_forks_from_the_preloaded_server_and_falls_back_where_a_fresh_process
         pytest.skip("XLM_TEST_PRELOAD=0")
     deadline = time.monotonic() + 120
     while not os.path.exists(os.path.join(os.path.dirname(preloaded_python), "sock")):
+        if preload._state["proc"].poll() is not None:  # it refused to serve (no pidfd, threads): said in its log
+            log = os.path.join(os.path.dirname(preloaded_python), "server.log")
+            pytest.skip(f"the preload server does not serve here: {open(log).read()[-300:]}")
         assert time.monotonic() < deadline, "the preload server did not start"
         time.sleep(0.5)
     # torch is already imported in the forked child (the server preloaded it), not in a real interpreter's
