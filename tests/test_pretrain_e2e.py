@@ -203,3 +203,23 @@ def test_recipes_prepare_and_pretrain_a_sharded_data_bin(bible_raw, tmp_path):
     bad = subprocess.run(["bash", recipe, "mlm", str(databin), str(tmp_path / "x")], env=dict(env, SHARDS="3"),
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and f"'{databin}/shard2' (of {databin}) has no dict.txt" in bad.stderr
+
+
+def test_max_pair_tokens_keeps_whole_pairs_beside_short_stream_blocks(bible_databin):
+    """--max-pair-tokens: TLM pairs up to 64 tokens while MLM streams are cut into blocks of 32."""
+    task = make_task(bible_databin, tokens_per_sample=32, max_pair_tokens=64, max_len=20)
+    task.load_dataset("train")
+    ds = task.datasets["train"]
+    pair = ds.steps["tlm_en-es"].dataset
+    src, tgt = np.asarray(pair.src.sizes) - 1, np.asarray(pair.tgt.sizes) - 1
+    expected = np.flatnonzero((src >= 1) & (tgt >= 1) & (src <= 20) & (tgt <= 20) & (src + tgt + 4 <= 64))
+    assert (src + tgt + 4 > 32)[expected].any()
+    np.testing.assert_array_equal(ds.keep["tlm_en-es"], expected)
+    assert task.max_positions() == 64
+    widths = {}
+    for batch in task.epoch_batches(ds, 1, 1, None, 4, replicas=1):
+        name = ds.names[batch[0].step]
+        sample = ds.collater([ds[d] for d in batch])
+        widths[name] = max(widths.get(name, 0), sample["net_input"]["src_tokens"].size(1))
+    assert widths["mlm_en"] == widths["mlm_es"] == 32
+    assert 32 < widths["tlm_en-es"] <= 64

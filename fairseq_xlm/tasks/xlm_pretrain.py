@@ -54,6 +54,9 @@ class XlmPretrainConfig(ScheduleConfig):
     mlm_steps: str = field(default="", metadata={"help": "masked LM steps, e.g. 'en,es,en-es'; a pair is TLM"})
     tokens_per_sample: int = field(default=256, metadata={"help": "stream block length (the authors' bptt); "
                                                                   "TLM pairs longer than this are skipped"})
+    max_pair_tokens: int = field(default=0, metadata={
+        "help": "longest parallel pair (both sides with their </s>) a pair step holds, if not --tokens-per-sample "
+                "(0): lets short stream blocks go with whole pairs (positions restart on each side)"})
     mask_prob: float = field(default=0.15, metadata={"help": "share of tokens to predict (word_pred)"})
     leave_unmasked_prob: float = field(default=0.1, metadata={"help": "of predicted tokens, share kept as is"})
     random_token_prob: float = field(default=0.1, metadata={"help": "of predicted tokens, share replaced by "
@@ -174,17 +177,18 @@ class XlmPretrainTask(ScheduledStepsTask):
                               cfg.random_token_prob, cfg.mask_sample_alpha), costs, sentences, keep
 
     def _keep_pairs(self, split: str, pair: str, src_sizes: np.ndarray, tgt_sizes: np.ndarray) -> np.ndarray:
-        """Pairs a batch may hold: within --tokens-per-sample; in training also the authors' filter
-        (no empty side, no side over --max-len tokens)."""
+        """Pairs a batch may hold: within --max-pair-tokens (default --tokens-per-sample); in training also the
+        authors' filter (no empty side, no side over --max-len tokens)."""
         total = src_sizes + tgt_sizes + 2
-        ok = total <= self.cfg.tokens_per_sample
+        ok = total <= self.max_pair_tokens
         if split == "train":
             ok &= (src_sizes > 1) & (tgt_sizes > 1)  # sizes count the final </s>
             if self.cfg.max_len > 0:
                 ok &= (src_sizes - 1 <= self.cfg.max_len) & (tgt_sizes - 1 <= self.cfg.max_len)
         if not ok.all():
-            logger.warning("%s %s: %d of %d pairs removed (empty, over --max-len %d or --tokens-per-sample %d)",
-                           split, pair, int((~ok).sum()), len(ok), self.cfg.max_len, self.cfg.tokens_per_sample)
+            limit = "--max-pair-tokens" if self.cfg.max_pair_tokens else "--tokens-per-sample"
+            logger.warning("%s %s: %d of %d pairs removed (empty, over --max-len %d or %s %d)",
+                           split, pair, int((~ok).sum()), len(ok), self.cfg.max_len, limit, self.max_pair_tokens)
         return np.flatnonzero(ok)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
@@ -218,8 +222,12 @@ class XlmPretrainTask(ScheduledStepsTask):
     def step_weight(self, name: str, iteration: int) -> float:
         return float(self.lambdas[self.objective(name)](iteration))
 
+    @property
+    def max_pair_tokens(self) -> int:
+        return self.cfg.max_pair_tokens or self.cfg.tokens_per_sample
+
     def max_positions(self):
-        return self.cfg.tokens_per_sample
+        return max(self.cfg.tokens_per_sample, self.max_pair_tokens)
 
     def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None, num_shards=1,
                            shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
