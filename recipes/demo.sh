@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole XLM pipeline on the Bible sample shipped in data/bible-sample, on CPU, with a results
 # table where every number of the pretrained model stands next to a random-init model trained as long.
-#   recipes/demo.sh [--stage N] [--stop-stage N]      (13 min on 2 idle AMD EPYC cores, 25 on 2 Intel Xeon cores:
-#                                                     docs/demo.md)
+#   recipes/demo.sh [--stage N] [--stop-stage N]      (21.5 min on 2 idle cores of the slowest AMD EPYC seen,
+#                                                     about 8 on the fastest: docs/demo.md, "Time")
 #   DEMO_SMOKE=1 recipes/demo.sh                      (tiny settings, about a minute; OUT in $TMPDIR)
 # Stages (each skipped when its stamp OUT/runs/done/N-NAME exists; remove OUT to start over):
 #   1 unpack the sample                      2 shared sentencepiece BPE, binarize into OUT (+ genre labels)
@@ -42,12 +42,12 @@ else
     VOCAB=${VOCAB:-3000}
     # One update is one step of one kind (the authors' schedule): pretraining takes 3 per iteration
     # (MLM en, MLM es, TLM en-es), UMT 4 (AE en, AE es, BT en-es-en, BT es-en-es).
-    PRETRAIN_MAX_UPDATE=${PRETRAIN_MAX_UPDATE:-12000}  # 4000 iterations
-    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-2000}             # 500 iterations (back-translation decodes on the fly)
+    PRETRAIN_MAX_UPDATE=${PRETRAIN_MAX_UPDATE:-5000}   # 1667 iterations
+    UMT_MAX_UPDATE=${UMT_MAX_UPDATE:-1000}             # 250 iterations (back-translation decodes on the fly)
     GENRE_MAX_UPDATE=${GENRE_MAX_UPDATE:-3000}         # batch 8 (the authors'), ~50-60 updates/s per run
     BEAM=${BEAM:-5}
     LOG_INTERVAL=${LOG_INTERVAL:-100}
-    VALIDATIONS=${VALIDATIONS:-12,4,10}
+    VALIDATIONS=${VALIDATIONS:-10,4,10}
 fi
 LANGS=en,es
 PAIR=en-es
@@ -127,13 +127,14 @@ side_by_side() {
     return "$status"
 }
 prefix() { local line; while IFS= read -r line; do printf '[%s] %s\n' "$1" "$line"; done; }
-# estimate UPDATES EPYC XEON: the stage line's time for UPDATES at the updates per minute measured in whole
-# demo runs on 2 idle cores (docs/demo.md, "Time"): EPYC on an AMD EPYC, XEON on an Intel Xeon
+# estimate UPDATES FAST SLOW: the stage line's time for UPDATES at the updates per minute of the stage on the
+# fastest and the slowest 2-core machine measured, idle (docs/demo.md, "Time")
 estimate() {
-    local epyc=$(( ($1 + $2 / 2) / $2 )) xeon=$(( ($1 + $3 / 2) / $3 ))
-    if [ "$xeon" -lt 1 ]; then echo "under a minute on 2 idle cores"; return; fi
-    [ "$epyc" -ge 1 ] && epyc="about $epyc min" || epyc="under a minute"
-    echo "$epyc on 2 idle AMD EPYC cores, about $xeon min on 2 Intel Xeon cores"
+    local fast=$(( ($1 + $2 / 2) / $2 )) slow=$(( ($1 + $3 / 2) / $3 ))
+    if [ "$slow" -lt 1 ]; then echo "under a minute on 2 idle cores"; return; fi
+    [ "$fast" -ge 1 ] && fast="$fast-$slow" || fast="1-$slow"
+    [ "$fast" = "$slow-$slow" ] && fast=$slow
+    echo "about $fast min on 2 idle cores"
 }
 # every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
 # learning curves RESULTS.md draws (VALIDATIONS)
@@ -173,8 +174,8 @@ binarize() {
 }
 
 PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --langs "$LANGS" --mlm-steps "en,es,$PAIR"
-    --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0 --tokens-per-sample 128
-    --batch-size 16 --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
+    --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0 --tokens-per-sample 64
+    --max-pair-tokens 128 --batch-size 32 --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
     --warmup-updates 300 --clip-norm 5 --seed 1 --num-workers 0 $DEVICE_FLAGS)
 
 # validate_ppl RUN CHECKPOINT: MLM/TLM perplexity on the test split -> EVAL/ppl.RUN.log
@@ -289,13 +290,13 @@ report() {
 run_stage 1 unpack "unpack the Bible sample" "about a second" unpack
 run_stage 2 binarize "shared sentencepiece BPE ($VOCAB pieces) and binarize into $OUT" "under 30 s" binarize
 run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE updates" \
-    "$(estimate "$PRETRAIN_MAX_UPDATE" 1920 800)" pretrain
+    "$(estimate "$PRETRAIN_MAX_UPDATE" 1400 680)" pretrain
 run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_MAX_UPDATE updates, pretrained and random init" \
-    "side by side, $(estimate "$UMT_MAX_UPDATE" 396 268)" umt
-run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1 min" \
+    "side by side, $(estimate "$UMT_MAX_UPDATE" 396 113)" umt
+run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1-2 min" \
     evaluate
 run_stage 6 genre "genre classification, $GENRE_MAX_UPDATE updates on English, tested on English and Spanish" \
-    "about 1 min" genre
+    "about 1-3 min" genre
 run_stage 7 report "results table" "about a second" report
 if [ "$stop_stage" -ge 7 ] && [ -f "$OUT/RESULTS.md" ]; then
     echo

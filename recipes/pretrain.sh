@@ -8,12 +8,14 @@
 #          clm      causal LM on every language (XLM-CLM)
 # SCALE    paper (default): the paper's model and length, for GPUs: ARCH=xlm_mlm_enfr_1024, MAX_UPDATE=500000,
 #            BATCH_SIZE=32, TOKENS_PER_SAMPLE=256, LR=1e-4, WARMUP=4000, SAVE_EVERY=5000
-#          small: what `make demo` runs, minutes on a laptop CPU: ARCH=xlm_tiny, MAX_UPDATE=12000,
-#            BATCH_SIZE=16, TOKENS_PER_SAMPLE=128, LR=0.004, WARMUP=300, SAVE_EVERY=1000 (add --cpu)
+#          small: what `make demo` runs, minutes on a laptop CPU: ARCH=xlm_tiny, MAX_UPDATE=5000,
+#            BATCH_SIZE=32, TOKENS_PER_SAMPLE=64, MAX_PAIR_TOKENS=128, LR=0.004, WARMUP=300, SAVE_EVERY=1000
+#            (add --cpu)
 #          SCALE=paper on a CPU prints the model's size and a time estimate for this machine first, loudly.
 # THREADS  CPU runs: OpenMP threads (default: the cores, at most 4); idle ones sleep (lib/threads.sh)
 # Variables (override from the environment; each overrides its SCALE default): ARCH, LANGS (default: the
-# languages in DATA_BIN, sorted; keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE, LR, WARMUP,
+# languages in DATA_BIN, sorted; keep the order for fine-tuning), BATCH_SIZE, TOKENS_PER_SAMPLE (stream blocks),
+# MAX_PAIR_TOKENS (longest TLM pair, both sides; 0 = TOKENS_PER_SAMPLE), LR, WARMUP,
 # MAX_UPDATE, SAVE_EVERY (a checkpoint every N updates, so a stopped run leaves one; only the newest is
 # kept besides checkpoint_best/last), LANG_ALPHA (the authors' lg_sampling_factor: min(5, n) steps drawn
 # per iteration with probabilities ∝ sentences**alpha; -1 = uniform draws), PYTHON, DIST_TIMEOUT /
@@ -29,7 +31,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/timeouts.sh"   # DIST_TIMEOUT, HEARTB
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bf16.sh"
 
 usage() {
-  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,11 +51,11 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 SCALE=${SCALE:-paper}
 case "$SCALE" in
   paper) ARCH=${ARCH:-xlm_mlm_enfr_1024}; MAX_UPDATE=${MAX_UPDATE:-500000}; BATCH_SIZE=${BATCH_SIZE:-32}
-         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-256}; LR=${LR:-1e-4}; WARMUP=${WARMUP:-4000}
-         SAVE_EVERY=${SAVE_EVERY:-5000} ;;
-  small) ARCH=${ARCH:-xlm_tiny}; MAX_UPDATE=${MAX_UPDATE:-12000}; BATCH_SIZE=${BATCH_SIZE:-16}
-         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-128}; LR=${LR:-0.004}; WARMUP=${WARMUP:-300}
-         SAVE_EVERY=${SAVE_EVERY:-1000} ;;
+         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-256}; MAX_PAIR_TOKENS=${MAX_PAIR_TOKENS:-0}; LR=${LR:-1e-4}
+         WARMUP=${WARMUP:-4000}; SAVE_EVERY=${SAVE_EVERY:-5000} ;;
+  small) ARCH=${ARCH:-xlm_tiny}; MAX_UPDATE=${MAX_UPDATE:-5000}; BATCH_SIZE=${BATCH_SIZE:-32}
+         TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-64}; MAX_PAIR_TOKENS=${MAX_PAIR_TOKENS:-128}; LR=${LR:-0.004}
+         WARMUP=${WARMUP:-300}; SAVE_EVERY=${SAVE_EVERY:-1000} ;;
   *) echo "error: SCALE=$SCALE: expected paper or small" >&2; exit 2 ;;
 esac
 LANG_ALPHA=${LANG_ALPHA:-0.7}
@@ -117,7 +119,7 @@ mkdir -p "$save"
 "$PYTHON" -m fairseq_cli.train "$data_path" \
   --user-dir "$user_dir" --task xlm_pretrain --criterion xlm_lm --arch "$ARCH" \
   --langs "$LANGS" "${steps_flags[@]}" --lang-sampling-alpha "$LANG_ALPHA" \
-  --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size "$BATCH_SIZE" \
+  --tokens-per-sample "$TOKENS_PER_SAMPLE" --max-pair-tokens "$MAX_PAIR_TOKENS" --batch-size "$BATCH_SIZE" \
   --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$LR" --lr-scheduler inverse_sqrt \
   --warmup-updates "$WARMUP" --clip-norm 5 --max-update "$MAX_UPDATE" \
   --save-dir "$save" --best-checkpoint-metric avg_ppl --no-epoch-checkpoints ${saving[@]+"${saving[@]}"} \
