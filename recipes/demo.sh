@@ -52,6 +52,13 @@ fi
 LANGS=en,es
 PAIR=en-es
 PRETRAIN_LR=${PRETRAIN_LR:-0.004}
+# Pretraining batches: 32 stream blocks of 64 tokens (TLM: 32 whole pairs of up to 128 tokens). The demo before
+# 2026-12-06 used 16 x 128 for 12000 updates: PRETRAIN_BATCH_SIZE=16 PRETRAIN_TOKENS_PER_SAMPLE=128
+# PRETRAIN_MAX_UPDATE=12000 gives it back (stronger zero-shot genre transfer, twice the pretraining time:
+# docs/demo.md, "What made it shorter").
+PRETRAIN_BATCH_SIZE=${PRETRAIN_BATCH_SIZE:-32}
+PRETRAIN_TOKENS_PER_SAMPLE=${PRETRAIN_TOKENS_PER_SAMPLE:-64}
+PRETRAIN_MAX_PAIR_TOKENS=${PRETRAIN_MAX_PAIR_TOKENS:-128}
 UMT_LR=${UMT_LR:-0.002}              # inverse_sqrt after 200 warm-up updates (steps)
 GENRE_LR=${GENRE_LR:-0.0005}
 DEVICE_FLAGS=${DEVICE_FLAGS:---cpu}            # '' to let fairseq use a GPU
@@ -73,7 +80,7 @@ parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 IFS=, read -r V_PRETRAIN V_UMT V_GENRE <<< "$VALIDATIONS"
 for n in "$PRETRAIN_MAX_UPDATE" "$UMT_MAX_UPDATE" "$GENRE_MAX_UPDATE" "$VOCAB" "$BEAM" "$THREADS" "${V_PRETRAIN:-}" \
-         "${V_UMT:-}" "${V_GENRE:-}"; do
+         "${V_UMT:-}" "${V_GENRE:-}" "$PRETRAIN_BATCH_SIZE" "$PRETRAIN_TOKENS_PER_SAMPLE" "$PRETRAIN_MAX_PAIR_TOKENS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done
 [ -x "$PYTHON" ] || { echo "error: $PYTHON not found: run 'make demo' (it creates .venv) or set PYTHON" >&2; exit 1; }
@@ -88,7 +95,8 @@ export PYTHONUNBUFFERED=1                        # fairseq's log lines appear as
 cpu_threads $DEVICE_FLAGS   # lib/threads.sh: idle OpenMP threads sleep instead of fighting other jobs
 
 # Stamps only mean something for the settings that made them: refuse to mix.
-SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR umt=$UMT_MAX_UPDATE@$UMT_LR"
+SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR"
+SETTINGS="$SETTINGS,${PRETRAIN_BATCH_SIZE}x$PRETRAIN_TOKENS_PER_SAMPLE/$PRETRAIN_MAX_PAIR_TOKENS umt=$UMT_MAX_UPDATE@$UMT_LR"
 SETTINGS="$SETTINGS genre=$GENRE_MAX_UPDATE@$GENRE_LR beam=$BEAM"
 mkdir -p "$RUNS/done" "$EVAL"
 lock_settings "$RUNS/settings" "$OUT" "$SETTINGS"
@@ -174,8 +182,9 @@ binarize() {
 }
 
 PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --langs "$LANGS" --mlm-steps "en,es,$PAIR"
-    --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0 --tokens-per-sample 64
-    --max-pair-tokens 128 --batch-size 32 --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
+    --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0
+    --tokens-per-sample "$PRETRAIN_TOKENS_PER_SAMPLE" --max-pair-tokens "$PRETRAIN_MAX_PAIR_TOKENS"
+    --batch-size "$PRETRAIN_BATCH_SIZE" --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
     --warmup-updates 300 --clip-norm 5 --seed 1 --num-workers 0 $DEVICE_FLAGS)
 
 # validate_ppl RUN CHECKPOINT: MLM/TLM perplexity on the test split -> EVAL/ppl.RUN.log

@@ -279,3 +279,18 @@ def test_bad_arguments_print_usage(tmp_path):
     assert proc.returncode == 2 and "not a positive integer" in proc.stderr
     assert "PRETRAIN_UPDATES is renamed PRETRAIN_MAX_UPDATE" in proc.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_pretraining_batch_shape_is_a_setting(tmp_path):
+    """PRETRAIN_BATCH_SIZE / _TOKENS_PER_SAMPLE / _MAX_PAIR_TOKENS are checked and locked with the folder."""
+    out = tmp_path / "demo"
+    env = dict(os.environ, DEMO_SMOKE="1", OUT=str(out), PYTHON=preload.python())
+    proc, _ = run_demo(dict(env, PRETRAIN_TOKENS_PER_SAMPLE="64x"), timeout=30)
+    assert proc.returncode == 2 and "64x is not a positive integer" in proc.stderr
+    assert not out.exists()
+    old = dict(env, PRETRAIN_BATCH_SIZE="16", PRETRAIN_TOKENS_PER_SAMPLE="128", PRETRAIN_MAX_PAIR_TOKENS="128")
+    proc, _ = run_demo(old, "--stop-stage", "1", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ",16x128/128 " in (out / "runs" / "settings").read_text()
+    proc, _ = run_demo(env, "--stop-stage", "1", timeout=60)  # the defaults (32 x 64) on that folder: refused
+    assert proc.returncode == 1 and "made with other settings" in proc.stderr and ",32x64/128 " in proc.stderr
