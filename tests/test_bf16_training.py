@@ -6,18 +6,16 @@ import importlib.util
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import preload
 import pytest
 import torch
+from conftest import commands_pythonpath
 
 from fairseq_xlm.tasks.xnli import XlmXnliTask
 from test_pretrain_e2e import logged, train_args
 
-REPO = Path(__file__).resolve().parents[1]
 # The same 8 updates in fp32 and under bf16 autocast (dropout off, so both see identical batches and masks).
 # bf16 keeps 8 bits of mantissa in the products, so per-update losses differ slightly; 2 % per update leaves
 # room for that without letting a broken run (a loss that stops falling or jumps) pass.
@@ -58,8 +56,7 @@ def test_fairseq_bf16_flag_does_not_run_on_a_cpu_machine(bible_databin, pkg_dir,
     on the run's own exit and error, not on pytest's failure text: test_the_xla_check_refuses_other_failures)."""
     if importlib.util.find_spec("torch_xla") is not None:
         pytest.skip("torch_xla is installed here")
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=commands_pythonpath())
     args = train_args(bible_databin, tmp_path, pkg_dir, "--mlm-steps", "en", "--max-update", "1",
                       "--disable-validation", "--bf16")
     proc = subprocess.run([preload.python(), "-m", "fairseq_cli.train", *map(str, args)], env=env,

@@ -7,12 +7,12 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import preload
 import pytest
 import yaml
+from conftest import commands_pythonpath
 from omegaconf import OmegaConf
 
 from fairseq_xlm.cli import experiments as E
@@ -26,9 +26,7 @@ EXPERIMENTS = list(CATALOGUE["experiments"])
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=commands_pythonpath())
 
 
 @pytest.fixture(scope="module")

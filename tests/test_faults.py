@@ -19,7 +19,7 @@ from typing import Optional
 
 import pytest
 import torch
-from conftest import BIBLE_LANGS, BIBLE_VOCAB
+from conftest import BIBLE_LANGS, BIBLE_VOCAB, commands_pythonpath
 
 import fairseq_xlm  # noqa: F401  (the allow-list, the checkpoint patches)
 from fairseq_xlm import checkpoint_files, errors
@@ -31,9 +31,7 @@ MAX_UPDATE = 8
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=commands_pythonpath())
 
 
 def train_cmd(data, save, pkg_dir, *extra):

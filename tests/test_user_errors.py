@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import commands_pythonpath
 
 from fairseq_xlm import errors
 
@@ -76,8 +77,7 @@ def cli_errors(bible_databin, pkg_dir, tmp_path_factory):
         extra = TRAIN if module == "fairseq_cli.train" else []
         cases.append((name, module, argv + common + extra))
     init = [str(bible_databin), *common, *TRAIN, "--langs", "en,es", "--mlm-steps", "en,es"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        filter(None, [str(pkg_dir.parent), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=commands_pythonpath())
     env.pop("FAIRSEQ_XLM_DEBUG", None)
     env.pop("FAIRSEQ_XLM_TRACEBACK", None)
     log = tmp / "train.log"
