@@ -43,6 +43,16 @@ def old_checkpoint(folder, data):
     return path, model.eval()
 
 
+def grow_by_ny(tmp_path_factory, name, data, raw, vocab_size):
+    """(old checkpoint, old model, the NEW folder) of add_language on the data-bin ``data`` ... --langs ny."""
+    folder = tmp_path_factory.mktemp(name)
+    ckpt, model = old_checkpoint(folder, data)
+    new = folder / "new"
+    assert add_language.main([str(ckpt), "--data-bin", str(data), "--raw", str(raw), "--langs", "ny",
+                              "--destdir", str(new), "--vocab-size", str(vocab_size)]) == 0
+    return ckpt, model, new
+
+
 @pytest.fixture(scope="module")
 def ny_raw(bible_ny_databin):
     return bible_ny_databin / "raw"
@@ -51,12 +61,7 @@ def ny_raw(bible_ny_databin):
 @pytest.fixture(scope="module")
 def extended(bible_databin, ny_raw, tmp_path_factory):
     """(old checkpoint, old model, the NEW folder) of add_language ... --langs ny."""
-    folder = tmp_path_factory.mktemp("add_language")
-    ckpt, model = old_checkpoint(folder, bible_databin)
-    new = folder / "new"
-    assert add_language.main([str(ckpt), "--data-bin", str(bible_databin), "--raw", str(ny_raw), "--langs", "ny",
-                              "--destdir", str(new), "--vocab-size", "1000"]) == 0
-    return ckpt, model, new
+    return grow_by_ny(tmp_path_factory, "add_language", bible_databin, ny_raw, 1000)
 
 
 def dict_ids(sp, dictionary, lines):

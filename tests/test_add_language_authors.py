@@ -16,12 +16,11 @@ import torch
 
 import fairseq_xlm  # noqa: F401  (registers models, installs safe loading)
 from authors_release import learn_bpe, moses_words, write_codes_vocab
-from fairseq_xlm.cli import add_language
 from fairseq_xlm.cli.prepare_ids import read_tokens
 from fairseq_xlm.data import bpe_extend, layout
 from fairseq_xlm.data.authors_bpe import AuthorsBpe
 from fairseq_xlm.formats import load_model
-from test_add_language import old_checkpoint, run_error
+from test_add_language import grow_by_ny, run_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 pytest.importorskip("sacremoses")
@@ -48,12 +47,7 @@ def authors_old(bible_raw, tmp_path_factory):
 @pytest.fixture(scope="module")
 def authors_extended(authors_old, bible_ny_databin, tmp_path_factory):
     """(old checkpoint, old model, the NEW folder) of add_language on the authors' data-bin, --langs ny."""
-    folder = tmp_path_factory.mktemp("add_language_authors")
-    ckpt, model = old_checkpoint(folder, authors_old)
-    new = folder / "new"
-    assert add_language.main([str(ckpt), "--data-bin", str(authors_old), "--raw", str(bible_ny_databin / "raw"),
-                              "--langs", "ny", "--destdir", str(new), "--vocab-size", "400"]) == 0
-    return ckpt, model, new
+    return grow_by_ny(tmp_path_factory, "add_language_authors", authors_old, bible_ny_databin / "raw", 400)
 
 
 def ids(bpe, dictionary, lines, lang):
