@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from dataclasses import asdict
 
 import numpy as np

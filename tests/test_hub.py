@@ -9,7 +9,6 @@ give fairseq-generate's hypotheses on the same test sentences.
 import math
 import os
 import subprocess
-import sys
 
 import preload
 import pytest

@@ -4,7 +4,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
