@@ -139,10 +139,9 @@ prefix() { local line; while IFS= read -r line; do printf '[%s] %s\n' "$1" "$lin
 # fastest and the slowest 2-core machine measured, idle (docs/demo.md, "Time")
 estimate() {
     local fast=$(( ($1 + $2 / 2) / $2 )) slow=$(( ($1 + $3 / 2) / $3 ))
-    if [ "$slow" -lt 1 ]; then echo "under a minute on 2 idle cores"; return; fi
-    [ "$fast" -ge 1 ] && fast="$fast-$slow" || fast="1-$slow"
-    [ "$fast" = "$slow-$slow" ] && fast=$slow
-    echo "about $fast min on 2 idle cores"
+    [ "$slow" -ge 1 ] || { echo "under a minute on 2 idle cores"; return; }
+    [ "$fast" -ge 1 ] || fast=1
+    if [ "$fast" = "$slow" ]; then echo "about $slow min on 2 idle cores"; else echo "about $fast-$slow min on 2 idle cores"; fi
 }
 # every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
 # learning curves RESULTS.md draws (VALIDATIONS)
