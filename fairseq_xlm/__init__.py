@@ -8,17 +8,23 @@ writes survive a kill (``checkpoint_files``) and prints user errors as one line 
 
 import os as _os
 
+from . import errors as _errors  # standard library only
+
+# one line instead of a traceback for our user errors (a refused checkpoint, a bad data-bin, a bad flag), also
+# under FAIRSEQ_XLM_REGISTER=0: the commands that need neither torch nor fairseq run so (their imports cost
+# about 6 s of CPU on a slow 2-core machine)
+_errors.install_excepthook()
+
 if _os.environ.get("FAIRSEQ_XLM_REGISTER", "1") != "0":
     from . import quiet
 
     with quiet.root_logger_kept():  # importing fairseq sets the root logger to DEBUG
-        from . import checkpoint_files, dist_timeout, errors, safe_load
+        from . import checkpoint_files, dist_timeout, safe_load
         from . import models  # noqa: E402,F401  (registers xlm_transformer, xlm_mt and their architectures)
         from . import criterions, optim, tasks  # noqa: E402,F401  (registers tasks, criteria, xlm_pkm_adam)
 
     safe_load.install()
     checkpoint_files.install()  # atomic checkpoint writes and copies, resume past a torn checkpoint_last.pt
-    errors.install_excepthook()  # one line instead of a traceback for a refused checkpoint or a bad data-bin
     dist_timeout.install()  # FAIRSEQ_XLM_DIST_TIMEOUT: process-group timeout, so a frozen rank fails its peers
     quiet.install()  # hydra's deprecation warnings and torch's pin_memory warning under fairseq's commands
 

@@ -7,6 +7,7 @@ last one is left uncaught, so the interpreter's own path is tested too. One star
 """
 
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -154,3 +155,20 @@ def test_user_errors_keep_their_builtin_classes():
     assert issubclass(errors.MissingFileError, FileNotFoundError)
     assert issubclass(errors.DiskFullError, OSError)
     assert str(errors.MissingFileError("x: no such file")) == "x: no such file"
+
+
+def test_text_only_commands_skip_torch_and_fairseq_and_keep_one_line_errors(tmp_path):
+    """Under FAIRSEQ_XLM_REGISTER=0 (what the recipes give the BLEU scorer, cli.bible and the demo's genre text and
+    report) these commands import neither torch nor fairseq (about 6 s of CPU each on a slow machine), and a bad
+    flag is still one error line."""
+    env = dict(os.environ, FAIRSEQ_XLM_REGISTER="0", PYTHONPATH=commands_pythonpath())
+    probe = ("import sys, fairseq_xlm.cli.bible, fairseq_xlm.cli.bleu, fairseq_xlm.cli.demo, fairseq_xlm.cli.mt_inputs;"
+             "print(sorted(m for m in ('torch', 'fairseq') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    (tmp_path / "raw").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "fairseq_xlm.cli.demo", "genre-raw", "--sample", str(tmp_path / "raw"),
+                           "--out", str(tmp_path / "out"), "--train-lang", "en", "--pair", "en-en"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == "error: --pair 'en,en' names a language twice"
+    assert not (tmp_path / "out").exists()

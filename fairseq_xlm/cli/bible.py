@@ -23,9 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fairseq_xlm.cli import setup_logging
-from fairseq_xlm.data.layout import parse_langs
-from fairseq_xlm.cli.prepare import config_parser
+from fairseq_xlm.cli import config_parser, setup_logging
+from fairseq_xlm.data.langs import parse_langs
 from fairseq_xlm.atomic_lines import write_lines
 
 logger = logging.getLogger("fairseq_xlm.cli.bible")

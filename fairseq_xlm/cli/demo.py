@@ -274,7 +274,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None):
     """CLI entry point; bad input exits with one clear message."""
     args = get_parser().parse_args(argv)
-    from fairseq_xlm.data.layout import parse_langs
+    from fairseq_xlm.data.langs import parse_langs
 
     try:
         if args.command == "random-init":

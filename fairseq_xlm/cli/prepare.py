@@ -26,8 +26,6 @@ checks the languages, codes and vocabulary against the converted release and ins
 Every file is written under a temporary name and renamed, so a crash never leaves a half-written output.
 """
 
-import argparse
-import dataclasses
 import hashlib
 import json
 import logging
@@ -36,7 +34,7 @@ import sys
 from typing import Optional, Sequence
 
 from fairseq_xlm import errors
-from fairseq_xlm.cli import setup_logging
+from fairseq_xlm.cli import config_parser, setup_logging
 from fairseq_xlm.cli import prepare_ids
 from fairseq_xlm.cli.prepare_authors import binarize_text, check_release, encode_text, install_authors_bpe
 from fairseq_xlm.cli.prepare_stages import (STAGES, PrepareConfig, PrepareError, check, draw_sample, raw_inventory,
@@ -165,21 +163,6 @@ def _validate(cfg: PrepareConfig) -> None:
     for ok, message in rules:
         if not ok:
             raise PrepareError(message)
-
-
-def config_parser(cls, prog: str, doc: str) -> argparse.ArgumentParser:
-    """argparse flags from a config dataclass: one flag per field, help from its metadata."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        parser.add_argument(flag, type=f.type, required=required, help=f.metadata["help"],
-                            **({} if required else {"default": default}))
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

@@ -18,12 +18,12 @@ hold it to the data-bin's ``manifest.json`` (see ``manifest``) and name the file
 
 import glob
 import os
-import re
 from typing import List, Optional, Tuple
 
 from fairseq.data import Dictionary
 
 from . import manifest
+from .langs import parse_langs  # noqa: F401  (here too: every task reads --langs with the layout)
 from .token_stream import SentenceDataset
 from ..errors import ConfigError, DataBinError, MissingFileError
 
@@ -59,19 +59,6 @@ def split_dir(data: str, split: str, epoch: int = 1) -> str:
                 raise ConfigError(f"{os.path.join(folder, 'dict.txt')} differs from {os.path.join(dirs[0], 'dict.txt')}:"
                                  " every shard of a data path needs the same dictionary")
     return folder
-
-
-def parse_langs(langs: str, flag: str = "--langs") -> List[str]:
-    """'en,es,ny' -> ['en', 'es', 'ny'], with one clear error for empty or repeated names."""
-    out = [lang.strip() for lang in (langs or "").split(",") if lang.strip()]
-    if not out:
-        raise ConfigError(f"{flag} is empty: give comma-separated language codes, e.g. {flag} en,es")
-    if len(set(out)) != len(out):
-        raise ConfigError(f"{flag} {langs!r} names a language twice")
-    bad = [lang for lang in out if not re.fullmatch(r"[A-Za-z0-9_]+", lang)]
-    if bad:
-        raise ConfigError(f"{flag}: invalid language code(s) {bad} (letters, digits and _ only)")
-    return out
 
 
 def mono_prefix(data_dir: str, split: str, lang: str) -> str:
