@@ -62,7 +62,7 @@ PRETRAIN=(--user-dir "$USER_DIR" --task xlm_pretrain --arch xlm_tiny --criterion
 
 raw() {
     rm -rf "$OUT/raw.tmp"
-    "$PYTHON" -m fairseq_xlm.cli.bible --out "$OUT/raw.tmp" --langs en,es,ny --labels \
+    FAIRSEQ_XLM_REGISTER=0 "$PYTHON" -m fairseq_xlm.cli.bible --out "$OUT/raw.tmp" --langs en,es,ny --labels \
         --train-verses "$N_TRAIN" --valid-verses "$N_VALID" --test-verses "$N_TEST"
     rm -rf "$OUT/raw" && mv "$OUT/raw.tmp" "$OUT/raw"
 }

@@ -49,7 +49,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         [ -n "$TSV" ] && extra+=(--tsv "$TSV")
         [ "$DISJOINT" = 1 ] && extra+=(--disjoint-para)
         rm -rf "$RAW.tmp"
-        "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.tmp" --langs "$LANGS" --pairs "$PAIRS" \
+        FAIRSEQ_XLM_REGISTER=0 "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.tmp" --langs "$LANGS" --pairs "$PAIRS" \
             --split-by "$SPLIT_BY" --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --labels --ids \
             --train-verses "${MONO_TRAIN:-0}" --valid-verses "${MONO_VALID:-0}" --test-verses "${MONO_TEST:-0}" \
             --para-train-verses "${PARA_TRAIN:-0}" --para-valid-verses "${PARA_VALID:-0}" \

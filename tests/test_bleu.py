@@ -318,7 +318,8 @@ def test_evaluate_mt_recipe_table_and_bad_input(bible_databin, pkg_dir, run_fair
     # PYTHON is a wrapper that records each command line, so the test sees the decoding flags
     log = tmp_path / "calls.log"
     wrapper = tmp_path / "python.sh"
-    wrapper.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{log}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.write_text(f'#!/usr/bin/env bash\necho "REGISTER=${{FAIRSEQ_XLM_REGISTER:-1}} $*" >> "{log}"\n'
+                       f'exec "{sys.executable}" "$@"\n')
     wrapper.chmod(0o755)
     env = dict(os.environ, PYTHON=str(wrapper), BEAM="2", WORKDIR=str(tmp_path), **ONE_THREAD)
     ckpt = tmp_path / "ckpt" / "checkpoint_last.pt"
@@ -330,8 +331,14 @@ def test_evaluate_mt_recipe_table_and_bad_input(bible_databin, pkg_dir, run_fair
                          "|---|---:|---:|"]
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| greedy, max len 1.5*len+10 (authors')",
                                                              "| beam 2, lenpen 1.0, same max len"]
-    generates = [line for line in log.read_text().splitlines() if "fairseq_cli.generate" in line]
+    calls = log.read_text().splitlines()
+    generates = [line for line in calls if "fairseq_cli.generate" in line]
     assert len(generates) == 2
+    # five Python start-ups: one checks the checkpoint and writes the reference, and the scorer, which needs
+    # neither torch nor fairseq, runs without registering them
+    assert len(calls) == 5 and sum("fairseq_xlm.cli.mt_inputs check-checkpoint" in c for c in calls) == 1
+    assert sorted(c.split()[0] for c in calls if "fairseq_xlm.cli.bleu" in c) == ["REGISTER=0", "REGISTER=0"]
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert re.search(r"--beam 1 .*--max-len-a 1\.5 --max-len-b 8 ", generates[0])
     assert re.search(r"--beam 2 .*--max-len-a 1\.5 --max-len-b 8 ", generates[1])
     ref = (tmp_path / "ref.test.en-es.es").read_text(encoding="utf-8").splitlines()
