@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole XLM pipeline on the Bible sample shipped in data/bible-sample, on CPU, with a results
 # table where every number of the pretrained model stands next to a random-init model trained as long.
-#   recipes/demo.sh [--stage N] [--stop-stage N]      (21.5 min on 2 idle cores of the slowest AMD EPYC seen,
-#                                                     about 8 on the fastest: docs/demo.md, "Time")
+#   recipes/demo.sh [--stage N] [--stop-stage N]      (19.5 min on 2 idle cores of the slowest AMD EPYC seen,
+#                                                     about 7 on the fastest: docs/demo.md, "Time")
 #   DEMO_SMOKE=1 recipes/demo.sh                      (tiny settings, about a minute; OUT in $TMPDIR)
 # Stages (each skipped when its stamp OUT/runs/done/N-NAME exists; remove OUT to start over):
 #   1 unpack the sample                      2 shared sentencepiece BPE, binarize into OUT (+ genre labels)
