@@ -38,8 +38,6 @@ fi
 # fairseq-fixed's own requirements, less torchaudio (see above).
 pip_install cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex "sacrebleu>=2" tqdm bitarray \
   scikit-learn packaging
-# The project itself; --no-deps so pip does not try to satisfy fairseq-fixed's torchaudio pin.
-pip_install --no-deps --no-build-isolation -e ".[test]"
 pip_install sentencepiece "sacremoses>=0.1" "pytest>=7" "transformers>=5" "protobuf>=4" "matplotlib>=3.7" \
   "tensorboardX>=2.6" "scipy>=1.10" "fastBPE==0.1.0" "mosestokenizer==1.2.1"
 # make replicate's runner: jobs as local processes or SLURM jobs (submitit, maintained by Meta; hydra's launcher uses it)
@@ -52,4 +50,8 @@ pip_install "wikiextractor>=3.1"
 pip_install "cryptography>=41" "jieba>=0.42" "pythainlp>=4"
 # make test runs on 2 workers (pytest-xdist); the workers share the Bible data-bins through a file lock
 pip_install "pytest-xdist>=3.5" "filelock>=3.12"
+# The project itself, last: its requirements are all in place by now, so pip has nothing to report missing
+# (installed earlier, it listed each requirement not yet installed). --no-deps so pip does not try to satisfy
+# fairseq-fixed's torchaudio pin.
+pip_install --no-deps --no-build-isolation -e ".[test]"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, fairseq; print("torch", torch.__version__, "fairseq", fairseq.__version__)')"
