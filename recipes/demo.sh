@@ -80,7 +80,8 @@ parse_stage_args "$@"
 [ "${#POSITIONAL[@]}" -eq 0 ] || { echo "unexpected argument: ${POSITIONAL[0]}" >&2; usage; }
 IFS=, read -r V_PRETRAIN V_UMT V_GENRE <<< "$VALIDATIONS"
 for n in "$PRETRAIN_MAX_UPDATE" "$UMT_MAX_UPDATE" "$GENRE_MAX_UPDATE" "$VOCAB" "$BEAM" "$THREADS" "${V_PRETRAIN:-}" \
-         "${V_UMT:-}" "${V_GENRE:-}" "$PRETRAIN_BATCH_SIZE" "$PRETRAIN_TOKENS_PER_SAMPLE" "$PRETRAIN_MAX_PAIR_TOKENS"; do
+         "${V_UMT:-}" "${V_GENRE:-}" "$PRETRAIN_BATCH_SIZE" "$PRETRAIN_TOKENS_PER_SAMPLE" \
+         "$PRETRAIN_MAX_PAIR_TOKENS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "error: $n is not a positive integer (check the settings)" >&2; exit 2; }
 done
 [ -x "$PYTHON" ] || { echo "error: $PYTHON not found: run 'make demo' (it creates .venv) or set PYTHON" >&2; exit 1; }
@@ -96,7 +97,8 @@ cpu_threads $DEVICE_FLAGS   # lib/threads.sh: idle OpenMP threads sleep instead 
 
 # Stamps only mean something for the settings that made them: refuse to mix.
 SETTINGS="lines=$SAMPLE_LINES vocab=$VOCAB pretrain=$PRETRAIN_MAX_UPDATE@$PRETRAIN_LR"
-SETTINGS="$SETTINGS,${PRETRAIN_BATCH_SIZE}x$PRETRAIN_TOKENS_PER_SAMPLE/$PRETRAIN_MAX_PAIR_TOKENS umt=$UMT_MAX_UPDATE@$UMT_LR"
+SETTINGS="$SETTINGS,${PRETRAIN_BATCH_SIZE}x$PRETRAIN_TOKENS_PER_SAMPLE/$PRETRAIN_MAX_PAIR_TOKENS"
+SETTINGS="$SETTINGS umt=$UMT_MAX_UPDATE@$UMT_LR"
 SETTINGS="$SETTINGS genre=$GENRE_MAX_UPDATE@$GENRE_LR beam=$BEAM"
 mkdir -p "$RUNS/done" "$EVAL"
 lock_settings "$RUNS/settings" "$OUT" "$SETTINGS"
@@ -141,7 +143,9 @@ estimate() {
     local fast=$(( ($1 + $2 / 2) / $2 )) slow=$(( ($1 + $3 / 2) / $3 ))
     [ "$slow" -ge 1 ] || { echo "under a minute on 2 idle cores"; return; }
     [ "$fast" -ge 1 ] || fast=1
-    if [ "$fast" = "$slow" ]; then echo "about $slow min on 2 idle cores"; else echo "about $fast-$slow min on 2 idle cores"; fi
+    local range=$slow
+    [ "$fast" = "$slow" ] || range="$fast-$slow"
+    echo "about $range min on 2 idle cores"
 }
 # every K N: the validation interval that gives K validations in N updates (at least 1): the points of the
 # learning curves RESULTS.md draws (VALIDATIONS)
@@ -184,7 +188,8 @@ binarize() {
 PRETRAIN_ARGS=(--user-dir "$USER_DIR" --task xlm_pretrain --langs "$LANGS" --mlm-steps "en,es,$PAIR"
     --arch xlm_tiny --criterion xlm_lm --dropout 0 --attention-dropout 0
     --tokens-per-sample "$PRETRAIN_TOKENS_PER_SAMPLE" --max-pair-tokens "$PRETRAIN_MAX_PAIR_TOKENS"
-    --batch-size "$PRETRAIN_BATCH_SIZE" --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR" --lr-scheduler inverse_sqrt
+    --batch-size "$PRETRAIN_BATCH_SIZE" --optimizer adam --adam-betas "(0.9,0.98)" --lr "$PRETRAIN_LR"
+    --lr-scheduler inverse_sqrt
     --warmup-updates 300 --clip-norm 5 --seed 1 --num-workers 0 $DEVICE_FLAGS)
 
 # validate_ppl RUN CHECKPOINT: MLM/TLM perplexity on the test split -> EVAL/ppl.RUN.log
@@ -302,8 +307,8 @@ run_stage 3 pretrain "MLM+TLM pretraining of xlm_tiny, $PRETRAIN_MAX_UPDATE upda
     "$(estimate "$PRETRAIN_MAX_UPDATE" 1400 680)" pretrain
 run_stage 4 umt "unsupervised MT (denoising + back-translation), $UMT_MAX_UPDATE updates, pretrained and random init" \
     "side by side, $(estimate "$UMT_MAX_UPDATE" 396 113)" umt
-run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" "about 1-2 min" \
-    evaluate
+run_stage 5 evaluate "translate the test set (fairseq-generate + sacrebleu), its perplexity, retrieval" \
+    "about 1-2 min" evaluate
 run_stage 6 genre "genre classification, $GENRE_MAX_UPDATE updates on English, tested on English and Spanish" \
     "about a minute" genre
 run_stage 7 report "results table" "about a second" report

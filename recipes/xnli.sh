@@ -107,8 +107,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         extra=()
         [ -n "$TSV" ] && extra+=(--tsv "$TSV")
         rm -rf "$RAW.tmp" "$RAW.bible"
-        FAIRSEQ_XLM_REGISTER=0 "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.bible" --langs "$LANGS" --labels --split-by chapter \
-            --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --train-verses "${G_TRAIN:-0}" \
+        FAIRSEQ_XLM_REGISTER=0 "$PYTHON" -m fairseq_xlm.cli.bible --out "$RAW.bible" --langs "$LANGS" --labels \
+            --split-by chapter --valid-frac "$VALID_FRAC" --test-frac "$TEST_FRAC" --train-verses "${G_TRAIN:-0}" \
             --valid-verses "${G_VALID:-0}" --test-verses "${G_TEST:-0}" ${extra[@]+"${extra[@]}"}
         "$PYTHON" -m fairseq_xlm.cli.prepare_xnli extract-bible --bible-raw "$RAW.bible" --out "$RAW.tmp" --langs "$LANGS"
         rm -rf "$RAW.bible"
